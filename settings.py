@@ -1,0 +1,92 @@
+"""The one Settings object: every deployment value comes from the environment through it.
+
+Model and decoding hyperparameters are not here: they live in the checkpoint (model/config.py).
+Read settings with `get_settings()`; tests change the environment and call `get_settings.cache_clear()`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent
+SHIPPED_CHECKPOINTS = REPO_ROOT / "model" / "checkpoints"
+
+
+def _default_data_dir() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "s2s-service"
+
+
+class Settings(BaseSettings):
+    """Deployment settings, each read from the environment variable named in `alias`."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
+
+    # --- where state lives -------------------------------------------------------------------
+    data_dir: Path = Field(default_factory=_default_data_dir, alias="S2S_DATA_DIR",
+                           description="Directory for the SQLite file, the private Redis and logs.")
+    database_url: str | None = Field(default=None, alias="DATABASE_URL",
+                                     description="SQLAlchemy URL; default sqlite file in S2S_DATA_DIR.")
+    redis_url: str | None = Field(default=None, alias="REDIS_URL",
+                                  description="Broker and result store; unset = private Redis in S2S_DATA_DIR.")
+
+    # --- model -------------------------------------------------------------------------------
+    checkpoint_dir: Path = Field(default=SHIPPED_CHECKPOINTS, alias="S2S_CHECKPOINT",
+                                 description="A checkpoint directory, or a directory of checkpoints with models.json.")
+    device: str = Field(default="auto", alias="S2S_DEVICE", description="auto, cpu or cuda:N.")
+    beam_size: int = Field(default=5, ge=1, le=32, alias="S2S_BEAM_SIZE")
+    n_best: int = Field(default=3, ge=1, le=32, alias="S2S_N_BEST")
+    max_output_tokens: int = Field(default=48, ge=1, le=256, alias="S2S_MAX_OUTPUT_TOKENS")
+    torch_threads: int = Field(default=0, ge=0, alias="S2S_TORCH_THREADS",
+                               description="torch.set_num_threads in a worker; 0 keeps torch's default.")
+
+    # --- input bounds ------------------------------------------------------------------------
+    max_message_chars: int = Field(default=1000, ge=1, alias="S2S_MAX_MESSAGE_CHARS")
+    max_question_chars: int = Field(default=500, ge=1, alias="S2S_MAX_QUESTION_CHARS")
+    max_passage_chars: int = Field(default=20000, ge=1, alias="S2S_MAX_PASSAGE_CHARS")
+    max_batch_items: int = Field(default=20000, ge=1, alias="S2S_MAX_BATCH_ITEMS")
+    max_upload_bytes: int = Field(default=50_000_000, ge=1, alias="S2S_MAX_UPLOAD_BYTES")
+    history_turns: int = Field(default=6, ge=1, le=50, alias="S2S_HISTORY_TURNS")
+
+    # --- workers -----------------------------------------------------------------------------
+    microbatch_max_size: int = Field(default=32, ge=1, alias="S2S_MICROBATCH_MAX_SIZE")
+    microbatch_max_wait_ms: float = Field(default=5.0, ge=0, alias="S2S_MICROBATCH_MAX_WAIT_MS")
+    task_time_limit_s: int = Field(default=300, ge=1, alias="S2S_TASK_TIME_LIMIT_S")
+    visibility_timeout_s: int = Field(default=3600, ge=1, alias="S2S_VISIBILITY_TIMEOUT_S")
+
+    # --- UI and metrics ----------------------------------------------------------------------
+    ui_host: str = Field(default="127.0.0.1", alias="S2S_UI_HOST")
+    ui_port: int = Field(default=7860, ge=1, le=65535, alias="S2S_UI_PORT")
+    ui_user: str | None = Field(default=None, alias="S2S_UI_USER")
+    ui_password: str | None = Field(default=None, alias="S2S_UI_PASSWORD")
+    ui_concurrency: int = Field(default=64, ge=1, alias="S2S_UI_CONCURRENCY")
+    metrics_port: int = Field(default=0, ge=0, le=65535, alias="S2S_METRICS_PORT",
+                              description="Worker Prometheus port; 0 = off.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", alias="S2S_LOG_LEVEL")
+
+    @model_validator(mode="after")
+    def _check_login(self) -> Settings:
+        if (self.ui_user is None) != (self.ui_password is None):
+            raise ValueError("set both S2S_UI_USER and S2S_UI_PASSWORD, or neither")
+        if self.ui_password is not None and self.ui_password.strip() in {"", "changeme", "change-me"}:
+            raise ValueError("S2S_UI_PASSWORD is empty or a placeholder; choose a real password")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """DATABASE_URL, or the SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 's2s.sqlite3'}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
