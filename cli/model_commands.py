@@ -1,0 +1,185 @@
+"""`s2s tokenizer train`, `s2s train`, `s2s generate`, `s2s eval rc|chat`: the model's command line.
+
+Heavy imports (torch) happen inside the handlers. Without --checkpoint, generate and eval use the shipped
+models (settings S2S_CHECKPOINT), choosing by task and by the language of each input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    tok = subparsers.add_parser("tokenizer", help="train the SentencePiece tokenizer")
+    tok_sub = tok.add_subparsers(dest="tokenizer_command", required=True)
+    tok_train = tok_sub.add_parser("train", help="train a shared English/Chinese unigram tokenizer")
+    tok_train.add_argument("--out", required=True, help="output directory (tokenizer.model)")
+    tok_train.add_argument("--vocab-size", type=int, required=True, help="number of pieces")
+    tok_train.add_argument("inputs", nargs="+", help="corpus files in any supported format")
+    tok_train.set_defaults(handler=tokenizer_train)
+
+    from model.train import add_train_arguments  # light: argparse only, torch is imported lazily below
+
+    train = subparsers.add_parser("train", help="train a Seq2Seq model")
+    add_train_arguments(train)
+    train.set_defaults(handler=train_command)
+
+    gen = subparsers.add_parser("generate", help="decode a JSONL file of requests")
+    gen.add_argument("--checkpoint", help="checkpoint directory (default: the shipped models)")
+    gen.add_argument("--input", required=True, help='JSONL: {"source"} / {"question","passage"} / {"dialog"}')
+    gen.add_argument("--output", help="write JSONL here instead of stdout")
+    add_decode_arguments(gen)
+    gen.set_defaults(handler=generate_command)
+
+    ev = subparsers.add_parser("eval", help="evaluate a model")
+    ev_sub = ev.add_subparsers(dest="eval_command", required=True)
+    rc = ev_sub.add_parser("rc", help="reading comprehension: SQuAD (EN) or CMRC 2018 (ZH) EM/F1")
+    rc.add_argument("--checkpoint", help="checkpoint directory (default: the shipped models)")
+    rc.add_argument("--data", required=True, help="SQuAD-format JSON")
+    rc.add_argument("--limit", type=int, help="first N questions only")
+    rc.add_argument("--predictions", help="write {question_id: answer} JSON here")
+    rc.add_argument("--metric", choices=["auto", "squad", "cmrc"], default="auto", help="scoring (auto: by language)")
+    rc.add_argument("--batch-size", type=int, default=64, help="questions per decoding batch")
+    add_decode_arguments(rc)
+    rc.set_defaults(handler=eval_rc_command)
+    chat = ev_sub.add_parser("chat", help="chat: perplexity, BLEU-1/2, distinct-1/2, top-reply share")
+    chat.add_argument("--checkpoint", help="checkpoint directory (default: the shipped models)")
+    chat.add_argument("--data", required=True, help="dialog file (DailyDialog, LCCC, ChatterBot, JSONL)")
+    chat.add_argument("--limit", type=int, help="first N (history, reply) pairs only")
+    chat.add_argument("--batch-size", type=int, default=64, help="pairs per decoding batch")
+    chat.add_argument("--outputs", help="write the generated replies (JSONL) here")
+    add_decode_arguments(chat)
+    chat.set_defaults(handler=eval_chat_command)
+
+
+def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--beam-size", type=int, help="beam size (1 = greedy)")
+    parser.add_argument("--n-best", type=int, help="hypotheses returned per input")
+    parser.add_argument("--max-length", type=int, help="maximum output tokens")
+    parser.add_argument("--min-length", type=int, help="minimum output tokens")
+    parser.add_argument("--length-penalty", type=float, help="GNMT alpha")
+    parser.add_argument("--length-normalize", action="store_true", default=None, help="rank by mean log-prob")
+    parser.add_argument("--no-repeat-ngram-size", type=int, help="block repeated n-grams of this size")
+    parser.add_argument("--abstractive", action="store_true", help="RC: do not constrain answers to the passage")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
+
+
+def decode_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("beam_size", "n_best", "max_length", "min_length", "length_penalty", "length_normalize",
+             "no_repeat_ngram_size")
+    changes = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    if getattr(args, "abstractive", False):
+        changes["extractive"] = False
+    if "beam_size" in changes and "n_best" not in changes:
+        changes["n_best"] = 1
+    return changes
+
+
+def load_models(args: argparse.Namespace) -> Any:
+    from model.inference import ModelSet
+
+    if args.checkpoint:
+        return ModelSet.load(args.checkpoint, args.device)
+    from settings import get_settings
+
+    return ModelSet.load(get_settings().checkpoint_dir, args.device)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+
+
+def tokenizer_train(args: argparse.Namespace) -> int:
+    from model.data import read_records, record_texts
+    from model.tokenizer import Tokenizer, train_tokenizer
+
+    _setup_logging()
+    records, reports = read_records(args.inputs)
+    for path, report in reports:
+        logging.info("%s: read %d, skipped %d", path, report.read, report.skipped)
+    path = train_tokenizer(record_texts(records), args.out, vocab_size=args.vocab_size)
+    tokenizer = Tokenizer(path)
+    print(json.dumps({"tokenizer": str(path), "vocab_size": tokenizer.vocab_size, "sha256": tokenizer.checksum}))
+    return 0
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from model.train import run_training
+
+    _setup_logging()
+    print(json.dumps(run_training(args)))
+    return 0
+
+
+def generate_command(args: argparse.Namespace) -> int:
+    from model.config import DecodeConfig
+    from model.inference import InputError
+
+    models = load_models(args)
+    rows = []
+    with open(args.input, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((number, json.loads(line)))
+            except json.JSONDecodeError as error:
+                print(f"line {number}: not JSON ({error.msg})", file=sys.stderr)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        for number, row in rows:
+            task = "rc" if "question" in row else "chat"
+            decode = models.default_decode(task).replace(**decode_overrides(args)) if decode_overrides(args) else None
+            try:
+                if task == "rc":
+                    [hyps] = models.answer([(str(row["question"]), str(row.get("passage", "")))], decode)
+                    source = row["question"]
+                else:
+                    history = [str(t) for t in row["dialog"]] if "dialog" in row else [str(row.get("source", ""))]
+                    [hyps] = models.reply([history], decode)
+                    source = history[-1]
+            except (InputError, KeyError) as error:
+                print(f"line {number}: {error}", file=sys.stderr)
+                continue
+            best = hyps[0] if hyps else None
+            out.write(json.dumps({"source": source, "output": best.text if best else "",
+                                  "score": best.score if best else None,
+                                  "nbest": [{"output": h.text, "score": h.score} for h in hyps]},
+                                 ensure_ascii=False) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    _ = DecodeConfig  # the decoding settings type, for readers of this function
+    return 0
+
+
+def eval_rc_command(args: argparse.Namespace) -> int:
+    from model.evaluation import evaluate_rc
+
+    models = load_models(args)
+    result = evaluate_rc(models, args.data, limit=args.limit, metric=args.metric, batch_size=args.batch_size,
+                         decode_overrides=decode_overrides(args))
+    if args.predictions:
+        Path(args.predictions).write_text(json.dumps(result.pop("predictions"), ensure_ascii=False), encoding="utf-8")
+    else:
+        result.pop("predictions")
+    print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def eval_chat_command(args: argparse.Namespace) -> int:
+    from model.evaluation import evaluate_chat
+
+    models = load_models(args)
+    started = time.monotonic()
+    result = evaluate_chat(models, args.data, limit=args.limit, batch_size=args.batch_size,
+                           decode_overrides=decode_overrides(args), outputs_path=args.outputs)
+    result["seconds"] = round(time.monotonic() - started, 2)
+    print(json.dumps(result, ensure_ascii=False))
+    return 0

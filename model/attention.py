@@ -1,0 +1,64 @@
+"""Attention scores over encoder states: Luong dot / general (Luong et al. 2015) and Bahdanau additive (2014).
+
+query = decoder state, keys = values = encoder states; the output is the softmax-weighted sum of the values.
+Padded source positions get a score of -inf and therefore exactly zero weight. Optional coverage
+(See et al. 2017) adds w_c * coverage to every score. Pure tensor code: no I/O.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import AttentionKind
+
+
+class Attention(nn.Module):
+    """score(q, k_s) by `kind`; weights = masked softmax over source positions; context = sum_s a_s k_s."""
+
+    def __init__(self, kind: AttentionKind, hidden_size: int, *, coverage: bool = False) -> None:
+        super().__init__()
+        self.kind = kind
+        if kind == "general":
+            self.query_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        elif kind == "additive":
+            self.query_proj = nn.Linear(hidden_size, hidden_size, bias=True)
+            self.key_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+            self.v = nn.Linear(hidden_size, 1, bias=False)
+        elif kind != "dot":
+            raise ValueError(f"unknown attention kind {kind!r}")
+        self.coverage_proj = nn.Linear(1, hidden_size if kind == "additive" else 1, bias=False) if coverage else None
+
+    def precompute_keys(self, memory: torch.Tensor) -> torch.Tensor:
+        """Per-source part of the score, computed once per source. memory: (batch, src_len, hidden)."""
+        if self.kind == "additive":
+            return self.key_proj(memory)  # (batch, src_len, hidden)
+        return memory
+
+    def forward(self, query: torch.Tensor, memory: torch.Tensor, keys: torch.Tensor, pad_mask: torch.Tensor,
+                coverage: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attend from one decoder step.
+
+        Args:
+            query: (batch, hidden) decoder state h_t.
+            memory: (batch, src_len, hidden) encoder states (the values).
+            keys: (batch, src_len, hidden) from `precompute_keys(memory)`.
+            pad_mask: (batch, src_len) bool, True at padding.
+            coverage: (batch, src_len) sum of earlier attention weights, or None.
+        Returns:
+            weights (batch, src_len) summing to 1 with zeros at padding, and context (batch, hidden).
+        """
+        if self.kind == "additive":
+            features = keys + self.query_proj(query).unsqueeze(1)  # (batch, src_len, hidden)
+            if self.coverage_proj is not None and coverage is not None:
+                features = features + self.coverage_proj(coverage.unsqueeze(-1))
+            scores = self.v(torch.tanh(features)).squeeze(-1)  # (batch, src_len)
+        else:
+            projected = self.query_proj(query) if self.kind == "general" else query
+            scores = torch.bmm(keys, projected.unsqueeze(-1)).squeeze(-1)  # (batch, src_len)
+            if self.coverage_proj is not None and coverage is not None:
+                scores = scores + self.coverage_proj(coverage.unsqueeze(-1)).squeeze(-1)
+        scores = scores.float().masked_fill(pad_mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        context = torch.bmm(weights.unsqueeze(1).to(memory.dtype), memory).squeeze(1)  # (batch, hidden)
+        return weights, context

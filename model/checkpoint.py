@@ -1,0 +1,105 @@
+"""Save and load checkpoints: the only torch.save / torch.load in the repository.
+
+A checkpoint is a directory:
+  model.pt         {"format": 1, "model_config", "state_dict", "tokenizer_sha256", "step", "decode", "meta"}
+  tokenizer.model  the SentencePiece model the ids refer to
+  last.pt          (training only) optimizer, scheduler and RNG state for --resume
+Loading always uses weights_only=True, so a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import DecodeConfig, ModelConfig
+from .seq2seq import Seq2Seq, build_model
+from .tokenizer import Tokenizer
+
+FORMAT = 1
+MODEL_FILE = "model.pt"
+TOKENIZER_FILE = "tokenizer.model"
+TRAIN_STATE_FILE = "last.pt"
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: Seq2Seq
+    tokenizer: Tokenizer
+    config: ModelConfig
+    step: int
+    decode: DecodeConfig
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def save_checkpoint(out_dir: str | Path, *, model: Seq2Seq, tokenizer: Tokenizer, step: int,
+                    decode: DecodeConfig | None = None, meta: dict[str, Any] | None = None,
+                    half: bool = False, file_name: str = MODEL_FILE) -> Path:
+    """Write model weights (fp16 when `half`), config and tokenizer into `out_dir`; atomic per file."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state_dict = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu()
+                  for k, v in model.state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "model_config": model.config.to_dict(),
+        "state_dict": state_dict,
+        "tokenizer_sha256": tokenizer.checksum,
+        "step": int(step),
+        "decode": (decode or DecodeConfig()).to_dict(),
+        "meta": dict(meta or {}),
+    }
+    target = out / file_name
+    tmp = target.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(target)
+    tokenizer_target = out / TOKENIZER_FILE
+    if tokenizer.path.resolve() != tokenizer_target.resolve():
+        shutil.copyfile(tokenizer.path, tokenizer_target)
+    return target
+
+
+def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu", file_name: str = MODEL_FILE,
+                    ) -> LoadedCheckpoint:
+    """Load a checkpoint directory (or a model.pt inside one) onto `device`, in eval mode, as float32."""
+    path = Path(path)
+    directory = path.parent if path.is_file() else path
+    model_file = path if path.is_file() else directory / file_name
+    if not model_file.exists():
+        raise FileNotFoundError(f"no checkpoint at {model_file}")
+    try:
+        payload = torch.load(model_file, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: say which
+        raise ValueError(f"{model_file} is not a readable checkpoint: {error}") from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{model_file} is not an s2s checkpoint (format {FORMAT})")
+    tokenizer = Tokenizer(directory / TOKENIZER_FILE)
+    if tokenizer.checksum != payload["tokenizer_sha256"]:
+        raise ValueError(f"{directory / TOKENIZER_FILE} is not the tokenizer this model was trained with")
+    config = ModelConfig.from_dict(payload["model_config"])
+    model = build_model(config)
+    state_dict = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    model.load_state_dict(state_dict)
+    model.to(device).eval()
+    known = set(DecodeConfig.__dataclass_fields__)
+    decode = DecodeConfig(**{k: v for k, v in payload.get("decode", {}).items() if k in known})
+    return LoadedCheckpoint(model=model, tokenizer=tokenizer, config=config, step=int(payload["step"]),
+                            decode=decode, meta=dict(payload.get("meta", {})))
+
+
+def save_train_state(out_dir: str | Path, state: dict[str, Any]) -> None:
+    target = Path(out_dir) / TRAIN_STATE_FILE
+    tmp = target.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(target)
+
+
+def load_train_state(out_dir: str | Path) -> dict[str, Any] | None:
+    target = Path(out_dir) / TRAIN_STATE_FILE
+    if not target.exists():
+        return None
+    return torch.load(target, map_location="cpu", weights_only=True)  # type: ignore[no-any-return]

@@ -1,0 +1,125 @@
+"""Frozen configuration dataclasses: the architecture (ModelConfig), decoding (DecodeConfig), training (TrainConfig).
+
+ModelConfig travels inside every checkpoint, so a loaded model is rebuilt exactly; nothing here reads files
+or the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+AttentionKind = Literal["dot", "general", "additive"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the Seq2Seq model; `vocab_size` and the special ids come from the tokenizer."""
+
+    vocab_size: int
+    pad_id: int = 0
+    unk_id: int = 1
+    bos_id: int = 2
+    eos_id: int = 3
+    embed_size: int = 256
+    hidden_size: int = 256           # encoder output (both directions together) and decoder state size
+    encoder_layers: int = 2
+    decoder_layers: int = 1
+    attention: AttentionKind = "general"
+    copy: bool = True                # pointer-generator (See et al. 2017)
+    coverage: bool = False           # coverage vector fed to attention (See et al. 2017)
+    self_attention: bool = True      # gated self-matching layer between encoder LSTM layers (R-Net style)
+    num_features: int = 2            # token feature vocabulary: 0 = none, 1 = also occurs in the question/passage
+    dropout: float = 0.2
+    max_source_len: int = 400        # source budget in tokens; longer passages are windowed
+    max_history_turns: int = 4       # chat turns kept in the source
+    task: Literal["rc", "chat", "any"] = "any"
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % 2:
+            raise ValueError("hidden_size must be even: the encoder splits it over two directions")
+        if self.attention not in ("dot", "general", "additive"):
+            raise ValueError(f"unknown attention {self.attention!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Beam search settings. beam_size=1 is greedy decoding."""
+
+    beam_size: int = 5
+    n_best: int = 1
+    max_length: int = 48
+    min_length: int = 1
+    length_penalty: float = 1.0      # GNMT alpha (Wu et al. 2016); 0 ranks by raw log-prob
+    length_normalize: bool = False   # rank by average log-prob per token instead of GNMT
+    no_repeat_ngram_size: int = 0    # block repeated n-grams of this size; 0 = off
+    max_source_len: int | None = None  # tighter source bound than the model's own; None = model's
+    extractive: bool | None = None   # constrain RC answers to passage substrings; None = on for RC
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1:
+            raise ValueError("beam_size must be >= 1")
+        if not 1 <= self.n_best <= self.beam_size:
+            raise ValueError("n_best must be between 1 and beam_size")
+        if self.max_length < 1 or self.min_length < 0 or self.min_length > self.max_length:
+            raise ValueError("need 0 <= min_length <= max_length and max_length >= 1")
+        if self.no_repeat_ngram_size < 0:
+            raise ValueError("no_repeat_ngram_size must be >= 0")
+
+    def replace(self, **changes: Any) -> DecodeConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training loop settings; `s2s train` flags map one to one onto these fields."""
+
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    warmup_steps: int = 200
+    max_steps: int = 10_000
+    max_minutes: float | None = None
+    eval_every: int = 500
+    eval_batches: int = 50
+    label_smoothing: float = 0.1
+    grad_clip: float = 2.0
+    weight_decay: float = 0.0
+    coverage_weight: float = 0.0
+    seed: int = 1234
+    amp: bool = False                # bf16 autocast on CUDA; ignored on CPU
+    log_every: int = 50
+    num_workers: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    # name: (ModelConfig overrides, TrainConfig overrides)
+    "tiny": (
+        dict(embed_size=32, hidden_size=32, encoder_layers=1, decoder_layers=1, dropout=0.0,
+             max_source_len=64, self_attention=False),
+        dict(batch_size=16, learning_rate=5e-3, warmup_steps=20, max_steps=300, eval_every=100,
+             eval_batches=5, label_smoothing=0.0, log_every=20),
+    ),
+    "small": (
+        dict(embed_size=192, hidden_size=256, encoder_layers=2, decoder_layers=1, dropout=0.2,
+             max_source_len=320),
+        dict(batch_size=32, learning_rate=2e-3, warmup_steps=300, max_steps=20_000, eval_every=1000),
+    ),
+    "base": (
+        dict(embed_size=256, hidden_size=512, encoder_layers=3, decoder_layers=1, dropout=0.25,
+             max_source_len=400),
+        dict(batch_size=64, learning_rate=2e-3, warmup_steps=500, max_steps=60_000, eval_every=2000),
+    ),
+}

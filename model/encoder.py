@@ -1,0 +1,86 @@
+"""Encoder: token (+ feature) embedding, bidirectional LSTM layers, optional gated self-matching layer.
+
+The first bi-LSTM layer reads the input; a gated self-attention layer (Wang et al. 2017, R-Net "self-matching")
+lets every position look at the whole input (for reading comprehension: passage tokens see the question);
+the remaining bi-LSTM layers read the result. Output: (batch, src_len, hidden) states and a final state.
+Pure tensor code: no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from .config import ModelConfig
+
+
+class SelfMatching(nn.Module):
+    """Gated scaled dot-product self-attention; a position never attends to itself or to padding."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.query_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.gate = nn.Linear(2 * hidden_size, 2 * hidden_size)
+        self.scale = 1.0 / math.sqrt(hidden_size)
+
+    def forward(self, states: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        """states: (batch, src_len, hidden); pad_mask: (batch, src_len) True at padding -> (batch, src_len, 2*hidden)."""
+        src_len = states.size(1)
+        scores = torch.bmm(self.query_proj(states), states.transpose(1, 2)) * self.scale  # (batch, src_len, src_len)
+        blocked = pad_mask.unsqueeze(1) | torch.eye(src_len, dtype=torch.bool, device=states.device).unsqueeze(0)
+        scores = scores.float().masked_fill(blocked, -1e9)
+        context = torch.bmm(torch.softmax(scores, dim=-1).to(states.dtype), states)  # (batch, src_len, hidden)
+        joined = torch.cat([states, context], dim=-1)  # (batch, src_len, 2*hidden)
+        return torch.sigmoid(self.gate(joined)) * joined
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: ModelConfig, embedding: nn.Embedding) -> None:
+        super().__init__()
+        half = config.hidden_size // 2
+        self.embedding = embedding
+        self.feature_embedding = (nn.Embedding(config.num_features, config.embed_size)
+                                  if config.num_features > 0 else None)
+        self.dropout = nn.Dropout(config.dropout)
+        self.first = nn.LSTM(config.embed_size, half, batch_first=True, bidirectional=True)
+        self.self_matching = SelfMatching(config.hidden_size) if config.self_attention else None
+        rest_input = 2 * config.hidden_size if config.self_attention else config.hidden_size
+        self.rest = (nn.LSTM(rest_input, half, num_layers=config.encoder_layers - 1, batch_first=True,
+                             bidirectional=True, dropout=config.dropout if config.encoder_layers > 2 else 0.0)
+                     if config.encoder_layers > 1 else None)
+
+    def forward(self, src_ids: torch.Tensor, src_lengths: torch.Tensor, src_features: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encode a padded batch.
+
+        Args:
+            src_ids: (batch, src_len) token ids, padded with pad_id.
+            src_lengths: (batch,) true lengths (any device; moved to CPU for packing).
+            src_features: (batch, src_len) feature ids or None.
+        Returns:
+            memory (batch, src_len, hidden), pad_mask (batch, src_len) True at padding, final (batch, hidden).
+        """
+        src_len = src_ids.size(1)
+        positions = torch.arange(src_len, device=src_ids.device).unsqueeze(0)
+        pad_mask = positions >= src_lengths.to(src_ids.device).unsqueeze(1)  # (batch, src_len)
+        embedded = self.embedding(src_ids)
+        if self.feature_embedding is not None and src_features is not None:
+            embedded = embedded + self.feature_embedding(src_features)
+        states, final = self._run(self.first, self.dropout(embedded), src_lengths, src_len)
+        if self.self_matching is not None:
+            states = self.self_matching(states, pad_mask)
+        if self.rest is not None:
+            states, final = self._run(self.rest, self.dropout(states), src_lengths, src_len)
+        return self.dropout(states), pad_mask, final
+
+    @staticmethod
+    def _run(lstm: nn.LSTM, inputs: torch.Tensor, lengths: torch.Tensor, src_len: int,
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        outputs, (h_n, _) = lstm(packed)
+        states, _ = pad_packed_sequence(outputs, batch_first=True, total_length=src_len)
+        final = torch.cat([h_n[-2], h_n[-1]], dim=-1)  # last layer, forward and backward: (batch, hidden)
+        return states, final

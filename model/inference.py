@@ -1,0 +1,286 @@
+"""Predictor = tokenizer + model + default DecodeConfig: answer(question, passage) and reply(history), batched.
+
+Requests of a call are sorted by source length, padded into batches and decoded together by one batched beam
+search; results come back in request order. Reading-comprehension answers are decoded extractively by default:
+each hypothesis is constrained to a contiguous run of passage tokens, and its text is the exact passage
+substring those tokens cover. ModelSet holds the shipped models and picks one by task and language.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .beam_search import BeamHypothesis, beam_search
+from .checkpoint import MODEL_FILE, load_checkpoint
+from .config import DecodeConfig, ModelConfig
+from .decoder import Memory
+from .device import resolve_device
+from .formatting import Source, format_chat, format_rc
+from .language import detect_language
+from .seq2seq import Seq2Seq
+from .tokenizer import Tokenizer
+
+MAX_BATCH_ROWS = 512  # batch * beam rows decoded at once
+
+
+class InputError(ValueError):
+    """A request the model cannot answer as given (empty text, no turns); the message says why."""
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    text: str
+    tokens: list[str]
+    score: float
+    log_prob: float
+    source_tokens: list[str]
+    attention: list[list[float]]
+    p_gen: list[float]
+    span: tuple[int, int] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text, "tokens": self.tokens, "score": round(self.score, 6),
+            "log_prob": round(self.log_prob, 6), "source_tokens": self.source_tokens,
+            "attention": [[round(w, 4) for w in row] for row in self.attention],
+            "p_gen": [round(p, 4) for p in self.p_gen], "span": list(self.span) if self.span else None,
+        }
+
+
+def pad_sources(sources: list[Source], pad_id: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """(batch, src_len) ids, (batch,) lengths, (batch, src_len) features, (batch, src_len) passage mask."""
+    src_len = max(len(s) for s in sources)
+    ids = torch.full((len(sources), src_len), pad_id, dtype=torch.long)
+    features = torch.zeros((len(sources), src_len), dtype=torch.long)
+    passage = torch.zeros((len(sources), src_len), dtype=torch.bool)
+    for row, source in enumerate(sources):
+        ids[row, :len(source)] = torch.tensor(source.ids)
+        features[row, :len(source)] = torch.tensor(source.features)
+        passage[row, :len(source)] = torch.tensor(source.passage_mask)
+    lengths = torch.tensor([len(s) for s in sources])
+    return ids.to(device), lengths, features.to(device), passage.to(device)
+
+
+class Predictor:
+    """One checkpoint on one device."""
+
+    def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, *, device: torch.device,
+                 decode: DecodeConfig | None = None, version: str = "unversioned") -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config: ModelConfig = model.config
+        self.torch_device = device
+        self.device = str(device)
+        self.default_decode = decode or DecodeConfig()
+        self.version = version
+        self.task = self.config.task
+        banned = [tokenizer.pad_id, tokenizer.unk_id, *tokenizer.control_ids.values()]
+        self._banned_ids = torch.tensor(sorted(set(banned)), device=device)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Predictor:
+        torch_device = resolve_device(device)
+        loaded = load_checkpoint(path, device=torch_device)
+        name = Path(path).name if Path(path).is_dir() else Path(path).parent.name
+        version = f"{name}@{loaded.tokenizer.checksum[:8]}-{loaded.step}"
+        return cls(loaded.model, loaded.tokenizer, device=torch_device, decode=loaded.decode, version=version)
+
+    # --- public API -------------------------------------------------------------------------
+    def answer(self, questions: list[tuple[str, str]], decode: DecodeConfig | None = None) -> list[list[Hypothesis]]:
+        """(question, passage) pairs -> n-best answers each, best first."""
+        decode = decode or self.default_decode
+        for index, (question, passage) in enumerate(questions):
+            if not question.strip():
+                raise InputError(f"request {index}: the question is empty")
+            if not passage.strip():
+                raise InputError(f"request {index}: the passage is empty")
+        budget = min(self.config.max_source_len, decode.max_source_len or self.config.max_source_len)
+        sources = [format_rc(self.tokenizer, q, p, max_source_len=budget) for q, p in questions]
+        extractive = True if decode.extractive is None else decode.extractive
+        results = self._decode(sources, decode, extractive=extractive)
+        return [[self._to_hypothesis(h, source, passage if extractive else None) for h in hyps]
+                for hyps, source, (_, passage) in zip(results, sources, questions)]
+
+    def reply(self, histories: list[list[str]], decode: DecodeConfig | None = None) -> list[list[Hypothesis]]:
+        """Conversations (oldest turn first, ending with the user's message) -> n-best replies each."""
+        decode = decode or self.default_decode
+        for index, history in enumerate(histories):
+            if not history or not history[-1].strip():
+                raise InputError(f"request {index}: the conversation has no message to answer")
+        budget = min(self.config.max_source_len, decode.max_source_len or self.config.max_source_len)
+        sources = [format_chat(self.tokenizer, list(h), max_source_len=budget,
+                               max_turns=self.config.max_history_turns) for h in histories]
+        results = self._decode(sources, decode, extractive=False)
+        return [[self._to_hypothesis(h, source, None) for h in hyps] for hyps, source in zip(results, sources)]
+
+    def warm_up(self) -> None:
+        self.answer([("What is warm?", "The warm up run.")], DecodeConfig(beam_size=2, max_length=4))
+        self.reply([["hello"]], DecodeConfig(beam_size=2, max_length=4))
+
+    # --- decoding ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _decode(self, sources: list[Source], decode: DecodeConfig, *, extractive: bool) -> list[list[BeamHypothesis]]:
+        order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+        per_batch = max(1, MAX_BATCH_ROWS // decode.beam_size)
+        results: list[list[BeamHypothesis]] = [[] for _ in sources]
+        for start in range(0, len(order), per_batch):
+            chunk = order[start:start + per_batch]
+            decoded = self._decode_batch([sources[i] for i in chunk], decode, extractive=extractive)
+            for index, hyps in zip(chunk, decoded):
+                results[index] = hyps
+        return results
+
+    def _decode_batch(self, sources: list[Source], decode: DecodeConfig, *, extractive: bool,
+                      ) -> list[list[BeamHypothesis]]:
+        device = self.torch_device
+        beam = decode.beam_size
+        ids, lengths, features, passage = pad_sources(sources, self.tokenizer.pad_id, device)
+        memory, state = self.model.encode(ids, lengths, features)
+        memory = memory.repeat_rows(beam)
+        state = {k: v.repeat_interleave(beam, dim=0) for k, v in state.items()}
+        passage = passage.repeat_interleave(beam, dim=0)  # (rows, src_len)
+        if extractive:
+            state["candidates"] = passage.clone()
+        eos_id = self.tokenizer.eos_id
+
+        def step(prev_ids: torch.Tensor, state: dict[str, torch.Tensor], step_index: int):  # type: ignore[no-untyped-def]
+            decoder_state = {k: v for k, v in state.items() if k != "candidates"}
+            out = self.model.decode_step(prev_ids, decoder_state, memory)
+            log_probs = out.log_probs.index_fill(1, self._banned_ids, float("-inf"))
+            new_state = dict(out.state)
+            if extractive:
+                log_probs = self._constrain_to_passage(log_probs, prev_ids, state["candidates"], passage,
+                                                       memory, step_index, eos_id, new_state)
+            return log_probs, new_state, out.attention, out.p_gen
+
+        return beam_search(step, state, batch_size=len(sources), bos_id=self.tokenizer.bos_id, eos_id=eos_id,
+                           config=decode, device=device)
+
+    @staticmethod
+    def _constrain_to_passage(log_probs: torch.Tensor, prev_ids: torch.Tensor, candidates: torch.Tensor,
+                              passage: torch.Tensor, memory: Memory, step_index: int, eos_id: int,
+                              new_state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Allow only tokens that extend the hypothesis as a contiguous passage run (and eos after one token).
+
+        candidates (rows, src_len) marks the positions whose token may come next: at the first step every
+        passage position; afterwards the position right after each place where the hypothesis so far ends.
+        """
+        if step_index > 0:
+            matched = candidates & (memory.src_ids == prev_ids.unsqueeze(1))  # (rows, src_len)
+            candidates = torch.zeros_like(matched)
+            candidates[:, 1:] = matched[:, :-1]
+            candidates &= passage
+        new_state["candidates"] = candidates
+        allowed = torch.zeros_like(log_probs).scatter_add_(1, memory.src_ids, candidates.to(log_probs.dtype)) > 0
+        if step_index > 0:
+            allowed[:, eos_id] = True
+        return log_probs.masked_fill(~allowed, float("-inf"))
+
+    def _to_hypothesis(self, hyp: BeamHypothesis, source: Source, passage: str | None) -> Hypothesis:
+        tokens = [self.tokenizer.id_to_piece(i) for i in hyp.token_ids]
+        attention = hyp.attention[:, :len(source)] if hyp.attention is not None else torch.zeros(len(tokens), len(source))
+        p_gen = hyp.p_gen.tolist() if hyp.p_gen is not None else [1.0] * len(tokens)
+        span = None
+        text = self.tokenizer.decode(hyp.token_ids)
+        if passage is not None and hyp.token_ids:
+            span = _locate_span(hyp.token_ids, source, attention)
+            if span is not None:
+                text = passage[span[0]:span[1]]
+        return Hypothesis(text=text, tokens=tokens, score=hyp.score, log_prob=hyp.log_prob,
+                          source_tokens=list(source.pieces), attention=attention.tolist(), p_gen=p_gen, span=span)
+
+
+def _locate_span(token_ids: list[int], source: Source, attention: torch.Tensor) -> tuple[int, int] | None:
+    """Character span of the passage run equal to `token_ids`, choosing the occurrence attended to most."""
+    width = len(token_ids)
+    best: tuple[float, int] | None = None
+    for start in range(len(source.ids) - width + 1):
+        if not source.passage_mask[start] or source.ids[start:start + width] != token_ids:
+            continue
+        mass = float(sum(attention[t, start + t] for t in range(min(width, attention.size(0)))))
+        if best is None or mass > best[0]:
+            best = (mass, start)
+    if best is None:
+        return None
+    spans = [s for s in source.spans[best[1]:best[1] + width] if s is not None and s[1] > s[0]]
+    if not spans:
+        return None
+    return spans[0][0], spans[-1][1]
+
+
+class ModelSet:
+    """The models a worker serves, chosen per request by task ("rc"/"chat") and language ("en"/"zh")."""
+
+    def __init__(self, routes: dict[str, Predictor]) -> None:
+        if not routes:
+            raise ValueError("a ModelSet needs at least one model")
+        self.routes = routes
+        first = next(iter(routes.values()))
+        self.device = first.device
+        self.versions = {key: predictor.version for key, predictor in routes.items()}
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> ModelSet:
+        """`path` is one checkpoint (used for every task and language) or a folder with models.json."""
+        root = Path(path)
+        if (root / MODEL_FILE).exists():
+            predictor = Predictor.from_checkpoint(root, device)
+            return cls({"*": predictor})
+        manifest = root / "models.json"
+        if not manifest.exists():
+            raise FileNotFoundError(f"{root} holds neither {MODEL_FILE} nor models.json")
+        table: dict[str, str] = json.loads(manifest.read_text(encoding="utf-8"))
+        loaded: dict[str, Predictor] = {}
+        routes = {}
+        for key, sub in table.items():
+            if sub not in loaded:
+                loaded[sub] = Predictor.from_checkpoint(root / sub, device)
+            routes[key] = loaded[sub]
+        return cls(routes)
+
+    def predictor_for(self, task: str, language: str) -> Predictor:
+        for key in (f"{task}/{language}", f"{task}/*", task, "*"):
+            if key in self.routes:
+                return self.routes[key]
+        for key, predictor in self.routes.items():
+            if key.startswith(f"{task}/"):
+                return predictor
+        raise InputError(f"no model for task {task!r}")
+
+    def answer(self, questions: list[tuple[str, str]], decode: DecodeConfig | None = None) -> list[list[Hypothesis]]:
+        groups: dict[int, list[int]] = {}
+        predictors: dict[int, Predictor] = {}
+        for index, (question, passage) in enumerate(questions):
+            predictor = self.predictor_for("rc", detect_language(question + " " + passage[:500]))
+            groups.setdefault(id(predictor), []).append(index)
+            predictors[id(predictor)] = predictor
+        results: list[list[Hypothesis]] = [[] for _ in questions]
+        for key, indices in groups.items():
+            for index, hyps in zip(indices, predictors[key].answer([questions[i] for i in indices], decode)):
+                results[index] = hyps
+        return results
+
+    def reply(self, histories: list[list[str]], decode: DecodeConfig | None = None) -> list[list[Hypothesis]]:
+        groups: dict[int, list[int]] = {}
+        predictors: dict[int, Predictor] = {}
+        for index, history in enumerate(histories):
+            predictor = self.predictor_for("chat", detect_language(history[-1] if history else ""))
+            groups.setdefault(id(predictor), []).append(index)
+            predictors[id(predictor)] = predictor
+        results: list[list[Hypothesis]] = [[] for _ in histories]
+        for key, indices in groups.items():
+            for index, hyps in zip(indices, predictors[key].reply([histories[i] for i in indices], decode)):
+                results[index] = hyps
+        return results
+
+    def default_decode(self, task: str, language: str = "en") -> DecodeConfig:
+        return self.predictor_for(task, language).default_decode
+
+    def warm_up(self) -> None:
+        for predictor in {id(p): p for p in self.routes.values()}.values():
+            predictor.warm_up()

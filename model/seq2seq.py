@@ -1,0 +1,99 @@
+"""Seq2Seq: the encoder, the attention decoder and tied embeddings put together.
+
+`encode()` reads a source batch, `decode_step()` advances the decoder by one token (used by beam search),
+and `forward()` runs teacher forcing and returns the per-step log-probabilities and the loss
+(label-smoothed NLL of the copy-mixed distribution, plus the coverage loss when coverage is on).
+`build_model(config)` is the one factory. Pure tensor code: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .decoder import Decoder, DecoderState, Memory, StepOutput
+from .encoder import Encoder
+
+
+@dataclass
+class Batch:
+    """A padded training/inference batch; every tensor is (batch, len)."""
+
+    src_ids: torch.Tensor
+    src_lengths: torch.Tensor       # (batch,)
+    src_features: torch.Tensor | None
+    tgt_ids: torch.Tensor | None = None   # bos y1 .. yn eos, padded
+
+    def to(self, device: torch.device | str) -> Batch:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+        return Batch(move(self.src_ids), self.src_lengths, move(self.src_features), move(self.tgt_ids))  # type: ignore[arg-type]
+
+
+@dataclass
+class ForwardOutput:
+    loss: torch.Tensor          # scalar: mean over target tokens
+    nll_sum: torch.Tensor       # scalar: summed NLL without smoothing (for perplexity)
+    tokens: torch.Tensor        # scalar: number of target tokens
+    log_probs: torch.Tensor     # (batch, tgt_len, vocab)
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embed_size, padding_idx=config.pad_id)
+        nn.init.normal_(self.embedding.weight, std=config.embed_size ** -0.5)
+        with torch.no_grad():
+            self.embedding.weight[config.pad_id].zero_()
+        self.encoder = Encoder(config, self.embedding)
+        self.decoder = Decoder(config, self.embedding)
+        self.bridge = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def encode(self, src_ids: torch.Tensor, src_lengths: torch.Tensor,
+               src_features: torch.Tensor | None = None) -> tuple[Memory, DecoderState]:
+        """Encode (batch, src_len) ids -> the decoder's Memory and its initial state."""
+        states, pad_mask, final = self.encoder(src_ids, src_lengths, src_features)
+        memory = Memory(states=states, keys=self.decoder.attention.precompute_keys(states), pad_mask=pad_mask,
+                        src_ids=src_ids)
+        return memory, self.decoder.initial_state(final, self.bridge, src_ids.size(1))
+
+    def decode_step(self, prev_ids: torch.Tensor, state: DecoderState, memory: Memory) -> StepOutput:
+        return self.decoder.step(prev_ids, state, memory)
+
+    def forward(self, batch: Batch, *, label_smoothing: float = 0.0, coverage_weight: float = 0.0) -> ForwardOutput:
+        """Teacher forcing over batch.tgt_ids (batch, tgt_len): inputs are tgt[:, :-1], targets tgt[:, 1:]."""
+        assert batch.tgt_ids is not None, "forward() needs target ids"
+        memory, state = self.encode(batch.src_ids, batch.src_lengths, batch.src_features)
+        inputs, targets = batch.tgt_ids[:, :-1], batch.tgt_ids[:, 1:]
+        step_log_probs = []
+        coverage_loss = memory.states.new_zeros((), dtype=torch.float32)
+        for t in range(inputs.size(1)):
+            coverage_before = state.get("coverage")
+            out = self.decoder.step(inputs[:, t], state, memory)
+            if coverage_before is not None:
+                step_cov = torch.minimum(out.attention, coverage_before).sum(-1)  # (batch,)
+                coverage_loss = coverage_loss + (step_cov * (targets[:, t] != self.config.pad_id)).sum()
+            step_log_probs.append(out.log_probs)
+            state = out.state
+        log_probs = torch.stack(step_log_probs, dim=1)  # (batch, tgt_len, vocab)
+        target_mask = targets != self.config.pad_id
+        tokens = target_mask.sum()
+        nll = -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (batch, tgt_len)
+        nll_sum = (nll * target_mask).sum()
+        if label_smoothing > 0:
+            smooth = -log_probs.mean(dim=-1)  # (batch, tgt_len)
+            per_token = (1.0 - label_smoothing) * nll + label_smoothing * smooth
+        else:
+            per_token = nll
+        loss = (per_token * target_mask).sum() / tokens.clamp_min(1)
+        if coverage_weight > 0:
+            loss = loss + coverage_weight * coverage_loss / tokens.clamp_min(1)
+        return ForwardOutput(loss=loss, nll_sum=nll_sum.detach(), tokens=tokens.detach(), log_probs=log_probs)
+
+
+def build_model(config: ModelConfig) -> Seq2Seq:
+    return Seq2Seq(config)
