@@ -1,0 +1,256 @@
+"""Conversations and their turns: the chat history a reply is decoded from, and the record of each reply.
+
+UI side (owner-scoped: every function takes `owner`, and another owner's rows raise `NotFound`):
+create_conversation, get_conversation, list_conversations, rename_conversation, delete_conversation,
+add_user_turn, retry_reply, get_turn, list_turns.
+Worker side (by the ids the service itself enqueued): turn_status, history_for, save_reply, fail_reply.
+
+Every function takes the Session `db` first and keyword arguments after it, and never commits: the caller's
+`storage.db.transaction()` does. A redelivered task is harmless: save_reply and fail_reply only change a turn
+that is still pending (a guarded UPDATE), and a retried send with the same `client_request_id` returns the
+turns it created the first time (unique per conversation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from storage.db import update_rows
+from storage.errors import InputTooLong, NotFound
+from storage.limits import Limits, check_optional_text, check_owner, check_text, resolve_limits
+from storage.models import (
+    CLIENT_REQUEST_ID_MAX_CHARS,
+    MODEL_VERSION_MAX_CHARS,
+    TITLE_MAX_CHARS,
+    Conversation,
+    Role,
+    Turn,
+    TurnStatus,
+    utcnow,
+)
+
+
+@dataclass(frozen=True)
+class NewTurns:
+    """The ids add_user_turn made (or found, when the same client_request_id was sent before)."""
+
+    user_turn_id: int
+    reply_turn_id: int
+    created: bool
+
+
+def _check_title(title: str) -> str:
+    if len(title) > TITLE_MAX_CHARS:
+        raise InputTooLong("title", limit=TITLE_MAX_CHARS, length=len(title))
+    return title
+
+
+def create_conversation(
+    db: Session, *, owner: str, title: str = "", language: str | None = None
+) -> Conversation:
+    conversation = Conversation(owner=check_owner(owner), title=_check_title(title), language=language)
+    db.add(conversation)
+    db.flush()
+    return conversation
+
+
+def get_conversation(
+    db: Session, *, conversation_id: str, owner: str, for_update: bool = False
+) -> Conversation:
+    """The conversation, if `owner` owns it; `for_update` locks its row until commit (PostgreSQL)."""
+    query = select(Conversation).where(Conversation.id == conversation_id, Conversation.owner == owner)
+    if for_update:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    conversation = db.scalar(query)
+    if conversation is None:
+        raise NotFound("conversation", conversation_id)
+    return conversation
+
+
+def list_conversations(db: Session, *, owner: str, limit: int = 100) -> list[Conversation]:
+    """The owner's conversations, most recently active first."""
+    query = (
+        select(Conversation)
+        .where(Conversation.owner == owner)
+        .order_by(Conversation.updated_at.desc(), Conversation.id)
+        .limit(limit)
+    )
+    return list(db.scalars(query))
+
+
+def rename_conversation(db: Session, *, conversation_id: str, owner: str, title: str) -> Conversation:
+    conversation = get_conversation(db, conversation_id=conversation_id, owner=owner)
+    conversation.title = _check_title(title)
+    conversation.updated_at = utcnow()
+    db.flush()
+    return conversation
+
+
+def delete_conversation(db: Session, *, conversation_id: str, owner: str) -> None:
+    """Delete the conversation and (by ON DELETE CASCADE) all its turns."""
+    db.delete(get_conversation(db, conversation_id=conversation_id, owner=owner))
+    db.flush()
+
+
+def add_user_turn(
+    db: Session,
+    *,
+    conversation_id: str,
+    owner: str,
+    text: str,
+    client_request_id: str | None = None,
+    limits: Limits | None = None,
+) -> NewTurns:
+    """Store the user's message and a pending assistant turn right after it; enqueue the reply id after commit.
+
+    Sending again with the same `client_request_id` creates nothing and returns the first call's ids.
+    Raises EmptyInput / InputTooLong for a bad message (S2S_MAX_MESSAGE_CHARS unless `limits` says otherwise).
+    """
+    check_text(text, limit=resolve_limits(limits).max_message_chars, field="message")
+    check_optional_text(client_request_id, limit=CLIENT_REQUEST_ID_MAX_CHARS, field="client_request_id")
+    # The row lock serialises senders on PostgreSQL (SQLite's BEGIN IMMEDIATE already does), so positions and
+    # the request-id lookup below do not race; the unique constraints stay as the backstop.
+    conversation = get_conversation(db, conversation_id=conversation_id, owner=owner, for_update=True)
+    if client_request_id is not None:
+        earlier = db.scalar(
+            select(Turn).where(
+                Turn.conversation_id == conversation_id, Turn.client_request_id == client_request_id
+            )
+        )
+        if earlier is not None:
+            reply_id = db.scalar(
+                select(Turn.id).where(
+                    Turn.conversation_id == conversation_id, Turn.position == earlier.position + 1
+                )
+            )
+            if reply_id is None:
+                raise NotFound("reply turn after", earlier.id)
+            return NewTurns(user_turn_id=earlier.id, reply_turn_id=reply_id, created=False)
+    last = db.scalar(select(func.max(Turn.position)).where(Turn.conversation_id == conversation_id))
+    position = 0 if last is None else last + 1
+    now = utcnow()
+    user_turn = Turn(
+        conversation_id=conversation_id,
+        position=position,
+        role=Role.USER,
+        status=TurnStatus.DONE,
+        text=text,
+        client_request_id=client_request_id,
+        created_at=now,
+        finished_at=now,
+    )
+    reply_turn = Turn(
+        conversation_id=conversation_id,
+        position=position + 1,
+        role=Role.ASSISTANT,
+        status=TurnStatus.PENDING,
+        created_at=now,
+    )
+    db.add_all([user_turn, reply_turn])
+    conversation.updated_at = now
+    db.flush()
+    return NewTurns(user_turn_id=user_turn.id, reply_turn_id=reply_turn.id, created=True)
+
+
+def get_turn(db: Session, *, turn_id: int, owner: str) -> Turn:
+    query = select(Turn).join(Turn.conversation).where(Turn.id == turn_id, Conversation.owner == owner)
+    turn = db.scalar(query)
+    if turn is None:
+        raise NotFound("turn", turn_id)
+    return turn
+
+
+def list_turns(db: Session, *, conversation_id: str, owner: str) -> list[Turn]:
+    """All turns of the conversation, oldest first (pending and failed replies included)."""
+    get_conversation(db, conversation_id=conversation_id, owner=owner)
+    query = select(Turn).where(Turn.conversation_id == conversation_id).order_by(Turn.position)
+    return list(db.scalars(query))
+
+
+def retry_reply(db: Session, *, turn_id: int, owner: str) -> bool:
+    """Set a failed reply back to pending; False if it was not failed. Enqueue it again only when True."""
+    get_turn(db, turn_id=turn_id, owner=owner)
+    return _set_reply(
+        db,
+        turn_id=turn_id,
+        from_status=TurnStatus.FAILED,
+        values={"status": TurnStatus.PENDING, "error": None, "finished_at": None},
+    )
+
+
+def turn_status(db: Session, *, turn_id: int) -> TurnStatus:
+    """Worker side: whether a reply is still wanted (a task skips a turn that is no longer pending)."""
+    status = db.scalar(select(Turn.status).where(Turn.id == turn_id))
+    if status is None:
+        raise NotFound("turn", turn_id)
+    return status
+
+
+def history_for(db: Session, *, turn_id: int, max_turns: int) -> list[str]:
+    """The texts of the last `max_turns` done turns before this one, oldest first: what the reply is decoded from."""
+    if max_turns < 1:
+        raise ValueError(f"max_turns must be at least 1, got {max_turns}")
+    turn = db.get(Turn, turn_id)
+    if turn is None:
+        raise NotFound("turn", turn_id)
+    query = (
+        select(Turn.text)
+        .where(
+            Turn.conversation_id == turn.conversation_id,
+            Turn.position < turn.position,
+            Turn.status == TurnStatus.DONE,
+        )
+        .order_by(Turn.position.desc())
+        .limit(max_turns)
+    )
+    texts = [text for text in db.scalars(query) if text is not None]
+    texts.reverse()
+    return texts
+
+
+def save_reply(
+    db: Session,
+    *,
+    turn_id: int,
+    text: str,
+    model_version: str,
+    decoding: dict[str, Any] | None = None,
+    latency_ms: float | None = None,
+) -> bool:
+    """Worker side: store the reply if the turn is still pending; False (and no write) otherwise."""
+    check_text(model_version, limit=MODEL_VERSION_MAX_CHARS, field="model_version")
+    return _set_reply(
+        db,
+        turn_id=turn_id,
+        from_status=TurnStatus.PENDING,
+        values={
+            "status": TurnStatus.DONE,
+            "text": text,
+            "model_version": model_version,
+            "decoding": decoding,
+            "latency_ms": latency_ms,
+            "error": None,
+            "finished_at": utcnow(),
+        },
+    )
+
+
+def fail_reply(db: Session, *, turn_id: int, error: str) -> bool:
+    """Worker side: mark a pending reply failed with a message the user may see; False if it was not pending."""
+    return _set_reply(
+        db,
+        turn_id=turn_id,
+        from_status=TurnStatus.PENDING,
+        values={"status": TurnStatus.FAILED, "error": error, "finished_at": utcnow()},
+    )
+
+
+def _set_reply(db: Session, *, turn_id: int, from_status: TurnStatus, values: dict[str, Any]) -> bool:
+    matched = update_rows(
+        db, Turn, Turn.id == turn_id, Turn.role == Role.ASSISTANT, Turn.status == from_status, **values
+    )
+    return matched == 1

@@ -1,0 +1,85 @@
+"""Engines and transactions: the only code that opens database connections or commits.
+
+`make_engine(url)` works for SQLite files (the default) and PostgreSQL (real deployments) alike. For SQLite it
+turns on WAL, a busy timeout and foreign keys, and starts every transaction with BEGIN IMMEDIATE, so two
+processes writing at once wait for each other instead of failing with "database is locked" half-way through a
+transaction. `transaction(engine)` is where a UI handler or a task commits; repository functions never do.
+Creating an engine is left to the process that uses it (after a fork, see workers/runtime.py); nothing here
+runs at import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, Engine, create_engine, event, update
+from sqlalchemy.engine import URL, CursorResult, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse `url`; plain `postgresql://` (or `postgres://`) URLs get the psycopg 3 driver."""
+    parsed = make_url(url)
+    if parsed.drivername in {"postgresql", "postgres"}:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def make_engine(url: str | URL) -> Engine:
+    """An engine for `url`; for a SQLite file, its directory is created if missing."""
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(parsed, pool_pre_ping=True)
+    database = parsed.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(parsed)
+    event.listen(engine, "connect", _configure_sqlite_connection)
+    event.listen(engine, "begin", _begin_immediate)
+    return engine
+
+
+def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
+    # Take BEGIN away from the sqlite3 driver (it skips it before SELECT and DDL); `_begin_immediate` emits it.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _begin_immediate(connection: Any) -> None:
+    # IMMEDIATE takes the write lock up front (waiting up to the busy timeout). A deferred transaction that read
+    # first and writes later fails at once with SQLITE_BUSY when another process committed in between.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions whose objects stay readable after commit (handlers read ids and fields after the block)."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """Yield a Session in a transaction: commit when the block ends, roll back if it raises."""
+    with session_factory(engine).begin() as db:
+        yield db
+
+
+def update_rows(db: Session, model: type[Any], *criteria: ColumnElement[bool], **values: Any) -> int:
+    """UPDATE `model` SET values WHERE criteria; return how many rows matched.
+
+    With a status among the criteria this is a compare-and-set: of two racing writers (or a redelivered
+    task) only the first finds the row still in that status, on SQLite and PostgreSQL alike.
+    """
+    statement = update(model).where(*criteria).values(**values).execution_options(synchronize_session="fetch")
+    return cast(CursorResult[Any], db.execute(statement)).rowcount

@@ -1,0 +1,49 @@
+"""The exceptions the storage layer raises, so callers can tell a user what went wrong.
+
+Another owner's row is reported as `NotFound`, exactly like a missing row, so an id never reveals whether it exists.
+"""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base class for every error raised on purpose by `storage`."""
+
+
+class NotFound(StorageError, LookupError):
+    """The row does not exist, or it belongs to another owner."""
+
+    def __init__(self, kind: str, key: object) -> None:
+        super().__init__(f"{kind} {key!r} not found")
+        self.kind = kind
+        self.key = key
+
+
+class EmptyInput(StorageError, ValueError):
+    """Text that is empty or only whitespace."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"{field} is empty")
+        self.field = field
+
+
+class InputTooLong(StorageError, ValueError):
+    """Text (or a list) longer than its configured limit; nothing is stored and nothing is truncated."""
+
+    def __init__(self, field: str, *, limit: int, length: int) -> None:
+        super().__init__(f"{field} is too long: {length} > limit {limit}")
+        self.field = field
+        self.limit = limit
+        self.length = length
+
+
+class DuplicateKey(StorageError, ValueError):
+    """Two batch items share an `item_key`; keys must be unique within a job."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"item key {key!r} appears more than once")
+        self.key = key
+
+
+class InvalidState(StorageError):
+    """The row exists but is not in a state that allows the operation (e.g. retrying a reply that did not fail)."""

@@ -1,0 +1,457 @@
+"""Reading comprehension: passages, questions asked one at a time, and batch QA jobs with their items.
+
+UI side (owner-scoped; another owner's rows raise `NotFound`): create_question, get_question, create_job,
+get_job, list_jobs, job_progress, cancel_job, export_results. `upsert_passage` is shared by content: a
+passage id is only reachable through the text itself or an owner's question or job.
+Worker side (by ids the service enqueued): question_input, save_answer, fail_question, claim_pending_items,
+pending_item, record_item_answer, record_item_failure, finish_job_if_complete, fail_job.
+
+Every function takes the Session `db` first and keyword arguments after it, and never commits. Writes a
+redelivered task may repeat only touch rows that are still pending (guarded UPDATEs), so they report False
+and change nothing the second time. Row locks are taken items first, then the job, so that PostgreSQL writers
+on one job cannot deadlock; the job row lock in finish_job_if_complete makes "the last item finishes the job"
+hold even when the last two items finish at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Executable, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from storage.db import update_rows
+from storage.errors import DuplicateKey, InputTooLong, NotFound
+from storage.limits import Limits, check_owner, check_text, resolve_limits
+from storage.models import (
+    FILENAME_MAX_CHARS,
+    ITEM_KEY_MAX_CHARS,
+    MODEL_VERSION_MAX_CHARS,
+    ItemStatus,
+    JobStatus,
+    Passage,
+    QAJob,
+    QAJobItem,
+    Question,
+    QuestionStatus,
+    utcnow,
+)
+
+_IN_CHUNK = 500  # ids per IN (...) list, well under SQLite's bound-parameter limit
+_ACTIVE_JOB = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+@dataclass(frozen=True)
+class QAInput:
+    """What the model needs for one question: the question and its passage text."""
+
+    question: str
+    passage: str
+
+
+@dataclass(frozen=True)
+class ItemInput:
+    item_id: int
+    item_key: str
+    question: str
+    passage: str
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    job_id: str
+    status: JobStatus
+    total: int
+    done: int
+    failed: int
+    pending: int
+    cancelled: int
+    fraction: float  # share of items no longer pending, 0..1
+    eta_s: float | None  # None until the job is running and has finished an item
+
+
+# --- passages ---------------------------------------------------------------------------------------------
+
+
+def passage_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def upsert_passage(db: Session, *, text: str, limits: Limits | None = None) -> int:
+    """The id of the passage with this exact text, storing it first if it is new."""
+    check_text(text, limit=resolve_limits(limits).max_passage_chars, field="passage")
+    digest = passage_hash(text)
+    return _upsert_passages(db, {digest: text})[digest]
+
+
+def _upsert_passages(db: Session, texts_by_hash: Mapping[str, str]) -> dict[str, int]:
+    # INSERT .. ON CONFLICT DO NOTHING, then read the ids back: safe when two writers store the same text at once.
+    dialect = db.get_bind().dialect.name
+    statement: Executable
+    if dialect == "postgresql":
+        statement = postgresql.insert(Passage).on_conflict_do_nothing(index_elements=[Passage.sha256])
+    elif dialect == "sqlite":
+        statement = sqlite.insert(Passage).on_conflict_do_nothing(index_elements=[Passage.sha256])
+    else:
+        raise NotImplementedError(f"storage supports sqlite and postgresql, not {dialect}")
+    now = utcnow()
+    rows = [{"sha256": digest, "text": text, "created_at": now} for digest, text in texts_by_hash.items()]
+    db.execute(statement, rows)
+    ids: dict[str, int] = {}
+    digests = list(texts_by_hash)
+    for start in range(0, len(digests), _IN_CHUNK):
+        chunk = digests[start : start + _IN_CHUNK]
+        ids.update(db.execute(select(Passage.sha256, Passage.id).where(Passage.sha256.in_(chunk))).tuples())
+    return ids
+
+
+# --- interactive questions --------------------------------------------------------------------------------
+
+
+def create_question(
+    db: Session, *, owner: str, passage_id: int, question: str, limits: Limits | None = None
+) -> Question:
+    """A pending question about a stored passage; enqueue its id after commit."""
+    check_owner(owner)
+    check_text(question, limit=resolve_limits(limits).max_question_chars, field="question")
+    if db.get(Passage, passage_id) is None:
+        raise NotFound("passage", passage_id)
+    row = Question(owner=owner, passage_id=passage_id, question=question, status=QuestionStatus.PENDING)
+    db.add(row)
+    db.flush()
+    return row
+
+
+def get_question(db: Session, *, question_id: str, owner: str) -> Question:
+    row = db.scalar(select(Question).where(Question.id == question_id, Question.owner == owner))
+    if row is None:
+        raise NotFound("question", question_id)
+    return row
+
+
+def question_input(db: Session, *, question_id: str) -> QAInput | None:
+    """Worker side: the question and passage to decode, or None if the question is no longer pending."""
+    query = (
+        select(Question.status, Question.question, Passage.text)
+        .join(Question.passage)
+        .where(Question.id == question_id)
+    )
+    row = db.execute(query).one_or_none()
+    if row is None:
+        raise NotFound("question", question_id)
+    status, question, passage = row
+    return QAInput(question=question, passage=passage) if status is QuestionStatus.PENDING else None
+
+
+def save_answer(
+    db: Session,
+    *,
+    question_id: str,
+    answer: str,
+    score: float,
+    model_version: str,
+    n_best: list[dict[str, Any]] | None = None,
+    attention: dict[str, Any] | None = None,
+    decoding: dict[str, Any] | None = None,
+    latency_ms: float | None = None,
+) -> bool:
+    """Worker side: store the answer if the question is still pending; False (and no write) otherwise."""
+    check_text(model_version, limit=MODEL_VERSION_MAX_CHARS, field="model_version")
+    values = {
+        "status": QuestionStatus.DONE,
+        "answer": answer,
+        "score": score,
+        "model_version": model_version,
+        "n_best": n_best,
+        "attention": attention,
+        "decoding": decoding,
+        "latency_ms": latency_ms,
+        "finished_at": utcnow(),
+    }
+    return _finish_pending(db, Question, row_id=question_id, values=values)
+
+
+def fail_question(db: Session, *, question_id: str, error: str) -> bool:
+    """Worker side: mark a pending question failed; False if it was not pending."""
+    values = {"status": QuestionStatus.FAILED, "error": error, "finished_at": utcnow()}
+    return _finish_pending(db, Question, row_id=question_id, values=values)
+
+
+def _finish_pending(
+    db: Session, model: type[Question] | type[QAJobItem], *, row_id: object, values: dict[str, Any]
+) -> bool:
+    return update_rows(db, model, model.id == row_id, model.status == "pending", **values) == 1
+
+
+# --- batch jobs -------------------------------------------------------------------------------------------
+
+
+def create_job(
+    db: Session,
+    *,
+    owner: str,
+    filename: str,
+    items: Sequence[Mapping[str, str]],
+    errors: Sequence[Mapping[str, Any]] = (),
+    limits: Limits | None = None,
+) -> str:
+    """Store a job and its items (each {"item_key", "question", "passage"}) in bulk; return the job id.
+
+    `errors` are the input lines the parser rejected ({"line", "reason"}), kept for the user to read.
+    Every item is checked before anything is written: EmptyInput / InputTooLong name the item, DuplicateKey
+    a repeated key. A job without a valid item is stored as failed, so the user still sees its errors.
+    """
+    check_owner(owner)
+    bounds = resolve_limits(limits)
+    if len(filename) > FILENAME_MAX_CHARS:
+        raise InputTooLong("filename", limit=FILENAME_MAX_CHARS, length=len(filename))
+    for field, count in (("items", len(items)), ("parse errors", len(errors))):
+        if count > bounds.max_batch_items:
+            raise InputTooLong(field, limit=bounds.max_batch_items, length=count)
+    keys: set[str] = set()
+    texts_by_hash: dict[str, str] = {}
+    item_hashes: list[str] = []
+    for item in items:
+        key = check_text(item["item_key"], limit=ITEM_KEY_MAX_CHARS, field="item_key")
+        if key in keys:
+            raise DuplicateKey(key)
+        keys.add(key)
+        check_text(item["question"], limit=bounds.max_question_chars, field=f"question of item {key!r}")
+        passage = check_text(
+            item["passage"], limit=bounds.max_passage_chars, field=f"passage of item {key!r}"
+        )
+        digest = passage_hash(passage)
+        texts_by_hash[digest] = passage
+        item_hashes.append(digest)
+
+    now = utcnow()
+    job = QAJob(
+        owner=owner,
+        filename=filename,
+        status=JobStatus.QUEUED if items else JobStatus.FAILED,
+        total_items=len(items),
+        parse_errors=[{"line": int(error["line"]), "reason": str(error["reason"])} for error in errors],
+        error=None if items else "the file has no valid items",
+        created_at=now,
+        finished_at=None if items else now,
+    )
+    db.add(job)
+    db.flush()
+    if items:
+        passage_ids = _upsert_passages(db, texts_by_hash)
+        rows = [
+            {
+                "job_id": job.id,
+                "position": position,
+                "item_key": item["item_key"],
+                "question": item["question"],
+                "passage_id": passage_ids[digest],
+                "status": ItemStatus.PENDING,
+                "attempts": 0,
+            }
+            for position, (item, digest) in enumerate(zip(items, item_hashes, strict=True))
+        ]
+        db.execute(insert(QAJobItem), rows)
+    return job.id
+
+
+def get_job(db: Session, *, job_id: str, owner: str) -> QAJob:
+    job = db.scalar(select(QAJob).where(QAJob.id == job_id, QAJob.owner == owner))
+    if job is None:
+        raise NotFound("job", job_id)
+    return job
+
+
+def list_jobs(db: Session, *, owner: str, limit: int = 50) -> list[QAJob]:
+    """The owner's jobs, newest first."""
+    query = select(QAJob).where(QAJob.owner == owner).order_by(QAJob.created_at.desc(), QAJob.id).limit(limit)
+    return list(db.scalars(query))
+
+
+def claim_pending_items(db: Session, *, job_id: str, limit: int) -> list[ItemInput]:
+    """Worker side: up to `limit` pending items in file order, each with its attempt count raised.
+
+    Marks a queued job running. Returns [] for a job that is cancelled, failed or done. Items stay pending
+    until answered, so a crashed worker's items are claimed again; on PostgreSQL items another transaction
+    is claiming right now are skipped.
+    """
+    status = db.scalar(select(QAJob.status).where(QAJob.id == job_id))
+    if status is None:
+        raise NotFound("job", job_id)
+    if status not in _ACTIVE_JOB:
+        return []
+    update_rows(
+        db,
+        QAJob,
+        QAJob.id == job_id,
+        QAJob.status == JobStatus.QUEUED,
+        status=JobStatus.RUNNING,
+        started_at=utcnow(),
+    )
+    query = (
+        select(QAJobItem.id, QAJobItem.item_key, QAJobItem.question, Passage.text)
+        .join(QAJobItem.passage)
+        .where(QAJobItem.job_id == job_id, QAJobItem.status == ItemStatus.PENDING)
+        .order_by(QAJobItem.position)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=QAJobItem)
+    )
+    claimed = [ItemInput(*row) for row in db.execute(query).tuples()]
+    if claimed:
+        item_ids = [item.item_id for item in claimed]
+        update_rows(db, QAJobItem, QAJobItem.id.in_(item_ids), attempts=QAJobItem.attempts + 1)
+    return claimed
+
+
+def pending_item(db: Session, *, item_id: int) -> ItemInput | None:
+    """Worker side: one item's input, or None if it is no longer pending (answered, failed or cancelled)."""
+    query = (
+        select(QAJobItem.status, QAJobItem.item_key, QAJobItem.question, Passage.text)
+        .join(QAJobItem.passage)
+        .where(QAJobItem.id == item_id)
+    )
+    row = db.execute(query).one_or_none()
+    if row is None:
+        raise NotFound("item", item_id)
+    status, item_key, question, passage = row
+    if status is not ItemStatus.PENDING:
+        return None
+    return ItemInput(item_id=item_id, item_key=item_key, question=question, passage=passage)
+
+
+def record_item_answer(db: Session, *, item_id: int, answer: str, score: float, model_version: str) -> bool:
+    """Worker side: store an item's answer if it is still pending; False (and no write) otherwise.
+
+    Call finish_job_if_complete in the same transaction afterwards.
+    """
+    check_text(model_version, limit=MODEL_VERSION_MAX_CHARS, field="model_version")
+    values = {
+        "status": ItemStatus.DONE,
+        "answer": answer,
+        "score": score,
+        "model_version": model_version,
+        "error": None,
+        "finished_at": utcnow(),
+    }
+    return _finish_pending(db, QAJobItem, row_id=item_id, values=values)
+
+
+def record_item_failure(db: Session, *, item_id: int, error: str) -> bool:
+    """Worker side: mark a pending item failed; False if it was not pending."""
+    values = {"status": ItemStatus.FAILED, "error": error, "finished_at": utcnow()}
+    return _finish_pending(db, QAJobItem, row_id=item_id, values=values)
+
+
+def finish_job_if_complete(db: Session, *, job_id: str) -> bool:
+    """Worker side: mark a queued or running job done once no item is pending; True if this call did it."""
+    # Lock the job row, then count: of two transactions finishing the last two items, the second to get the
+    # lock counts after the first committed and sees nothing pending.
+    job = db.scalar(
+        select(QAJob).where(QAJob.id == job_id).with_for_update().execution_options(populate_existing=True)
+    )
+    if job is None:
+        raise NotFound("job", job_id)
+    if job.status not in _ACTIVE_JOB or _count_items(db, job_id=job_id, status=ItemStatus.PENDING):
+        return False
+    job.status = JobStatus.DONE
+    job.finished_at = utcnow()
+    db.flush()
+    return True
+
+
+def fail_job(db: Session, *, job_id: str, error: str) -> bool:
+    """Worker side: the whole job cannot run (e.g. no model for it): its pending items and the job fail."""
+    return _stop_job(
+        db, job_id=job_id, job_status=JobStatus.FAILED, item_status=ItemStatus.FAILED, error=error
+    )
+
+
+def cancel_job(db: Session, *, job_id: str, owner: str) -> bool:
+    """Cancel a queued or running job and its pending items (answered items keep their answers).
+
+    False if the job had already ended. Items a worker is decoding right now finish, but their answers are
+    not stored, because the item is no longer pending.
+    """
+    get_job(db, job_id=job_id, owner=owner)
+    return _stop_job(
+        db, job_id=job_id, job_status=JobStatus.CANCELLED, item_status=ItemStatus.CANCELLED, error=None
+    )
+
+
+def _stop_job(
+    db: Session, *, job_id: str, job_status: JobStatus, item_status: ItemStatus, error: str | None
+) -> bool:
+    now = utcnow()
+    pending = (QAJobItem.job_id == job_id, QAJobItem.status == ItemStatus.PENDING)
+    update_rows(db, QAJobItem, *pending, status=item_status, error=error, finished_at=now)
+    active = (QAJob.id == job_id, QAJob.status.in_(_ACTIVE_JOB))
+    return update_rows(db, QAJob, *active, status=job_status, error=error, finished_at=now) == 1
+
+
+def _count_items(db: Session, *, job_id: str, status: ItemStatus) -> int:
+    query = (
+        select(func.count())
+        .select_from(QAJobItem)
+        .where(QAJobItem.job_id == job_id, QAJobItem.status == status)
+    )
+    return db.scalar(query) or 0
+
+
+def job_progress(db: Session, *, job_id: str, owner: str, now: datetime | None = None) -> JobProgress:
+    """Counts by item status, the share finished, and an ETA from the rate items finished since the start."""
+    job = get_job(db, job_id=job_id, owner=owner)
+    query = (
+        select(QAJobItem.status, func.count()).where(QAJobItem.job_id == job_id).group_by(QAJobItem.status)
+    )
+    counts: dict[ItemStatus, int] = dict(db.execute(query).tuples().all())
+    done, failed = counts.get(ItemStatus.DONE, 0), counts.get(ItemStatus.FAILED, 0)
+    pending, cancelled = counts.get(ItemStatus.PENDING, 0), counts.get(ItemStatus.CANCELLED, 0)
+    total = done + failed + pending + cancelled
+    eta_s: float | None = None
+    if job.status is JobStatus.RUNNING and job.started_at is not None and done + failed > 0:
+        elapsed_s = max(((now or utcnow()) - job.started_at).total_seconds(), 0.0)
+        eta_s = pending * elapsed_s / (done + failed)
+    return JobProgress(
+        job_id=job_id,
+        status=job.status,
+        total=total,
+        done=done,
+        failed=failed,
+        pending=pending,
+        cancelled=cancelled,
+        fraction=(total - pending) / total if total else 1.0,
+        eta_s=eta_s,
+    )
+
+
+def export_results(db: Session, *, job_id: str, owner: str) -> list[dict[str, Any]]:
+    """One row per item in file order: {"id" (the item_key), "question", "answer", "score", "status", "error"}."""
+    get_job(db, job_id=job_id, owner=owner)
+    query = (
+        select(
+            QAJobItem.item_key,
+            QAJobItem.question,
+            QAJobItem.answer,
+            QAJobItem.score,
+            QAJobItem.status,
+            QAJobItem.error,
+        )
+        .where(QAJobItem.job_id == job_id)
+        .order_by(QAJobItem.position)
+    )
+    return [
+        {
+            "id": key,
+            "question": question,
+            "answer": answer,
+            "score": score,
+            "status": status.value,
+            "error": error,
+        }
+        for key, question, answer, score, status, error in db.execute(query).tuples()
+    ]
