@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     microbatch_max_wait_ms: float = Field(default=5.0, ge=0, alias="S2S_MICROBATCH_MAX_WAIT_MS")
     task_time_limit_s: int = Field(default=300, ge=1, alias="S2S_TASK_TIME_LIMIT_S")
     visibility_timeout_s: int = Field(default=3600, ge=1, alias="S2S_VISIBILITY_TIMEOUT_S")
+    batch_chunk_size: int = Field(default=8, ge=1, le=256, alias="S2S_BATCH_CHUNK_SIZE",
+                                  description="Batch QA items per queued task.")
+    max_task_attempts: int = Field(default=3, ge=1, alias="S2S_MAX_TASK_ATTEMPTS",
+                                   description="Deliveries of one request before it is failed (poison guard).")
+    request_timeout_s: float = Field(default=60.0, gt=0, alias="S2S_REQUEST_TIMEOUT_S",
+                                     description="How long `s2s ask`/`s2s chat` wait for an answer.")
 
     # --- UI and metrics ----------------------------------------------------------------------
     ui_host: str = Field(default="127.0.0.1", alias="S2S_UI_HOST")

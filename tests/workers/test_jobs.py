@@ -1,0 +1,129 @@
+"""jobs.* called directly with the tiny ModelSet and a real SQLite database (no Celery, no Redis)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, select
+
+from storage import conversations, qa
+from storage.db import transaction
+from storage.models import ItemStatus, JobStatus, QAJobItem
+from tests.workers.conftest import OWNER, PASSAGE, QUESTION
+from workers import jobs
+from workers.jobs import Serving
+
+
+def _question(engine: Engine, question: str = QUESTION) -> str:
+    with transaction(engine) as db:
+        passage_id = qa.upsert_passage(db, text=PASSAGE)
+        return qa.create_question(db, owner=OWNER, passage_id=passage_id, question=question).id
+
+
+def _turn(engine: Engine, text: str = "hello there") -> int:
+    with transaction(engine) as db:
+        conversation = conversations.create_conversation(db, owner=OWNER)
+        return conversations.add_user_turn(
+            db, conversation_id=conversation.id, owner=OWNER, text=text
+        ).reply_turn_id
+
+
+def _job(engine: Engine, count: int) -> str:
+    items = [{"item_key": f"q{i}", "question": QUESTION, "passage": PASSAGE} for i in range(count)]
+    with transaction(engine) as db:
+        return qa.create_job(db, owner=OWNER, filename="x.jsonl", items=items)
+
+
+def _item_ids(engine: Engine, job_id: str) -> list[int]:
+    with transaction(engine) as db:
+        return list(db.scalars(select(QAJobItem.id).where(QAJobItem.job_id == job_id).order_by(QAJobItem.position)))
+
+
+def test_question_is_answered_with_the_passage_span_and_stored(engine: Engine, serving: Serving) -> None:
+    question_id = _question(engine)
+    outcome = jobs.answer_question(engine, serving, question_id)
+    assert outcome["status"] == "done"
+    assert outcome["answer"] == "Oslo"
+    assert PASSAGE[slice(*outcome["span"])] == "Oslo"
+    with transaction(engine) as db:
+        stored = qa.get_question(db, question_id=question_id, owner=OWNER)
+        assert stored.answer == "Oslo" and stored.n_best and stored.attention is not None
+
+
+def test_answering_a_question_twice_stores_it_once(engine: Engine, serving: Serving) -> None:
+    question_id = _question(engine)
+    first = jobs.answer_question(engine, serving, question_id)
+    second = jobs.answer_question(engine, serving, question_id, attempt=2)
+    assert first == second
+
+
+def test_question_delivered_too_often_is_failed_not_decoded(engine: Engine, serving: Serving) -> None:
+    question_id = _question(engine)
+    outcome = jobs.answer_question(engine, serving, question_id, attempt=serving.max_attempts + 1)
+    assert outcome["status"] == "failed"
+    assert "gave up" in outcome["error"]
+
+
+def test_chat_turn_gets_a_stored_reply(engine: Engine, serving: Serving) -> None:
+    turn_id = _turn(engine)
+    outcome = jobs.reply_to_turn(engine, serving, turn_id)
+    assert outcome["status"] == "done"
+    assert outcome["text"]
+    assert outcome["model_version"].startswith("tiny-model@")
+    with transaction(engine) as db:
+        assert conversations.turn_status(db, turn_id=turn_id).value == "done"
+
+
+def test_batch_items_are_answered_and_the_job_finishes(engine: Engine, serving: Serving) -> None:
+    job_id = _job(engine, 5)
+    chunks = jobs.plan_job(engine, job_id, chunk_size=2)
+    assert [len(chunk) for chunk in chunks] == [2, 2, 1]
+    for chunk in chunks:
+        jobs.answer_items(engine, serving, job_id, chunk)
+    with transaction(engine) as db:
+        progress = qa.job_progress(db, job_id=job_id, owner=OWNER)
+        rows = qa.export_results(db, job_id=job_id, owner=OWNER)
+    assert progress.status is JobStatus.DONE and progress.done == 5
+    assert {row["answer"] for row in rows} == {"Oslo"}
+
+
+def test_a_redelivered_chunk_changes_nothing(engine: Engine, serving: Serving) -> None:
+    job_id = _job(engine, 3)
+    item_ids = _item_ids(engine, job_id)
+    assert jobs.answer_items(engine, serving, job_id, item_ids)["answered"] == 3
+    assert jobs.answer_items(engine, serving, job_id, item_ids) == {"answered": 0, "failed": 0, "skipped": 3}
+
+
+def test_a_cancelled_job_decodes_no_more_items(engine: Engine, serving: Serving) -> None:
+    job_id = _job(engine, 4)
+    item_ids = _item_ids(engine, job_id)
+    jobs.answer_items(engine, serving, job_id, item_ids[:2])
+    with transaction(engine) as db:
+        assert qa.cancel_job(db, job_id=job_id, owner=OWNER)
+    assert jobs.answer_items(engine, serving, job_id, item_ids[2:]) == {"answered": 0, "failed": 0, "skipped": 2}
+    with transaction(engine) as db:
+        statuses = [row["status"] for row in qa.export_results(db, job_id=job_id, owner=OWNER)]
+    assert statuses == ["done", "done", "cancelled", "cancelled"]
+
+
+def test_items_delivered_too_often_fail_and_the_job_still_ends(engine: Engine, serving: Serving) -> None:
+    job_id = _job(engine, 2)
+    item_ids = _item_ids(engine, job_id)
+    with transaction(engine) as db:
+        db.execute(QAJobItem.__table__.update().values(attempts=serving.max_attempts))
+    outcome = jobs.answer_items(engine, serving, job_id, item_ids)
+    assert outcome["failed"] == 2
+    with transaction(engine) as db:
+        progress = qa.job_progress(db, job_id=job_id, owner=OWNER)
+        items = list(db.scalars(select(QAJobItem.status)))
+    assert progress.status is JobStatus.DONE
+    assert items == [ItemStatus.FAILED, ItemStatus.FAILED]
+
+
+def test_one_failing_request_does_not_fail_its_batch() -> None:
+    def call(requests: list[int]) -> list[int]:
+        if 0 in requests:
+            raise ValueError("zero")
+        return [10 * r for r in requests]
+
+    results = jobs.decode_each(call, [1, 0, 2])
+    assert results[0] == 10 and results[2] == 20
+    assert isinstance(results[1], ValueError)

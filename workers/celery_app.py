@@ -1,0 +1,87 @@
+"""The Celery application: broker, result store, queues, routes and reliability settings, all from Settings.
+
+Nothing connects at import. The configuration is built the first time `app.conf` is read (the on_configure
+hook), from `get_settings()` and the Redis URL `resolve_redis_url` finds, so a test or a command can set the
+environment first. Task names live here as constants, so the client sends tasks by name without importing
+tasks.py (and torch).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from settings import Settings, get_settings
+from workers.service_discovery import resolve_redis_url
+
+INTERACTIVE_QUEUE = "interactive"
+BATCH_QUEUE = "batch"
+QUEUES = (INTERACTIVE_QUEUE, BATCH_QUEUE)
+
+REPLY_TASK = "workers.reply_to_turn"
+QUESTION_TASK = "workers.answer_question"
+START_JOB_TASK = "workers.start_job"
+ITEMS_TASK = "workers.answer_items"
+
+JOB_CHUNKS_KEY = "s2s:job:{job_id}:chunks"  # how many chunk tasks start_job sent, for cancel_job
+
+TASK_ROUTES = {
+    REPLY_TASK: {"queue": INTERACTIVE_QUEUE},
+    QUESTION_TASK: {"queue": INTERACTIVE_QUEUE},
+    START_JOB_TASK: {"queue": BATCH_QUEUE},
+    ITEMS_TASK: {"queue": BATCH_QUEUE},
+}
+
+
+def chunk_task_id(job_id: str, index: int) -> str:
+    """Chunk task ids derive from the job, so cancelling revokes them without a stored list."""
+    return f"{job_id}-c{index}"
+
+
+def build_config(settings: Settings, redis_url: str) -> dict[str, Any]:
+    """Every Celery setting the service uses, with the reason for each that is not a default."""
+    transport = {"visibility_timeout": settings.visibility_timeout_s}
+    return {
+        "broker_url": redis_url,
+        "result_backend": redis_url,  # the redis backend waits on results with pub/sub, not polling
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_queues": [Queue(name) for name in QUEUES],
+        "task_default_queue": INTERACTIVE_QUEUE,
+        "task_routes": TASK_ROUTES,
+        # At-least-once: a message is acked only after the answer is stored; a worker that dies mid-decode
+        # (even SIGKILL) leaves it to be delivered again. Loops are stopped by the attempt counters (jobs.py).
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # An unacked message is redelivered after the visibility timeout: keep it above the longest task,
+        # and the same on the broker and the result store (a shorter one anywhere wins).
+        "broker_transport_options": transport,
+        "result_backend_transport_options": transport,
+        "visibility_timeout": settings.visibility_timeout_s,
+        "task_time_limit": settings.task_time_limit_s,  # enforced by prefork; the micro-batcher enforces its own
+        "result_expires": 3600,  # answers live in SQL; results in Redis only carry them to a waiting caller
+        "task_track_started": False,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "worker_enable_remote_control": True,
+        "broker_pool_limit": 20,
+    }
+
+
+app = Celery("s2s", include=["workers.tasks"], set_as_current=False)
+
+
+@app.on_configure.connect
+def _configure(sender: Celery, **_kwargs: Any) -> None:
+    settings = get_settings()
+    sender.conf.update(build_config(settings, resolve_redis_url(settings)))
+
+
+def get_app() -> Celery:
+    return app

@@ -1,0 +1,198 @@
+"""The real work, as plain functions: answer a chat turn, a question, or a chunk of batch items.
+
+Each function takes the engine, a `Serving` (the model, what decodes with it, and the decoding settings) and
+ids, and returns a JSON-safe outcome for whoever waits on the task. It opens short transactions around the
+decode instead of one around everything: SQLite's write lock (BEGIN IMMEDIATE) would otherwise serialise
+every request for the length of a beam search. Every write goes through storage's guarded functions, which
+change only rows still pending, so a redelivered task re-decodes at worst and never stores twice.
+A request delivered more than `max_attempts` times (a decode that keeps killing its worker) is failed
+instead of decoded again. No Celery here: tests call these with a ModelSet and a SQLite file.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+
+from model.language import detect_language
+from storage import conversations, qa
+from storage.db import transaction
+from storage.models import TurnStatus
+from workers import job_store
+from workers.microbatch import Decoder
+
+GAVE_UP = "gave up after {attempts} deliveries (each stopped its worker)"
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What jobs decode with. `decoder` is the ModelSet itself or a MicroBatcher in front of it;
+    `batch_decoder` is the one batch items use (the batcher at batch priority)."""
+
+    model: Any  # model.inference.ModelSet (typed loosely: this module never imports torch)
+    decoder: Decoder
+    batch_decoder: Decoder
+    rc_decode: Any = None
+    chat_decode: Any = None
+    history_turns: int = 6
+    max_attempts: int = 3
+    decoding_record: dict[str, Any] = field(default_factory=dict)
+
+    def version(self, task: str, text: str) -> str:
+        return str(self.model.predictor_for(task, detect_language(text)).version)
+
+
+def reply_to_turn(engine: Engine, serving: Serving, turn_id: int, *, attempt: int = 1) -> dict[str, Any]:
+    """Decode the reply for a pending assistant turn from its conversation history and store it."""
+    with transaction(engine) as db:
+        if conversations.turn_status(db, turn_id=turn_id) is not TurnStatus.PENDING:
+            return job_store.turn_outcome(db, turn_id=turn_id)
+        if attempt > serving.max_attempts:
+            conversations.fail_reply(db, turn_id=turn_id, error=GAVE_UP.format(attempts=attempt - 1))
+            return job_store.turn_outcome(db, turn_id=turn_id)
+        history = conversations.history_for(db, turn_id=turn_id, max_turns=serving.history_turns)
+    started = time.perf_counter()
+    try:
+        hypotheses = serving.decoder.reply([history], serving.chat_decode)[0]
+        if not hypotheses:
+            raise ValueError("the model produced no reply")
+    except Exception as error:  # InputError, timeout: the user sees the message
+        with transaction(engine) as db:
+            conversations.fail_reply(db, turn_id=turn_id, error=str(error) or type(error).__name__)
+            return job_store.turn_outcome(db, turn_id=turn_id)
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    best = hypotheses[0]
+    with transaction(engine) as db:
+        conversations.save_reply(
+            db,
+            turn_id=turn_id,
+            text=best.text,
+            model_version=serving.version("chat", history[-1] if history else ""),
+            decoding=serving.decoding_record.get("chat"),
+            latency_ms=latency_ms,
+        )
+        return job_store.turn_outcome(db, turn_id=turn_id)
+
+
+def answer_question(engine: Engine, serving: Serving, question_id: str, *, attempt: int = 1) -> dict[str, Any]:
+    """Answer one pending interactive question about its passage and store the n-best list and attention."""
+    with transaction(engine) as db:
+        request = qa.question_input(db, question_id=question_id)
+        if request is None:
+            return job_store.question_outcome(db, question_id=question_id)
+        if attempt > serving.max_attempts:
+            qa.fail_question(db, question_id=question_id, error=GAVE_UP.format(attempts=attempt - 1))
+            return job_store.question_outcome(db, question_id=question_id)
+    started = time.perf_counter()
+    try:
+        hypotheses = serving.decoder.answer([(request.question, request.passage)], serving.rc_decode)[0]
+        if not hypotheses:
+            raise ValueError("the model produced no answer")
+    except Exception as error:
+        with transaction(engine) as db:
+            qa.fail_question(db, question_id=question_id, error=str(error) or type(error).__name__)
+            return job_store.question_outcome(db, question_id=question_id)
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    best = hypotheses[0]
+    with transaction(engine) as db:
+        qa.save_answer(
+            db,
+            question_id=question_id,
+            answer=best.text,
+            score=best.score,
+            model_version=serving.version("rc", request.question + " " + request.passage[:500]),
+            n_best=[hypothesis.to_dict() for hypothesis in hypotheses],
+            attention=attention_record(best),
+            decoding=serving.decoding_record.get("rc"),
+            latency_ms=latency_ms,
+        )
+        return job_store.question_outcome(db, question_id=question_id)
+
+
+def attention_record(best: Any) -> dict[str, Any]:
+    """The best hypothesis's attention data, in the shape storage.models.Question.attention documents."""
+    data = best.to_dict()
+    return {
+        "source_tokens": data["source_tokens"],
+        "output_tokens": data["tokens"],
+        "attention": data["attention"],
+        "p_gen": data["p_gen"],
+        "span": data["span"],
+    }
+
+
+def plan_job(engine: Engine, job_id: str, *, chunk_size: int) -> list[list[int]]:
+    """The job's pending item ids in chunks of `chunk_size`, file order; [] if the job is no longer active."""
+    with transaction(engine) as db:
+        if job_store.job_status(db, job_id=job_id) not in job_store.ACTIVE_JOB:
+            return []
+        item_ids = job_store.pending_item_ids(db, job_id=job_id)
+        if not item_ids:
+            qa.finish_job_if_complete(db, job_id=job_id)
+    return [item_ids[start : start + chunk_size] for start in range(0, len(item_ids), chunk_size)]
+
+
+def answer_items(engine: Engine, serving: Serving, job_id: str, item_ids: Sequence[int]) -> dict[str, int]:
+    """Answer the still-pending items among `item_ids` of an active job; return counts of what happened."""
+    outcome = {"answered": 0, "failed": 0, "skipped": 0}
+    with transaction(engine) as db:
+        if job_store.job_status(db, job_id=job_id) not in job_store.ACTIVE_JOB:
+            outcome["skipped"] = len(item_ids)
+            return outcome  # cancelled or failed: the remaining items are not decoded
+        job_store.mark_job_running(db, job_id=job_id)
+        attempts = job_store.count_attempts(db, item_ids=list(item_ids))
+        inputs = []
+        for item_id in item_ids:
+            item = qa.pending_item(db, item_id=item_id)
+            if item is None:
+                outcome["skipped"] += 1
+            elif attempts.get(item_id, 0) > serving.max_attempts:
+                qa.record_item_failure(db, item_id=item_id, error=GAVE_UP.format(attempts=attempts[item_id] - 1))
+                outcome["failed"] += 1
+            else:
+                inputs.append(item)
+        if outcome["failed"]:
+            qa.finish_job_if_complete(db, job_id=job_id)
+    if not inputs:
+        return outcome
+    pairs = [(item.question, item.passage) for item in inputs]
+    results = decode_each(lambda batch: serving.batch_decoder.answer(batch, serving.rc_decode), pairs)
+    with transaction(engine) as db:
+        for item, result in zip(inputs, results, strict=True):
+            if isinstance(result, Exception) or not result:
+                error = str(result) if isinstance(result, Exception) else "the model produced no answer"
+                stored = qa.record_item_failure(db, item_id=item.item_id, error=error)
+                outcome["failed"] += int(stored)
+            else:
+                best = result[0]
+                stored = qa.record_item_answer(
+                    db,
+                    item_id=item.item_id,
+                    answer=best.text,
+                    score=best.score,
+                    model_version=serving.version("rc", item.question + " " + item.passage[:500]),
+                )
+                outcome["answered"] += int(stored)
+            outcome["skipped"] += int(not stored)  # cancelled while it was decoding
+        qa.finish_job_if_complete(db, job_id=job_id)
+    return outcome
+
+
+def decode_each(call: Callable[[list[Any]], list[Any]], requests: list[Any]) -> list[Any]:
+    """`call(requests)`; if it fails, each request alone, so a bad one becomes its own exception in the list."""
+    try:
+        return list(call(requests))
+    except Exception as error:
+        if len(requests) == 1:
+            return [error]
+    results: list[Any] = []
+    for request in requests:
+        try:
+            results.append(call([request])[0])
+        except Exception as error:
+            results.append(error)
+    return results

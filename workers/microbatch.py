@@ -1,0 +1,201 @@
+"""The micro-batcher: requests from many task threads decoded together in one batched model call.
+
+The worker runs Celery's threads pool with many threads; each task thread reads its request from the database,
+hands it to the batcher (`answer` / `reply`, the same signatures as ModelSet) and blocks until its result is
+ready. One batcher thread owns the model: it takes up to `max_size` waiting requests (interactive before
+batch, then oldest first), groups them by task and decoding settings, and makes one ModelSet call per group.
+
+It waits for companions only when more are known to be coming: task threads announce themselves with
+`expecting()` before they touch the database, and the batcher holds a batch open (at most `max_wait_ms`) only
+while announced requests have not arrived yet. One client alone therefore never pays the wait, and under load
+the requests that pile up during a decode form the next batch. If a batched call fails, every request of the
+group is decoded alone, so one bad input fails only itself. This module knows nothing of Celery or storage.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+logger = logging.getLogger(__name__)
+
+INTERACTIVE = 0
+BATCH = 1
+
+
+class Decoder(Protocol):
+    """What jobs.py decodes with: a ModelSet, or a MicroBatcher in front of one."""
+
+    def answer(self, questions: list[tuple[str, str]], decode: Any = None) -> list[list[Any]]: ...
+
+    def reply(self, histories: list[list[str]], decode: Any = None) -> list[list[Any]]: ...
+
+
+@dataclass
+class _Request:
+    kind: str  # "answer" | "reply"
+    payload: Any  # (question, passage) or a history
+    decode: Any
+    future: Future[list[Any]] = field(default_factory=Future)
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    requests: int = 0
+    largest: int = 0
+
+    def as_dict(self) -> dict[str, float]:
+        mean = self.requests / self.batches if self.batches else 0.0
+        return {"batches": self.batches, "requests": self.requests, "largest": self.largest, "mean_size": mean}
+
+
+class MicroBatcher:
+    """Collects requests from many threads and decodes them in batches on one thread."""
+
+    def __init__(self, model: Decoder, *, max_size: int, max_wait_ms: float, timeout_s: float) -> None:
+        if max_size < 1:
+            raise ValueError("max_size must be at least 1")
+        self.model = model
+        self.max_size = max_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.timeout_s = timeout_s
+        self.stats = BatchStats()
+        self._queues: tuple[deque[_Request], deque[_Request]] = (deque(), deque())
+        self._cond = threading.Condition()
+        self._expected = 0
+        self._local = threading.local()
+        self._running = False
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._cond:
+            if self._running:
+                return
+            self._running = True
+        self._thread = threading.Thread(target=self._loop, name="s2s-microbatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        with self._cond:
+            self._running = False
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    # --- caller side (task threads) ----------------------------------------------------------------------
+
+    @contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Announce that this thread is about to submit; the announcement ends at submit or at exit."""
+        with self._cond:
+            self._expected += 1
+        self._local.expected = True
+        try:
+            yield
+        finally:
+            self._withdraw()
+
+    def answer(
+        self, questions: list[tuple[str, str]], decode: Any = None, *, priority: int = INTERACTIVE
+    ) -> list[list[Any]]:
+        return self._wait(self._submit("answer", questions, decode, priority))
+
+    def reply(self, histories: list[list[str]], decode: Any = None, *, priority: int = INTERACTIVE) -> list[list[Any]]:
+        return self._wait(self._submit("reply", histories, decode, priority))
+
+    def _withdraw(self) -> None:
+        if getattr(self._local, "expected", False):
+            self._local.expected = False
+            with self._cond:
+                self._expected -= 1
+                self._cond.notify_all()
+
+    def _submit(self, kind: str, payloads: Sequence[Any], decode: Any, priority: int) -> list[_Request]:
+        requests = [_Request(kind=kind, payload=payload, decode=decode) for payload in payloads]
+        announced = getattr(self._local, "expected", False)
+        self._local.expected = False
+        with self._cond:
+            if not self._running:
+                raise RuntimeError("the micro-batcher is not running")
+            self._queues[priority].extend(requests)
+            if announced:
+                self._expected -= 1
+            self._cond.notify_all()
+        return requests
+
+    def _wait(self, requests: list[_Request]) -> list[list[Any]]:
+        deadline = time.monotonic() + self.timeout_s
+        return [request.future.result(timeout=max(deadline - time.monotonic(), 0.0)) for request in requests]
+
+    # --- the batcher thread ------------------------------------------------------------------------------
+
+    def _waiting(self) -> int:
+        return len(self._queues[INTERACTIVE]) + len(self._queues[BATCH])
+
+    def _take_batch(self) -> list[_Request]:
+        with self._cond:
+            while self._running and not self._waiting():
+                self._cond.wait()
+            if not self._running:
+                return []
+            deadline = time.monotonic() + self.max_wait_s
+            while self._waiting() < self.max_size and self._expected > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            batch: list[_Request] = []
+            for queue in self._queues:
+                while queue and len(batch) < self.max_size:
+                    batch.append(queue.popleft())
+            return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if not batch:
+                if not self._running:
+                    self._fail_leftovers()
+                    return
+                continue
+            self.stats.batches += 1
+            self.stats.requests += len(batch)
+            self.stats.largest = max(self.stats.largest, len(batch))
+            groups: dict[tuple[str, Any], list[_Request]] = {}
+            for request in batch:
+                groups.setdefault((request.kind, request.decode), []).append(request)
+            for (kind, decode), group in groups.items():
+                self._decode_group(kind, decode, group)
+
+    def _decode_group(self, kind: str, decode: Any, group: list[_Request]) -> None:
+        call = self.model.answer if kind == "answer" else self.model.reply
+        try:
+            results = call([request.payload for request in group], decode)
+        except Exception as error:
+            if len(group) == 1:
+                logger.warning("decoding one %s request failed: %s", kind, error)
+                group[0].future.set_exception(error)
+                return
+            logger.warning("a batched %s call of %d failed; decoding them one by one", kind, len(group))
+            for request in group:
+                self._decode_group(kind, decode, [request])
+            return
+        for request, result in zip(group, results, strict=True):
+            request.future.set_result(result)
+
+    def _fail_leftovers(self) -> None:
+        with self._cond:
+            for queue in self._queues:
+                while queue:
+                    queue.popleft().future.set_exception(RuntimeError("the worker is shutting down"))
+

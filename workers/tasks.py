@@ -1,0 +1,131 @@
+"""Thin Celery tasks: take ids, call jobs.py with this process's runtime, return the outcome as JSON.
+
+Also the worker's lifecycle hooks: load the model before the worker consumes (worker_init for the threads and
+solo pools, worker_process_init in prefork children, never in a prefork parent), restore messages a killed
+worker left unacked, and keep the heartbeat. Delivery counts for turns and questions live in Redis (storage
+has no column for them); batch items count theirs in the database (jobs.answer_items).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import signals
+
+from workers import jobs
+from workers.celery_app import (
+    ITEMS_TASK,
+    JOB_CHUNKS_KEY,
+    QUESTION_TASK,
+    REPLY_TASK,
+    START_JOB_TASK,
+    TASK_ROUTES,
+    app,
+    chunk_task_id,
+)
+from workers.heartbeat import Heartbeat
+from workers.recovery import restore_orphaned_messages
+from workers.runtime import Runtime, get_runtime, init_runtime, shutdown_runtime
+
+logger = logging.getLogger(__name__)
+
+ATTEMPTS_TTL_S = 7 * 24 * 3600
+
+def _attempt(runtime: Runtime, kind: str, key: object) -> int:
+    name = f"s2s:attempts:{kind}:{key}"
+    pipe = runtime.redis.pipeline()
+    pipe.incr(name)
+    pipe.expire(name, ATTEMPTS_TTL_S)
+    return int(pipe.execute()[0])
+
+
+@app.task(name=REPLY_TASK)
+def reply_to_turn(turn_id: int) -> dict[str, Any]:
+    runtime = get_runtime()
+    with runtime.batcher.expecting():
+        attempt = _attempt(runtime, "turn", turn_id)
+        return jobs.reply_to_turn(runtime.engine, runtime.serving, turn_id, attempt=attempt)
+
+
+@app.task(name=QUESTION_TASK)
+def answer_question(question_id: str) -> dict[str, Any]:
+    runtime = get_runtime()
+    with runtime.batcher.expecting():
+        attempt = _attempt(runtime, "question", question_id)
+        return jobs.answer_question(runtime.engine, runtime.serving, question_id, attempt=attempt)
+
+
+@app.task(name=START_JOB_TASK)
+def start_job(job_id: str) -> dict[str, Any]:
+    """Fan a job out into chunk tasks of pending items (a redelivery re-sends only what is still pending)."""
+    runtime = get_runtime()
+    chunks = jobs.plan_job(runtime.engine, job_id, chunk_size=runtime.settings.batch_chunk_size)
+    runtime.redis.set(JOB_CHUNKS_KEY.format(job_id=job_id), len(chunks), ex=ATTEMPTS_TTL_S)
+    for index, item_ids in enumerate(chunks):
+        app.send_task(
+            ITEMS_TASK, args=[job_id, item_ids], task_id=chunk_task_id(job_id, index), **TASK_ROUTES[ITEMS_TASK]
+        )
+    return {"job_id": job_id, "chunks": len(chunks), "items": sum(len(chunk) for chunk in chunks)}
+
+
+@app.task(name=ITEMS_TASK, ignore_result=True)
+def answer_items(job_id: str, item_ids: list[int]) -> dict[str, int]:
+    runtime = get_runtime()
+    with runtime.batcher.expecting():
+        return jobs.answer_items(runtime.engine, runtime.serving, job_id, item_ids)
+
+
+# --- worker lifecycle ------------------------------------------------------------------------------------
+
+_heartbeat: Heartbeat | None = None
+
+
+def _pool_name(worker: Any) -> str:
+    pool = getattr(worker, "pool_cls", None) or app.conf.worker_pool
+    return (pool if isinstance(pool, str) else getattr(pool, "__module__", "")).lower()
+
+
+def _start_serving(worker: Any) -> None:
+    global _heartbeat
+    runtime = init_runtime()
+    nodename = str(getattr(worker, "hostname", "") or "unknown")
+    consume_from = getattr(app.amqp.queues, "consume_from", None) or {}
+    queues = sorted(consume_from) or [q.name for q in app.conf.task_queues]
+    restore_orphaned_messages(app, runtime.redis, nodename=nodename)
+    _heartbeat = Heartbeat(
+        runtime.redis,
+        nodename=nodename,
+        record={
+            "versions": runtime.versions,
+            "device": runtime.device,
+            "queues": queues,
+            "started_at": runtime.started_at,
+            "microbatch_max_size": runtime.batcher.max_size,
+        },
+        stats=runtime.batcher.stats.as_dict,
+    )
+    _heartbeat.start()
+    logger.info("serving %s on %s from queues %s", runtime.versions, runtime.device, queues)
+
+
+@signals.worker_init.connect
+def _on_worker_init(sender: Any = None, **_kwargs: Any) -> None:
+    if "prefork" in _pool_name(sender):
+        return  # the parent never touches the model (CUDA cannot cross a fork); children load it
+    _start_serving(sender)
+
+
+@signals.worker_process_init.connect
+def _on_worker_process_init(**_kwargs: Any) -> None:
+    init_runtime()
+
+
+@signals.worker_shutdown.connect
+def _on_worker_shutdown(**_kwargs: Any) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()
+    shutdown_runtime()
+
+
+__all__ = ["answer_items", "answer_question", "reply_to_turn", "start_job"]
