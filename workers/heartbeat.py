@@ -1,6 +1,6 @@
 """Worker presence in Redis: each worker refreshes a key with what it serves; the UI and CLI read them.
 
-Key `s2s:worker:<nodename>` holds JSON {hostname, pid, versions, device, queues, started_at, last_seen, batching}
+Key `s2s:worker:<nodename>` holds JSON {hostname (the Celery node name), host, pid, versions, device, queues, started_at, last_seen, batching}
 and expires HEARTBEAT_TTL_S after the last refresh, so a killed worker disappears on its own. Reading lives in
 workers/client.py; this module only writes.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -35,7 +36,7 @@ class Heartbeat:
                  stats: Callable[[], dict[str, Any]] | None = None) -> None:
         self.client = client
         self.key = heartbeat_key(nodename)
-        self.record = {"hostname": nodename, "pid": os.getpid(), **record}
+        self.record = {"hostname": nodename, "host": socket.gethostname(), "pid": os.getpid(), **record}
         self.stats = stats
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="s2s-heartbeat", daemon=True)

@@ -10,7 +10,9 @@ visibility timeout still covers a dead one. Redelivery is safe because tasks are
 
 from __future__ import annotations
 
+import json
 import logging
+import socket
 
 import redis
 from celery import Celery
@@ -23,8 +25,21 @@ UNACKED_KEY = "unacked"  # kombu.transport.redis.Channel.unacked_key
 
 
 def other_live_workers(client: redis.Redis, *, nodename: str) -> list[str]:
+    """Heartbeat keys of other workers, leaving out ones from this machine whose process is gone (kill -9)."""
+    from workers.service_discovery import pid_alive
+
     own = heartbeat_key(nodename)
-    return [key.decode() for key in client.scan_iter(match=HEARTBEAT_PREFIX + "*") if key.decode() != own]
+    live = []
+    for raw_key in client.scan_iter(match=HEARTBEAT_PREFIX + "*"):
+        key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+        raw = client.get(key)
+        if key == own or raw is None:
+            continue
+        record = json.loads(raw)
+        if record.get("host") == socket.gethostname() and not pid_alive(int(record.get("pid", 0))):
+            continue
+        live.append(key)
+    return live
 
 
 def restore_orphaned_messages(app: Celery, client: redis.Redis, *, nodename: str) -> int:

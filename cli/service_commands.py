@@ -1,0 +1,311 @@
+"""`s2s up | worker | ask | chat | batch`: run the service and use it from a terminal.
+
+Every command finds Redis with workers.service_discovery.resolve_redis_url (REDIS_URL, else the service.json
+of a live `s2s up` in S2S_DATA_DIR) and the database from DATABASE_URL (else the SQLite file in S2S_DATA_DIR).
+ask, chat and batch store their rows through storage, enqueue through workers.client and wait on the result
+store's pub/sub. Imports of Celery, SQLAlchemy and torch happen inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+CLI_OWNER = "cli"
+
+
+def register(subparsers: Any) -> None:
+    up = subparsers.add_parser("up", help="run Redis (if REDIS_URL is unset), a worker and the UI on this machine")
+    up.add_argument("--no-ui", action="store_true", help="do not start the UI")
+    up.set_defaults(handler=_guarded(_up))
+
+    worker = subparsers.add_parser("worker", help="run one worker against REDIS_URL and DATABASE_URL")
+    worker.add_argument("--queues", default="interactive,batch", help="comma-separated: interactive, batch")
+    worker.add_argument("--concurrency", type=int, default=0,
+                        help="task threads (default: 2 x S2S_MICROBATCH_MAX_SIZE); one model per process")
+    worker.add_argument("--pool", choices=["threads", "solo"], default="threads",
+                        help="threads (micro-batching) or solo (one request at a time)")
+    worker.add_argument("--name", default=None, help="Celery node name (default: s2s-<pid>@<host>)")
+    worker.set_defaults(handler=_guarded(_worker))
+
+    ask = subparsers.add_parser("ask", help="answer one question about a passage through the queue")
+    ask.add_argument("--passage", required=True, help="the passage text")
+    ask.add_argument("--question", required=True, help="the question")
+    ask.add_argument("--json", action="store_true", help="print the full outcome as JSON after the answer line")
+    ask.add_argument("--timeout", type=float, default=None, help="seconds to wait (default S2S_REQUEST_TIMEOUT_S)")
+    ask.set_defaults(handler=_guarded(_ask))
+
+    chat = subparsers.add_parser("chat", help="chat in the terminal (stored as a conversation); /quit ends")
+    chat.add_argument("--timeout", type=float, default=None, help="seconds to wait per reply")
+    chat.set_defaults(handler=_guarded(_chat))
+
+    batch = subparsers.add_parser("batch", help="batch QA jobs: submit, status, results, cancel")
+    commands = batch.add_subparsers(dest="batch_command", required=True)
+    submit = commands.add_parser("submit", help="submit a JSONL, CSV or SQuAD JSON file; prints the job id")
+    submit.add_argument("file", type=Path)
+    submit.set_defaults(handler=_guarded(_batch_submit))
+    status = commands.add_parser("status", help="state, counts and ETA of a job")
+    status.add_argument("job_id")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=_guarded(_batch_status))
+    results = commands.add_parser("results", help="export a job's results")
+    results.add_argument("job_id")
+    results.add_argument("--format", choices=["jsonl", "csv", "squad"], default="jsonl")
+    results.add_argument("--output", type=Path, default=None, help="write to this file instead of stdout")
+    results.set_defaults(handler=_guarded(_batch_results))
+    cancel = commands.add_parser("cancel", help="cancel a job; answered items keep their answers")
+    cancel.add_argument("job_id")
+    cancel.set_defaults(handler=_guarded(_batch_cancel))
+
+
+def _guarded(handler: Any) -> Any:
+    """Turn the errors a user can fix into one clear line on stderr and exit status 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        from storage.errors import StorageError
+        from workers.batch_files import BatchFileError
+        from workers.client import NoWorker, ResultTimeout
+        from workers.service_discovery import ServiceNotRunning
+
+        try:
+            return int(handler(args) or 0)
+        except (ServiceNotRunning, NoWorker, ResultTimeout, BatchFileError, StorageError, OSError) as error:
+            print(f"s2s {args.command}: {error}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def _engine() -> Any:
+    from settings import get_settings
+    from storage import migrate
+    from storage.db import make_engine
+
+    url = get_settings().resolved_database_url
+    migrate.ensure_schema(url)
+    return make_engine(url)
+
+
+def _timeout(args: argparse.Namespace) -> float:
+    from settings import get_settings
+
+    return float(args.timeout or get_settings().request_timeout_s)
+
+
+# --- up and worker ----------------------------------------------------------------------------------------
+
+
+def _up(args: argparse.Namespace) -> int:
+    import logging
+
+    from settings import get_settings
+    from workers import supervisor
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    settings = get_settings()
+    service = supervisor.start_service(settings, with_ui=not args.no_ui)
+    os.environ["REDIS_URL"] = service.redis_url  # for the readiness check below, in this process
+    get_settings.cache_clear()
+    ready = supervisor.wait_for_worker(timeout_s=120.0)
+    print(f"redis: {service.redis_url}")
+    print(f"data:  {settings.data_dir}")
+    print(f"worker: {'ready' if ready else 'still starting (see logs/worker.log)'}")
+    if service.ui_url:
+        print(f"UI: {service.ui_url}")
+    else:
+        print("UI: not started (ui/app.py is not there yet, or --no-ui); `s2s ask`/`s2s chat` work")
+    print("press Ctrl-C to stop", flush=True)
+    return supervisor.run_until_stopped(service)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from settings import get_settings
+    from workers import tasks  # noqa: F401  (registers the tasks and the worker lifecycle hooks)
+    from workers.celery_app import QUEUES, app
+
+    settings = get_settings()
+    queues = [name.strip() for name in args.queues.split(",") if name.strip()]
+    unknown = sorted(set(queues) - set(QUEUES))
+    if unknown or not queues:
+        print(f"s2s worker: unknown queue(s) {unknown}; choose from {', '.join(QUEUES)}", file=sys.stderr)
+        return 2
+    concurrency = 1 if args.pool == "solo" else args.concurrency or 2 * settings.microbatch_max_size
+    argv = [
+        "worker",
+        "--pool", args.pool,
+        "--concurrency", str(concurrency),
+        "--queues", ",".join(queues),
+        "--hostname", args.name or f"s2s-{os.getpid()}@%h",
+        "--loglevel", settings.log_level,
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    app.worker_main(argv)
+    return 0
+
+
+# --- ask and chat -----------------------------------------------------------------------------------------
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from storage import qa
+    from storage.db import transaction
+    from workers import client
+
+    engine = _engine()
+    client.require_worker(client.INTERACTIVE_QUEUE)
+    with transaction(engine) as db:
+        passage_id = qa.upsert_passage(db, text=args.passage)
+        question_id = qa.create_question(db, owner=CLI_OWNER, passage_id=passage_id, question=args.question).id
+    outcome = client.wait_for_question(client.enqueue_question(question_id), timeout=_timeout(args))
+    if outcome["status"] != "done":
+        print(f"s2s ask: {outcome.get('error') or outcome['status']}", file=sys.stderr)
+        return 1
+    print(outcome["answer"])
+    if args.json:
+        print(json.dumps(outcome, ensure_ascii=False))
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from storage import conversations
+    from storage.db import transaction
+    from workers import client
+
+    engine = _engine()
+    client.require_worker(client.INTERACTIVE_QUEUE)
+    with transaction(engine) as db:
+        conversation_id = conversations.create_conversation(db, owner=CLI_OWNER, title="terminal chat").id
+    print(f"conversation {conversation_id}; /quit or Ctrl-D ends", file=sys.stderr)
+    while True:
+        try:
+            text = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return 0
+        if text in {"/quit", "/exit"}:
+            return 0
+        if not text:
+            continue
+        with transaction(engine) as db:
+            turns = conversations.add_user_turn(db, conversation_id=conversation_id, owner=CLI_OWNER, text=text)
+        outcome = client.wait_for_turn(client.enqueue_reply(turns.reply_turn_id), timeout=_timeout(args))
+        if outcome["status"] == "done":
+            print(f"bot> {outcome['text']}", flush=True)
+        else:
+            print(f"bot! {outcome.get('error') or outcome['status']}", flush=True)
+
+
+# --- batch ------------------------------------------------------------------------------------------------
+
+
+def _batch_submit(args: argparse.Namespace) -> int:
+    from settings import get_settings
+    from storage import qa
+    from storage.db import transaction
+    from workers import client
+    from workers.batch_files import BatchLimits, parse_batch_file
+
+    settings = get_settings()
+    limits = BatchLimits(
+        max_items=settings.max_batch_items,
+        max_bytes=settings.max_upload_bytes,
+        max_question_chars=settings.max_question_chars,
+        max_passage_chars=settings.max_passage_chars,
+    )
+    size = args.file.stat().st_size
+    if size > limits.max_bytes:
+        print(f"s2s batch: {args.file} is too large: {size} bytes > limit {limits.max_bytes}", file=sys.stderr)
+        return 2
+    parsed = parse_batch_file(args.file.read_bytes(), args.file.name, limits=limits)
+    engine = _engine()
+    with transaction(engine) as db:
+        job_id = qa.create_job(
+            db, owner=CLI_OWNER, filename=args.file.name, items=parsed.items, errors=parsed.errors
+        )
+    if parsed.items:
+        client.enqueue_job(job_id)
+    print(job_id)
+    print(f"{len(parsed.items)} item(s) queued ({parsed.format}), {len(parsed.errors)} bad record(s)", file=sys.stderr)
+    for error in parsed.errors[:20]:
+        print(f"  line {error['line']}: {error['reason']}", file=sys.stderr)
+    if not any(client.BATCH_QUEUE in worker.get("queues", []) for worker in client.list_workers()):
+        print("note: no worker consumes the batch queue yet; the job waits for one", file=sys.stderr)
+    return 0
+
+
+def _batch_status(args: argparse.Namespace) -> int:
+    from storage import qa
+    from storage.db import transaction
+
+    with transaction(_engine()) as db:
+        progress = qa.job_progress(db, job_id=args.job_id, owner=CLI_OWNER)
+        job = qa.get_job(db, job_id=args.job_id, owner=CLI_OWNER)
+        parse_errors = list(job.parse_errors)
+        error = job.error
+    report = {
+        "job_id": progress.job_id,
+        "state": progress.status.value,
+        "total": progress.total,
+        "done": progress.done,
+        "failed": progress.failed,
+        "pending": progress.pending,
+        "cancelled": progress.cancelled,
+        "fraction": round(progress.fraction, 4),
+        "eta_s": None if progress.eta_s is None else round(progress.eta_s, 1),
+        "bad_records": len(parse_errors),
+        "error": error,
+    }
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(report["state"])
+    for key in ("total", "done", "failed", "pending", "cancelled", "bad_records", "eta_s"):
+        print(f"{key}: {report[key]}")
+    if error:
+        print(f"error: {error}")
+    return 0
+
+
+def _batch_results(args: argparse.Namespace) -> int:
+    import csv
+    import io
+
+    from storage import qa
+    from storage.db import transaction
+
+    with transaction(_engine()) as db:
+        rows = qa.export_results(db, job_id=args.job_id, owner=CLI_OWNER)
+    if args.format == "jsonl":
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    elif args.format == "squad":
+        text = json.dumps({row["id"]: row["answer"] or "" for row in rows}, ensure_ascii=False, indent=1) + "\n"
+    else:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["id", "question", "answer", "score", "status", "error"])
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text, encoding="utf-8")
+    return 0
+
+
+def _batch_cancel(args: argparse.Namespace) -> int:
+    from storage import qa
+    from storage.db import transaction
+    from workers import client
+
+    with transaction(_engine()) as db:
+        cancelled = qa.cancel_job(db, job_id=args.job_id, owner=CLI_OWNER)
+    if cancelled:
+        client.cancel_job(args.job_id)
+    print("cancelled" if cancelled else "already finished")
+    return 0

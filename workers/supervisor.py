@@ -1,0 +1,165 @@
+"""`s2s up`: run the whole service on one machine as child processes, and stop all of them cleanly.
+
+Starts (in order) a private Redis unless REDIS_URL is set, the database migrations, one worker (`s2s worker`)
+and the UI (`python -m ui.app`, when ui/app.py exists), each in its own process group with its log in
+S2S_DATA_DIR/logs; writes S2S_DATA_DIR/service.json so commands in other terminals find the service. On
+SIGINT/SIGTERM, or when any child exits, it stops the children in reverse order (SIGTERM to the group, then
+SIGKILL after a grace period) and removes service.json, leaving no process behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from settings import REPO_ROOT, Settings
+from workers.embedded_redis import start_redis
+from workers.service_discovery import remove_service_file, write_service_file
+
+logger = logging.getLogger(__name__)
+
+STOP_GRACE_S = 15.0
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: IO[bytes] | None = None
+
+
+@dataclass
+class Service:
+    settings: Settings
+    children: list[Child] = field(default_factory=list)
+    ui_url: str | None = None
+    redis_url: str = ""
+    stopping: bool = False
+
+
+def child_env(settings: Settings, redis_url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["REDIS_URL"] = redis_url
+    env["DATABASE_URL"] = settings.resolved_database_url
+    env["S2S_DATA_DIR"] = str(settings.data_dir)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def spawn(name: str, command: list[str], *, env: dict[str, str], log_dir: Path) -> Child:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = (log_dir / f"{name}.log").open("ab")
+    process = subprocess.Popen(
+        command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    return Child(name=name, process=process, log=log)
+
+
+def stop_child(child: Child, *, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM the child's process group, wait, then SIGKILL what is left of the group."""
+    process = child.process
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+        try:  # the leader is gone; make sure nothing else of its group survives
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        break
+    if child.log is not None:
+        child.log.close()
+
+
+def start_service(settings: Settings, *, with_ui: bool = True) -> Service:
+    """Start every part; on a failure half-way, stop what was started and re-raise."""
+    from storage import migrate
+
+    service = Service(settings=settings)
+    log_dir = settings.data_dir / "logs"
+    try:
+        if settings.redis_url:
+            service.redis_url = settings.redis_url
+        else:
+            embedded = start_redis(settings.data_dir / "redis", log_file=log_dir / "redis.log")
+            service.children.append(Child(name="redis", process=embedded.process))
+            service.redis_url = embedded.url
+        migrate.ensure_schema(settings.resolved_database_url)
+        env = child_env(settings, service.redis_url)
+        worker_command = [sys.executable, "-m", "cli.main", "worker", "--queues", "interactive,batch"]
+        service.children.append(spawn("worker", worker_command, env=env, log_dir=log_dir))
+        if with_ui and (REPO_ROOT / "ui" / "app.py").exists():
+            service.children.append(spawn("ui", [sys.executable, "-m", "ui.app"], env=env, log_dir=log_dir))
+            service.ui_url = f"http://{settings.ui_host}:{settings.ui_port}"
+        write_service_file(
+            settings,
+            {
+                "redis_url": service.redis_url,
+                "pid": os.getpid(),
+                "database_url": settings.resolved_database_url,
+                "ui_url": service.ui_url,
+                "started_at": datetime.now(UTC).isoformat(),
+                "children": {child.name: child.process.pid for child in service.children},
+            },
+        )
+    except BaseException:
+        stop_service(service)
+        raise
+    return service
+
+
+def stop_service(service: Service) -> None:
+    service.stopping = True
+    for child in reversed(service.children):  # UI and worker first, Redis (which saves its data) last
+        stop_child(child)
+    remove_service_file(service.settings, pid=os.getpid())
+
+
+def wait_for_worker(timeout_s: float) -> bool:
+    """True once a worker's heartbeat is in Redis (it has loaded and warmed up its model)."""
+    from workers import client
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if client.list_workers():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def run_until_stopped(service: Service, *, poll_s: float = 0.5) -> int:
+    """Block until SIGINT/SIGTERM (exit 0) or until a child exits on its own (exit 1); then stop everything."""
+    stop_requested: list[int] = []
+
+    def _request_stop(signum: int, _frame: Any) -> None:
+        stop_requested.append(signum)
+
+    previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    status = 0
+    try:
+        while not stop_requested:
+            exited = [child for child in service.children if child.process.poll() is not None]
+            if exited:
+                for child in exited:
+                    logger.error("%s exited with status %s; stopping the service", child.name, child.process.returncode)
+                status = 1
+                break
+            time.sleep(poll_s)
+    finally:
+        stop_service(service)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return status
