@@ -13,6 +13,7 @@ from typing import Any
 import redis
 from celery.result import AsyncResult
 
+from settings import get_settings
 from workers.celery_app import (
     BATCH_QUEUE,
     INTERACTIVE_QUEUE,
@@ -27,6 +28,7 @@ from workers.celery_app import (
     chunk_task_id,
 )
 from workers.heartbeat import HEARTBEAT_PREFIX
+from workers.service_discovery import resolve_redis_url
 
 
 class NoWorker(RuntimeError):
@@ -38,7 +40,7 @@ class ResultTimeout(TimeoutError):
 
 
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(str(app.conf.broker_url))
+    return redis.Redis.from_url(resolve_redis_url(get_settings()))
 
 
 def _send(name: str, *args: Any) -> str:

@@ -1,0 +1,74 @@
+"""Batch file parsing on good and broken input: per-line errors, whole-file errors, the three formats."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from workers.batch_files import BatchFileError, BatchLimits, parse_batch_file
+
+LIMITS = BatchLimits(max_items=5, max_bytes=10_000, max_question_chars=40, max_passage_chars=100)
+
+
+def _line(item_id: object, question: str = "Who?", passage: str = "Bob.") -> str:
+    return json.dumps({"id": item_id, "question": question, "passage": passage})
+
+
+def test_jsonl_bad_lines_are_reported_with_their_numbers_and_the_rest_kept() -> None:
+    text = "\n".join([_line("a"), "{oops", "[1, 2]", _line("b", question=""), _line("a"), _line(7)])
+    parsed = parse_batch_file(text.encode(), "x.jsonl", limits=LIMITS)
+    assert [item["item_key"] for item in parsed.items] == ["a", "7"]
+    assert [error["line"] for error in parsed.errors] == [2, 3, 4, 5]
+    assert "duplicate id" in parsed.errors[3]["reason"]
+
+
+def test_too_long_fields_are_rejected_per_line() -> None:
+    text = "\n".join([_line("a", question="q" * 41), _line("b", passage="p" * 101), _line("c")])
+    parsed = parse_batch_file(text.encode(), "x.jsonl", limits=LIMITS)
+    assert [item["item_key"] for item in parsed.items] == ["c"]
+    assert "question too long" in parsed.errors[0]["reason"]
+    assert "passage too long" in parsed.errors[1]["reason"]
+
+
+def test_csv_with_quoted_newlines_keeps_line_numbers() -> None:
+    text = 'id,question,passage,extra\na,Who?,"Bob\nlives",x\nb,,Bob.,y\nc,Who?,Bob.,z\n'
+    parsed = parse_batch_file(text.encode(), "x.csv", limits=LIMITS)
+    assert [item["item_key"] for item in parsed.items] == ["a", "c"]
+    assert parsed.items[0]["passage"] == "Bob\nlives"
+    assert parsed.errors == [{"line": 4, "reason": "missing or empty 'question'"}]
+
+
+def test_csv_without_the_needed_columns_is_refused() -> None:
+    with pytest.raises(BatchFileError, match="lacks passage"):
+        parse_batch_file(b"id,question\n1,Who?\n", "x.csv", limits=LIMITS)
+
+
+def test_squad_json_gives_one_item_per_question() -> None:
+    document = {"data": [{"paragraphs": [{"context": "Bob was born in Oslo.",
+                                          "qas": [{"id": "q1", "question": "Where?"}, {"id": "q2"}]}]}]}
+    parsed = parse_batch_file(json.dumps(document).encode(), "dev.json", limits=LIMITS)
+    assert parsed.format == "squad"
+    assert parsed.items == [{"item_key": "q1", "question": "Where?", "passage": "Bob was born in Oslo."}]
+    assert parsed.errors == [{"line": 2, "reason": "missing or empty 'question'"}]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"  \n\n", "empty"),
+        (b"\xff\xfe\x00bad", "not UTF-8"),
+        (b"x" * 10_001, "too large"),
+        (b"just some words", "unknown format"),
+    ],
+)
+def test_unusable_files_raise_a_clear_error(data: bytes, message: str) -> None:
+    with pytest.raises(BatchFileError, match=message):
+        parse_batch_file(data, "upload", limits=LIMITS)
+
+
+def test_more_items_than_the_limit_is_refused() -> None:
+    text = "\n".join(_line(i) for i in range(6))
+    with pytest.raises(BatchFileError, match="too many items"):
+        parse_batch_file(text.encode(), "x.jsonl", limits=LIMITS)

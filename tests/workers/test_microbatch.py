@@ -1,0 +1,92 @@
+"""The micro-batcher with a fake model: concurrent requests share one call, interactive goes first."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from workers.microbatch import BATCH, MicroBatcher
+
+
+class FakeModel:
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.calls: list[list[Any]] = []
+        self.delay_s = delay_s
+
+    def answer(self, questions: list[tuple[str, str]], decode: Any = None) -> list[list[Any]]:
+        time.sleep(self.delay_s)
+        if any(question == "bad" for question, _ in questions):
+            raise ValueError("bad request")
+        self.calls.append([question for question, _ in questions])
+        return [[question.upper()] for question, _ in questions]
+
+    def reply(self, histories: list[list[str]], decode: Any = None) -> list[list[Any]]:
+        self.calls.append([history[-1] for history in histories])
+        return [[history[-1][::-1]] for history in histories]
+
+
+def _run_clients(batcher: MicroBatcher, questions: list[str]) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    start = threading.Barrier(len(questions))
+
+    def client(question: str) -> None:
+        with batcher.expecting():
+            start.wait()
+            try:
+                results[question] = batcher.answer([(question, "p")])[0]
+            except ValueError as error:
+                results[question] = error
+
+    threads = [threading.Thread(target=client, args=(q,)) for q in questions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_concurrent_requests_are_decoded_in_one_call() -> None:
+    model = FakeModel()
+    batcher = MicroBatcher(model, max_size=16, max_wait_ms=200, timeout_s=5)
+    batcher.start()
+    questions = [f"q{i}" for i in range(8)]
+    results = _run_clients(batcher, questions)
+    batcher.stop()
+    assert results == {q: [q.upper()] for q in questions}
+    assert len(model.calls) == 1
+
+
+def test_a_lone_request_is_not_held_back_by_the_wait() -> None:
+    batcher = MicroBatcher(FakeModel(), max_size=16, max_wait_ms=1000, timeout_s=5)
+    batcher.start()
+    started = time.perf_counter()
+    assert batcher.answer([("solo", "p")]) == [["SOLO"]]
+    batcher.stop()
+    assert time.perf_counter() - started < 0.5
+
+
+def test_a_bad_request_fails_alone() -> None:
+    batcher = MicroBatcher(FakeModel(), max_size=16, max_wait_ms=200, timeout_s=5)
+    batcher.start()
+    results = _run_clients(batcher, ["good", "bad", "fine"])
+    batcher.stop()
+    assert results["good"] == ["GOOD"] and results["fine"] == ["FINE"]
+    assert isinstance(results["bad"], ValueError)
+
+
+def test_interactive_requests_overtake_batch_items() -> None:
+    model = FakeModel(delay_s=0.05)
+    batcher = MicroBatcher(model, max_size=2, max_wait_ms=0, timeout_s=5)
+    batcher.start()
+    first = threading.Thread(target=batcher.answer, args=([("warm", "p")],))
+    first.start()
+    time.sleep(0.01)  # the batcher is busy decoding "warm"
+    batch = threading.Thread(target=batcher.answer, args=([("b1", "p"), ("b2", "p")],), kwargs={"priority": BATCH})
+    batch.start()
+    time.sleep(0.01)
+    assert batcher.reply([["chat"]]) == [["tahc"]]
+    for thread in (first, batch):
+        thread.join()
+    batcher.stop()
+    assert model.calls[1] == ["chat"] or model.calls[1][0] == "chat"

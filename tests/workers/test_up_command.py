@@ -1,0 +1,62 @@
+"""`s2s up` with REDIS_URL unset: private Redis, worker, answers, and nothing left running after SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.workers.conftest import PASSAGE, QUESTION, REPO_ROOT, TINY_MODEL
+from workers.service_discovery import pid_alive
+
+pytestmark = pytest.mark.slow
+
+
+def test_up_serves_and_stops_without_stray_processes(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key not in {"REDIS_URL", "DATABASE_URL"}}
+    env.update(S2S_DATA_DIR=str(tmp_path), S2S_CHECKPOINT=str(TINY_MODEL), S2S_TORCH_THREADS="1",
+               PYTHONPATH=str(REPO_ROOT))
+    up = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--no-ui"], env=env, cwd=REPO_ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output = ""
+        deadline = time.monotonic() + 90
+        assert up.stdout is not None
+        while "press Ctrl-C" not in output:
+            assert time.monotonic() < deadline and up.poll() is None, output
+            if select.select([up.stdout], [], [], 1.0)[0]:
+                output += up.stdout.readline()
+        assert "worker: ready" in output
+        info = json.loads((tmp_path / "service.json").read_text())
+        assert info["redis_url"].startswith("redis://127.0.0.1:")
+        children = list(info["children"].values())
+
+        ask = [sys.executable, "-m", "cli.main", "ask", "--passage", PASSAGE, "--question", QUESTION]
+        done = subprocess.run(ask, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[0] == "Oslo"
+
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0
+        assert not (tmp_path / "service.json").exists()
+        assert [pid for pid in children if pid_alive(pid)] == []
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
+
+
+def test_commands_without_a_service_say_how_to_start_one(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    env.update(S2S_DATA_DIR=str(tmp_path), PYTHONPATH=str(REPO_ROOT))
+    done = subprocess.run([sys.executable, "-m", "cli.main", "ask", "--passage", "p", "--question", "q"],
+                          env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "no service running" in done.stderr and "s2s up" in done.stderr
