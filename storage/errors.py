@@ -43,7 +43,3 @@ class DuplicateKey(StorageError, ValueError):
     def __init__(self, key: str) -> None:
         super().__init__(f"item key {key!r} appears more than once")
         self.key = key
-
-
-class InvalidState(StorageError):
-    """The row exists but is not in a state that allows the operation (e.g. retrying a reply that did not fail)."""

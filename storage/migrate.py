@@ -99,8 +99,15 @@ def is_up_to_date(url: str | URL) -> bool:
 
 
 def ensure_schema(url: str | URL) -> bool:
-    """Upgrade the database to the newest revision if it is behind; True if it was. Call it at start-up."""
+    """Upgrade the database to the newest revision if it is behind; True if this call migrated it.
+
+    The service calls this at start-up. The first check takes no lock; when the database is behind, the check
+    is repeated under the migration lock, so of several processes starting at once exactly one migrates.
+    """
     if is_up_to_date(url):
         return False
-    upgrade(url)
-    return True
+    with locked_connection(url) as connection:
+        if MigrationContext.configure(connection).get_current_revision() == head():
+            return False
+        command.upgrade(alembic_config(url, connection), "head")
+        return True

@@ -106,7 +106,8 @@ def _upsert_passages(db: Session, texts_by_hash: Mapping[str, str]) -> dict[str,
     digests = list(texts_by_hash)
     for start in range(0, len(digests), _IN_CHUNK):
         chunk = digests[start : start + _IN_CHUNK]
-        ids.update(db.execute(select(Passage.sha256, Passage.id).where(Passage.sha256.in_(chunk))).tuples())
+        query = select(Passage.sha256, Passage.id).where(Passage.sha256.in_(chunk))
+        ids.update((digest, passage_id) for digest, passage_id in db.execute(query))
     return ids
 
 
@@ -301,7 +302,7 @@ def claim_pending_items(db: Session, *, job_id: str, limit: int) -> list[ItemInp
         .limit(limit)
         .with_for_update(skip_locked=True, of=QAJobItem)
     )
-    claimed = [ItemInput(*row) for row in db.execute(query).tuples()]
+    claimed = [ItemInput(*row) for row in db.execute(query)]
     if claimed:
         item_ids = [item.item_id for item in claimed]
         update_rows(db, QAJobItem, QAJobItem.id.in_(item_ids), attempts=QAJobItem.attempts + 1)
@@ -408,7 +409,7 @@ def job_progress(db: Session, *, job_id: str, owner: str, now: datetime | None =
     query = (
         select(QAJobItem.status, func.count()).where(QAJobItem.job_id == job_id).group_by(QAJobItem.status)
     )
-    counts: dict[ItemStatus, int] = dict(db.execute(query).tuples().all())
+    counts: dict[ItemStatus, int] = {status: count for status, count in db.execute(query)}
     done, failed = counts.get(ItemStatus.DONE, 0), counts.get(ItemStatus.FAILED, 0)
     pending, cancelled = counts.get(ItemStatus.PENDING, 0), counts.get(ItemStatus.CANCELLED, 0)
     total = done + failed + pending + cancelled
@@ -453,5 +454,5 @@ def export_results(db: Session, *, job_id: str, owner: str) -> list[dict[str, An
             "status": status.value,
             "error": error,
         }
-        for key, question, answer, score, status, error in db.execute(query).tuples()
+        for key, question, answer, score, status, error in db.execute(query)
     ]
