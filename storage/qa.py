@@ -8,9 +8,10 @@ pending_item, record_item_answer, record_item_failure, finish_job_if_complete, f
 
 Every function takes the Session `db` first and keyword arguments after it, and never commits. Writes a
 redelivered task may repeat only touch rows that are still pending (guarded UPDATEs), so they report False
-and change nothing the second time. Row locks are taken items first, then the job, so that PostgreSQL writers
-on one job cannot deadlock; the job row lock in finish_job_if_complete makes "the last item finishes the job"
-hold even when the last two items finish at once.
+and change nothing the second time. On PostgreSQL, writers lock a job's item rows before its job row
+(claim_pending_items locks the job first, but skips locked items rather than waiting), so writers on one job
+do not deadlock; the job row lock in finish_job_if_complete makes "the last item finishes the job" hold even
+when the last two items finish at once.
 """
 
 from __future__ import annotations
