@@ -19,7 +19,7 @@ from .readers import Dialog, QAExample, ReadReport, Record, TextPair, dialogs_to
 from .seq2seq import Batch
 from .tokenizer import Encoding, Tokenizer
 
-MAX_TARGET_TOKENS = 48
+MAX_TARGET_TOKENS = 64
 
 
 @dataclass(frozen=True)

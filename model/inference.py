@@ -53,17 +53,20 @@ class Hypothesis:
 
 
 def pad_sources(sources: list[Source], pad_id: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """(batch, src_len) ids, (batch,) lengths, (batch, src_len) features, (batch, src_len) passage mask."""
+    """(batch, src_len) ids, (batch,) lengths, (batch, src_len) features, (batch, src_len) passage mask,
+    and (batch, src_len) answer-start mask: passage tokens with visible text (not a bare word-start mark)."""
     src_len = max(len(s) for s in sources)
     ids = torch.full((len(sources), src_len), pad_id, dtype=torch.long)
     features = torch.zeros((len(sources), src_len), dtype=torch.long)
     passage = torch.zeros((len(sources), src_len), dtype=torch.bool)
+    starts = torch.zeros((len(sources), src_len), dtype=torch.bool)
     for row, source in enumerate(sources):
         ids[row, :len(source)] = torch.tensor(source.ids)
         features[row, :len(source)] = torch.tensor(source.features)
         passage[row, :len(source)] = torch.tensor(source.passage_mask)
+        starts[row, :len(source)] = torch.tensor([span is not None and span[1] > span[0] for span in source.spans])
     lengths = torch.tensor([len(s) for s in sources])
-    return ids.to(device), lengths, features.to(device), passage.to(device)
+    return ids.to(device), lengths, features.to(device), passage.to(device), starts.to(device)
 
 
 class Predictor:
@@ -139,13 +142,13 @@ class Predictor:
                       ) -> list[list[BeamHypothesis]]:
         device = self.torch_device
         beam = decode.beam_size
-        ids, lengths, features, passage = pad_sources(sources, self.tokenizer.pad_id, device)
+        ids, lengths, features, passage, starts = pad_sources(sources, self.tokenizer.pad_id, device)
         memory, state = self.model.encode(ids, lengths, features)
         memory = memory.repeat_rows(beam)
         state = {k: v.repeat_interleave(beam, dim=0) for k, v in state.items()}
         passage = passage.repeat_interleave(beam, dim=0)  # (rows, src_len)
         if extractive:
-            state["candidates"] = passage.clone()
+            state["candidates"] = starts.repeat_interleave(beam, dim=0)
         eos_id = self.tokenizer.eos_id
 
         def step(prev_ids: torch.Tensor, state: dict[str, torch.Tensor], step_index: int):  # type: ignore[no-untyped-def]

@@ -205,7 +205,7 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
             optimizer.step()
             step += 1
             tokens_seen += int(batch.src_lengths.sum())
-            last_loss = float(out_step.loss)
+            last_loss = out_step.loss.item()
             progress.update(1)
             if step % train_config.log_every == 0 or args.dry_run:
                 elapsed = time.monotonic() - window_start

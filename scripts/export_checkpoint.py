@@ -1,0 +1,32 @@
+"""Export a training checkpoint for shipping: fp16 weights + tokenizer, no optimizer state.
+
+Usage: python scripts/export_checkpoint.py SRC_DIR DST_DIR [--decode JSON]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("src")
+    parser.add_argument("dst")
+    parser.add_argument("--decode", type=json.loads, default=None, help="default decoding settings to store")
+    args = parser.parse_args()
+    loaded = load_checkpoint(args.src)
+    decode = loaded.decode.replace(**args.decode) if args.decode else loaded.decode
+    path = save_checkpoint(args.dst, model=loaded.model, tokenizer=loaded.tokenizer, step=loaded.step,
+                           decode=decode, meta=loaded.meta, half=True)
+    print(json.dumps({"exported": str(path), "bytes": path.stat().st_size, "step": loaded.step}))  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()

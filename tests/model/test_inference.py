@@ -1,0 +1,126 @@
+"""Predictor and ModelSet on the committed tiny checkpoint: batching, extractive answers, round trip, goldens."""
+
+import pytest
+import torch
+
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.config import DecodeConfig
+from model.inference import InputError, ModelSet, Predictor
+
+QUESTIONS = [
+    ("Where was Bob born?", "Bob was born in Oslo. Later Bob moved to Lima for work."),
+    ("Where did Alice move?", "Alice was born in Paris. Later Alice moved to Tokyo for work."),
+    ("小红出生在哪里？", "小红出生在上海。后来小红去了北京工作。"),
+    ("Where was Grace born?", "Grace was born in Cairo. Later Grace moved to Delhi for work. " * 3),
+]
+HISTORIES = [["hello"], ["how are you?"], ["你好"], ["hello", "hi there", "what is your name?"]]
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model_dir):
+    return Predictor.from_checkpoint(tiny_model_dir, "cpu")
+
+
+def test_golden_answers_of_the_tiny_model(predictor):
+    answers = [hyps[0].text for hyps in predictor.answer(QUESTIONS[:3], DecodeConfig(beam_size=3))]
+    assert answers == ["Oslo", "Tokyo", "上海"]
+
+
+def test_extractive_answers_are_exact_passage_substrings_with_their_span(predictor):
+    for (question, passage), hyps in zip(QUESTIONS, predictor.answer(QUESTIONS, DecodeConfig(beam_size=4, n_best=4))):
+        for hyp in hyps:
+            assert hyp.span is not None
+            assert passage[hyp.span[0]:hyp.span[1]] == hyp.text
+            assert hyp.text in passage
+
+
+@pytest.mark.parametrize("task", ["answer", "reply"])
+def test_batched_results_equal_one_request_at_a_time(predictor, task):
+    decode = DecodeConfig(beam_size=4, n_best=3, max_length=12)
+    requests = QUESTIONS if task == "answer" else HISTORIES
+    run = getattr(predictor, task)
+    batched = run(requests, decode)
+    for request, batch_hyps in zip(requests, batched):
+        [alone] = run([request], decode)
+        assert [h.tokens for h in batch_hyps] == [h.tokens for h in alone]
+        assert [h.score for h in batch_hyps] == pytest.approx([h.score for h in alone], abs=1e-4)
+
+
+def test_attention_rows_cover_the_source_and_sum_to_one(predictor):
+    [[hyp]] = predictor.reply([HISTORIES[3]], DecodeConfig(beam_size=2, max_length=8))
+    assert len(hyp.attention) == len(hyp.tokens) == len(hyp.p_gen)
+    for row in hyp.attention:
+        assert len(row) == len(hyp.source_tokens)
+        assert sum(row) == pytest.approx(1.0, abs=1e-4)
+    assert hyp.to_dict()["tokens"] == hyp.tokens
+
+
+def test_beam_of_one_matches_greedy_argmax(predictor):
+    [[beam_one]] = predictor.reply([["hello"]], DecodeConfig(beam_size=1, max_length=10))
+    ids = [predictor.tokenizer.sp.piece_to_id(p) for p in beam_one.tokens]
+    from model.formatting import format_chat
+    from model.inference import pad_sources
+    source = format_chat(predictor.tokenizer, ["hello"], max_source_len=64, max_turns=4)
+    src, lengths, features, _, _ = pad_sources([source], 0, torch.device("cpu"))
+    with torch.no_grad():
+        memory, state = predictor.model.encode(src, lengths, features)
+        prev, greedy = torch.tensor([predictor.tokenizer.bos_id]), []
+        for _ in range(10):
+            out = predictor.model.decode_step(prev, state, memory)
+            log_probs = out.log_probs.index_fill(1, predictor._banned_ids, float("-inf"))
+            log_probs[:, predictor.tokenizer.bos_id] = float("-inf")
+            prev = log_probs.argmax(-1)
+            if int(prev) == predictor.tokenizer.eos_id:
+                break
+            greedy.append(int(prev))
+            state = out.state
+    assert ids == greedy
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(predictor, tmp_path):
+    save_checkpoint(tmp_path, model=predictor.model, tokenizer=predictor.tokenizer, step=5)
+    again = Predictor.from_checkpoint(tmp_path, "cpu")
+    decode = DecodeConfig(beam_size=3, n_best=2)
+    first, second = predictor.answer(QUESTIONS, decode), again.answer(QUESTIONS, decode)
+    assert [[h.text for h in x] for x in first] == [[h.text for h in x] for x in second]
+    assert [[h.score for h in x] for x in first] == [[h.score for h in x] for x in second]
+
+
+def test_fp16_export_loads_back_as_float32(predictor, tmp_path):
+    save_checkpoint(tmp_path, model=predictor.model, tokenizer=predictor.tokenizer, step=5, half=True)
+    loaded = load_checkpoint(tmp_path)
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
+
+
+def test_a_checkpoint_with_another_tokenizer_is_refused(predictor, tmp_path, tokenizer):
+    save_checkpoint(tmp_path, model=predictor.model, tokenizer=predictor.tokenizer, step=1)
+    (tmp_path / "tokenizer.model").write_bytes(tokenizer.model_bytes)
+    with pytest.raises(ValueError, match="tokenizer"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_broken_checkpoint_file_gets_a_clear_error(tmp_path, predictor):
+    save_checkpoint(tmp_path, model=predictor.model, tokenizer=predictor.tokenizer, step=1)
+    (tmp_path / "model.pt").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path)
+
+
+def test_empty_input_is_refused_with_a_clear_error(predictor):
+    with pytest.raises(InputError, match="question is empty"):
+        predictor.answer([("  ", "passage")])
+    with pytest.raises(InputError, match="no message"):
+        predictor.reply([[]])
+
+
+def test_model_set_routes_by_task_and_language(tmp_path, tiny_model_dir):
+    import json
+    import shutil
+    for name in ("a", "b"):
+        shutil.copytree(tiny_model_dir, tmp_path / name)
+    (tmp_path / "models.json").write_text(json.dumps({"rc/en": "a", "rc/zh": "b", "chat/*": "a"}))
+    models = ModelSet.load(tmp_path, "cpu")
+    assert models.predictor_for("rc", "zh") is not models.predictor_for("rc", "en")
+    assert models.predictor_for("chat", "zh") is models.predictor_for("rc", "en")
+    answers = models.answer(QUESTIONS[:3], DecodeConfig(beam_size=2))
+    assert [a[0].text for a in answers] == ["Oslo", "Tokyo", "上海"]

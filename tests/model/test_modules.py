@@ -1,0 +1,84 @@
+"""Shapes, masks and the copy distribution of the model's parts, on tiny dimensions."""
+
+import pytest
+import torch
+
+from model.attention import Attention
+from model.config import ModelConfig
+from model.seq2seq import Batch, build_model
+
+VOCAB = 20
+
+
+def tiny_config(**overrides):
+    values = dict(vocab_size=VOCAB, embed_size=8, hidden_size=8, encoder_layers=2, dropout=0.0)
+    values.update(overrides)
+    return ModelConfig(**values)
+
+
+def tiny_batch():
+    torch.manual_seed(0)
+    src = torch.randint(4, VOCAB, (3, 7))
+    lengths = torch.tensor([7, 4, 2])
+    src[1, 4:] = 0
+    src[2, 2:] = 0
+    return Batch(src_ids=src, src_lengths=lengths, src_features=torch.randint(0, 2, (3, 7)),
+                 tgt_ids=torch.randint(4, VOCAB, (3, 5)))
+
+
+@pytest.mark.parametrize("kind", ["dot", "general", "additive"])
+def test_attention_gives_padding_exactly_zero_weight(kind):
+    torch.manual_seed(0)
+    attention = Attention(kind, 8, coverage=True)
+    memory = torch.randn(2, 5, 8)
+    pad_mask = torch.tensor([[False, False, False, True, True], [False] * 5])
+    weights, context = attention(torch.randn(2, 8), memory, attention.precompute_keys(memory), pad_mask,
+                                 torch.rand(2, 5))
+    assert weights.shape == (2, 5) and context.shape == (2, 8)
+    assert torch.all(weights[0, 3:] == 0)
+    assert torch.allclose(weights.sum(-1), torch.ones(2))
+    assert torch.allclose(context[0], weights[0] @ memory[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["dot", "general", "additive"])
+def test_forward_returns_a_finite_loss_and_per_step_log_probs(kind):
+    model = build_model(tiny_config(attention=kind, coverage=True))
+    out = model(tiny_batch(), label_smoothing=0.1, coverage_weight=1.0)
+    assert out.log_probs.shape == (3, 4, VOCAB)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad and p.dim() > 1)
+
+
+def test_encoder_output_ignores_what_sits_in_the_padding():
+    model = build_model(tiny_config()).eval()
+    batch = tiny_batch()
+    memory_a, _ = model.encode(batch.src_ids, batch.src_lengths, batch.src_features)
+    noisy = batch.src_ids.clone()
+    noisy[2, 2:] = 9
+    memory_b, _ = model.encode(noisy, batch.src_lengths, batch.src_features)
+    assert torch.allclose(memory_a.states[2, :2], memory_b.states[2, :2], atol=1e-6)
+
+
+def test_copy_distribution_is_a_probability_distribution_that_favours_attended_tokens():
+    model = build_model(tiny_config(copy=True)).eval()
+    batch = tiny_batch()
+    memory, state = model.encode(batch.src_ids, batch.src_lengths, batch.src_features)
+    out = model.decode_step(torch.full((3,), 2), state, memory)
+    assert torch.allclose(out.log_probs.exp().sum(-1), torch.ones(3), atol=1e-5)
+    assert torch.all((out.p_gen > 0) & (out.p_gen < 1))
+    assert out.attention.shape == (3, 7)
+    assert torch.all(out.attention[2, 2:] == 0)
+
+
+def test_without_copy_p_gen_is_one():
+    model = build_model(tiny_config(copy=False)).eval()
+    batch = tiny_batch()
+    memory, state = model.encode(batch.src_ids, batch.src_lengths, batch.src_features)
+    out = model.decode_step(torch.full((3,), 2), state, memory)
+    assert torch.all(out.p_gen == 1)
+
+
+def test_config_rejects_an_unknown_attention():
+    with pytest.raises(ValueError):
+        tiny_config(attention="cosine")
