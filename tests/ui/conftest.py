@@ -1,0 +1,93 @@
+"""Fixtures for the UI tests: a migrated SQLite file in tmp, Settings pointing at it, and a fake of the few
+workers.client functions the handlers call (the single boundary to the queue)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from settings import get_settings
+from storage import migrate
+from ui import handlers
+
+OWNER = "anon:" + "a" * 32
+OTHER = "anon:" + "b" * 32
+
+
+class FakeQueue:
+    """Records what was enqueued; `workers` is what list_workers reports."""
+
+    def __init__(self) -> None:
+        self.replies: list[int] = []
+        self.questions: list[str] = []
+        self.jobs: list[str] = []
+        self.cancelled: list[str] = []
+        self.workers: list[dict[str, Any]] = [
+            {"hostname": "s2s-1@box", "versions": {"rc/en": "rc-en@1234"}, "device": "cpu",
+             "queues": ["interactive", "batch"], "last_seen": "2025-01-01T00:00:00+00:00"}
+        ]
+        self.fail_with: Exception | None = None
+
+    def _maybe_fail(self) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+
+    def enqueue_reply(self, turn_id: int) -> str:
+        self._maybe_fail()
+        self.replies.append(turn_id)
+        return f"task-{turn_id}"
+
+    def enqueue_question(self, question_id: str) -> str:
+        self._maybe_fail()
+        self.questions.append(question_id)
+        return f"task-{question_id}"
+
+    def enqueue_job(self, job_id: str) -> str:
+        self._maybe_fail()
+        self.jobs.append(job_id)
+        return f"task-{job_id}"
+
+    def cancel_job(self, job_id: str) -> int:
+        self.cancelled.append(job_id)
+        return 1
+
+    def list_workers(self) -> list[dict[str, Any]]:
+        self._maybe_fail()
+        return self.workers
+
+    def queue_depths(self) -> dict[str, int]:
+        self._maybe_fail()
+        return {"interactive": 0, "batch": 2}
+
+
+@pytest.fixture
+def database_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    url = f"sqlite:///{tmp_path / 's2s.sqlite3'}"
+    migrate.upgrade(url)
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("S2S_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("S2S_MAX_MESSAGE_CHARS", "200")
+    get_settings.cache_clear()
+    handlers._engine_for.cache_clear()
+    yield url
+    for engine in _cached_engines():
+        engine.dispose()
+    handlers._engine_for.cache_clear()
+    get_settings.cache_clear()
+
+
+def _cached_engines() -> list[Any]:
+    return [handlers.engine()] if handlers._engine_for.cache_info().currsize else []
+
+
+@pytest.fixture
+def queue(database_url: str, monkeypatch: pytest.MonkeyPatch) -> FakeQueue:
+    from workers import client
+
+    fake = FakeQueue()
+    for name in ("enqueue_reply", "enqueue_question", "enqueue_job", "cancel_job", "list_workers", "queue_depths"):
+        monkeypatch.setattr(client, name, getattr(fake, name))
+    return fake

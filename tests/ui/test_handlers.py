@@ -1,0 +1,239 @@
+"""ui.handlers against a real SQLite file, with only the workers.client boundary faked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import sqlalchemy.exc
+from sqlalchemy import func, select
+
+from storage import conversations, qa
+from storage.db import transaction
+from storage.errors import EmptyInput, InputTooLong, NotFound
+from storage.models import Passage
+from tests.ui.conftest import OTHER, OWNER, FakeQueue
+from ui import attention, events, exports, handlers
+from workers.batch_files import BatchFileError
+from workers.client import NoWorker
+
+PASSAGE = "Bob was born in Oslo. Later Bob moved to Lima for work."
+SOURCE = ["<rc>", "▁Where", "▁was", "▁Bob", "▁born", "?", "<sep>", "▁B", "o", "b", "▁was", "▁born", "▁", "in",
+          "▁Oslo", ".", "▁Later", "▁Bob", "▁moved", "▁to", "▁Lima", "▁for", "▁work", "."]
+ATTENTION = {"source_tokens": SOURCE, "output_tokens": ["▁Oslo"],
+             "attention": [[0.9 if token == "▁Oslo" else 0.1 / (len(SOURCE) - 1) for token in SOURCE]],
+             "p_gen": [0.1], "span": [16, 20]}
+
+
+def _answer_as_worker(question_id: str) -> None:
+    with transaction(handlers.engine()) as db:
+        qa.save_answer(db, question_id=question_id, answer="Oslo", score=-0.01, model_version="rc-en@test",
+                       n_best=[{"text": "Oslo", "score": -0.01}, {"text": "Oslo.", "score": -6.6}],
+                       attention=ATTENTION)
+
+
+def _reply_as_worker(turn_id: int, text: str) -> None:
+    with transaction(handlers.engine()) as db:
+        conversations.save_reply(db, turn_id=turn_id, text=text, model_version="chat@test")
+
+
+def test_send_message_stores_a_pending_reply_and_enqueues_it(queue: FakeQueue) -> None:
+    sent = handlers.send_message(OWNER, None, "hello there")
+    assert queue.replies == [sent.reply_turn_id]
+    assert handlers.load_history(OWNER, sent.conversation_id) == [
+        {"role": "user", "content": "hello there"},
+        {"role": "assistant", "content": handlers.PENDING_TEXT},
+    ]
+    assert handlers.poll_reply(OWNER, sent.reply_turn_id)["status"] == "pending"
+
+
+def test_a_saved_reply_is_read_back_from_the_database_after_a_restart(queue: FakeQueue) -> None:
+    sent = handlers.send_message(OWNER, None, "你好，今天怎么样？")
+    _reply_as_worker(sent.reply_turn_id, "很好！")
+    handlers.engine().dispose()
+    handlers._engine_for.cache_clear()  # a new UI process: nothing but the database is left
+    assert handlers.load_history(OWNER, sent.conversation_id)[-1] == {"role": "assistant", "content": "很好！"}
+    assert handlers.list_conversations(OWNER)[0]["title"] == "你好，今天怎么样？"
+
+
+def test_a_second_message_continues_the_same_conversation(queue: FakeQueue) -> None:
+    first = handlers.send_message(OWNER, None, "one")
+    _reply_as_worker(first.reply_turn_id, "two")
+    second = handlers.send_message(OWNER, first.conversation_id, "three")
+    assert second.conversation_id == first.conversation_id
+    assert [m["content"] for m in handlers.load_history(OWNER, first.conversation_id)][:3] == ["one", "two", "three"]
+
+
+def test_empty_and_too_long_messages_are_refused_with_a_readable_reason(queue: FakeQueue) -> None:
+    with pytest.raises(EmptyInput) as empty:
+        handlers.send_message(OWNER, None, "   ")
+    assert handlers.describe_error(empty.value) == "The message is empty: please type something."
+    with pytest.raises(InputTooLong) as long:
+        handlers.send_message(OWNER, None, "x" * 201)
+    assert handlers.describe_error(long.value) == "The message is too long: 201 characters, the limit is 200."
+    assert queue.replies == [] and handlers.list_conversations(OWNER) == []
+
+
+def test_no_worker_online_stores_nothing_and_says_so(queue: FakeQueue) -> None:
+    queue.workers = []
+    with pytest.raises(NoWorker) as error:
+        handlers.send_message(OWNER, None, "hello")
+    assert "No worker is online" in handlers.describe_error(error.value)
+    assert handlers.list_conversations(OWNER) == []
+
+
+def test_a_reply_that_cannot_be_queued_fails_and_can_be_retried(queue: FakeQueue, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers import client
+
+    def broken(turn_id: int) -> str:
+        raise redis.ConnectionError("connection refused")
+
+    monkeypatch.setattr(client, "enqueue_reply", broken)
+    with pytest.raises(redis.ConnectionError) as error:
+        handlers.send_message(OWNER, None, "hello")
+    assert "Redis" in handlers.describe_error(error.value)
+    conversation_id = handlers.list_conversations(OWNER)[0]["id"]
+    assert handlers.load_history(OWNER, conversation_id)[-1]["content"].startswith("⚠️ The reply failed")
+    monkeypatch.setattr(client, "enqueue_reply", queue.enqueue_reply)
+    turn_id = handlers.retry_reply(OWNER, conversation_id)
+    assert queue.replies == [turn_id]
+    assert handlers.poll_reply(OWNER, turn_id)["status"] == "pending"
+
+
+def test_retry_without_a_failed_reply_is_a_user_error(queue: FakeQueue) -> None:
+    sent = handlers.send_message(OWNER, None, "hello")
+    with pytest.raises(handlers.UserError, match="no failed reply"):
+        handlers.retry_reply(OWNER, sent.conversation_id)
+
+
+def test_one_owner_never_sees_another_owners_conversations(queue: FakeQueue) -> None:
+    sent = handlers.send_message(OWNER, None, "private")
+    assert handlers.list_conversations(OTHER) == []
+    with pytest.raises(NotFound):
+        handlers.load_history(OTHER, sent.conversation_id)
+    with pytest.raises(NotFound):
+        handlers.poll_reply(OTHER, sent.reply_turn_id)
+    with pytest.raises(NotFound):
+        handlers.delete_conversation(OTHER, sent.conversation_id)
+
+
+def test_rename_and_delete_a_conversation(queue: FakeQueue) -> None:
+    sent = handlers.send_message(OWNER, None, "hello")
+    handlers.rename_conversation(OWNER, sent.conversation_id, "Greetings")
+    assert handlers.list_conversations(OWNER)[0]["title"] == "Greetings"
+    handlers.delete_conversation(OWNER, sent.conversation_id)
+    assert handlers.list_conversations(OWNER) == []
+
+
+def test_owner_is_the_login_name_or_a_long_enough_browser_key() -> None:
+    assert handlers.resolve_owner(username="ann", owner_key=None) == "user:ann"
+    key = handlers.new_owner_key()
+    assert handlers.resolve_owner(username=None, owner_key=key) == f"anon:{key}"
+    with pytest.raises(handlers.UserError):
+        handlers.resolve_owner(username=None, owner_key="short")
+
+
+def test_decoding_settings_are_checked() -> None:
+    assert handlers.check_decoding(beam_size=4.0, length_penalty=0.6, max_length=40.0) == {
+        "beam_size": 4, "length_penalty": 0.6, "max_length": 40}
+    with pytest.raises(handlers.UserError, match="beam size"):
+        handlers.check_decoding(beam_size=0, length_penalty=1.0, max_length=10)
+
+
+def test_asking_twice_about_one_passage_stores_it_once(queue: FakeQueue) -> None:
+    first = handlers.ask_question(OWNER, PASSAGE, "Where was Bob born?")
+    second = handlers.ask_question(OWNER, PASSAGE, "Where did Bob move?")
+    assert queue.questions == [first, second]
+    with transaction(handlers.engine()) as db:
+        assert db.scalar(select(func.count()).select_from(Passage)) == 1
+
+
+def test_an_answer_comes_back_with_n_best_and_attention_views(queue: FakeQueue) -> None:
+    question_id = handlers.ask_question(OWNER, PASSAGE, "Where was Bob born?")
+    assert handlers.question_result(OWNER, question_id)["status"] == "pending"
+    _answer_as_worker(question_id)
+    result = handlers.question_result(OWNER, question_id)
+    answer, score, n_best, segments, image, details = events.answer_views(result)
+    assert (answer, score) == ("Oslo", -0.01)
+    assert n_best == [[1, "Oslo", -0.01], [2, "Oslo.", -6.6]]
+    assert ("Oslo", attention.ANSWER) in segments
+    assert "".join(text for text, _ in segments) == PASSAGE
+    assert image is not None and image.size[0] > len(SOURCE) * 10
+    assert "rc-en@test" in details and "copied from the passage: 90%" in details
+
+
+def test_highlights_follow_byte_pieces_of_chinese_text() -> None:
+    passage = "鲍勃出生在奥斯陆。"
+    pieces = ["<rc>", "<sep>", "▁", "<0xE9>", "<0xB2>", "<0x8D>", "勃", "出", "生", "在",
+              "<0xE5>", "<0xA5>", "<0xA5>", "斯", "陆", "。"]
+    weights = [0.0] * len(pieces)
+    weights[pieces.index("斯")] = 0.5
+    weights[10] = weights[11] = weights[12] = 0.1  # the three bytes of 奥
+    record = {"source_tokens": pieces, "attention": [weights], "output_tokens": ["奥斯"], "span": [5, 7]}
+    segments = attention.highlight_segments(passage, record)
+    assert "".join(text for text, _ in segments) == passage
+    assert ("奥斯", attention.ANSWER) in segments
+    assert attention.passage_weights(passage, record)[5] == pytest.approx(0.3)
+
+
+def test_an_empty_question_or_passage_is_refused(queue: FakeQueue) -> None:
+    with pytest.raises(EmptyInput, match="question"):
+        handlers.ask_question(OWNER, PASSAGE, "")
+    with pytest.raises(EmptyInput, match="passage"):
+        handlers.ask_question(OWNER, " ", "Where?")
+
+
+def _jsonl(*records: Any) -> bytes:
+    return "\n".join(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in records).encode()
+
+
+def test_a_batch_upload_reports_its_bad_line_and_queues_the_rest(queue: FakeQueue) -> None:
+    data = _jsonl({"id": "q1", "question": "Where was Bob born?", "passage": PASSAGE}, "{not json",
+                  {"id": "q2", "question": "小明出生在哪里？", "passage": "小明出生在杭州。"})
+    report = handlers.submit_batch(OWNER, data, "questions.jsonl")
+    assert (report["items"], report["format"], report["worker_online"]) == (2, "jsonl", True)
+    assert report["errors"][0]["line"] == 2 and "invalid JSON" in report["errors"][0]["reason"]
+    assert queue.jobs == [report["job_id"]]
+    status = handlers.job_status(OWNER, report["job_id"])
+    assert (status["state"], status["total"], status["pending"]) == ("queued", 2, 2)
+    assert status["errors"][0]["where"] == "line 2"
+    assert [row[0] for row in events.job_rows(handlers.list_jobs(OWNER))] == [report["job_id"]]
+    assert handlers.list_jobs(OTHER) == []
+
+
+def test_a_file_that_is_not_utf8_text_is_refused_clearly(queue: FakeQueue, tmp_path: Path) -> None:
+    path = tmp_path / "scan.csv"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(BatchFileError) as error:
+        handlers.submit_batch_file(OWNER, path)
+    assert "not UTF-8" in handlers.describe_error(error.value)
+    with pytest.raises(handlers.UserError, match="cannot be read"):
+        handlers.submit_batch_file(OWNER, tmp_path / "missing.jsonl")
+
+
+def test_cancel_and_export_a_job(queue: FakeQueue, tmp_path: Path) -> None:
+    data = _jsonl(*({"id": f"q{i}", "question": "Where was Bob born?", "passage": PASSAGE} for i in range(3)))
+    job_id = handlers.submit_batch(OWNER, data, "q.jsonl")["job_id"]
+    assert handlers.cancel_job(OWNER, job_id) is True
+    assert handlers.cancel_job(OWNER, job_id) is False
+    assert queue.cancelled == [job_id]
+    assert handlers.job_status(OWNER, job_id)["state"] == "cancelled"
+    jsonl, csv_path, squad = exports.write_exports(handlers.job_results(OWNER, job_id), job_id, tmp_path)
+    assert json.loads(Path(jsonl).read_text().splitlines()[0])["status"] == "cancelled"
+    assert Path(csv_path).read_text().startswith("id,question,answer,score,status,error")
+    assert json.loads(Path(squad).read_text()) == {"q0": "", "q1": "", "q2": ""}
+
+
+def test_system_status_lists_workers_and_queue_depths(queue: FakeQueue) -> None:
+    status = handlers.system_status()
+    assert status["workers"][0]["versions"] == "rc/en=rc-en@1234"
+    assert status["queues"] == {"interactive": 0, "batch": 2}
+
+
+def test_unreachable_redis_and_database_have_readable_messages() -> None:
+    assert "Redis" in handlers.describe_error(redis.ConnectionError("refused"))
+    db_error = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("unable to open database file"))
+    assert handlers.describe_error(db_error) == "The database is unreachable right now. Please try again shortly."

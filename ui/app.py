@@ -1,0 +1,193 @@
+"""The Gradio app: Chat, Reading comprehension, Batch jobs and System tabs, plus the named API endpoints.
+
+`build_app()` only lays out components and wires them to ui/events.py; nothing runs at import. `main()` reads
+Settings, brings the database schema up to date and launches; `python -m ui.app` runs it (that is what
+`s2s up` starts). Without a login each browser keeps a random owner key in encrypted localStorage
+(gr.BrowserState), so its conversations survive reloads and restarts and stay invisible to other browsers.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+import gradio as gr
+
+from settings import Settings, get_settings
+from ui import api, events
+from ui.attention import COLOR_MAP
+
+logger = logging.getLogger(__name__)
+
+OWNER_STORAGE_KEY = "s2s-owner-key"
+QUEUE_SIZE_PER_SLOT = 8
+RC_EXAMPLES = [
+    ["Bob was born in Oslo. Later Bob moved to Lima for work.", "Where was Bob born?"],
+    ["The Gray Point lighthouse was built in 1887 by a shipwright named Ada Lund. It was painted red in 1920.",
+     "Who built the lighthouse?"],
+    ["小明出生在杭州。后来他搬到上海工作，每个周末都去公园跑步。", "小明出生在哪里？"],
+    ["这座石桥建于一九五六年，全长八百米，连接河的两岸。", "这座石桥有多长？"],
+]
+
+
+def browser_secret(settings: Settings) -> str:
+    """The key that encrypts the owner key in the browser; kept in the data directory so restarts keep it."""
+    path = settings.data_dir / "ui-browser-secret"
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+        if secret:
+            return secret
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_hex(32)
+    path.touch(mode=0o600)
+    path.write_text(secret, encoding="utf-8")
+    return secret
+
+
+def _chat_tab(owner_key: gr.BrowserState) -> tuple[gr.Dropdown, gr.Chatbot, gr.State]:
+    settings = get_settings()
+    conversation_id = gr.State("")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=240):
+            conversations = gr.Dropdown(label="Your conversations", choices=[], value=None, interactive=True,
+                                        elem_id="conversation-list")
+            new_button = gr.Button("New conversation", elem_id="new-conversation")
+            title = gr.Textbox(label="Title", placeholder="rename the open conversation", max_lines=1)
+            with gr.Row():
+                rename_button = gr.Button("Rename", size="sm", elem_id="rename-conversation")
+                delete_button = gr.Button("Delete", size="sm", variant="stop", elem_id="delete-conversation")
+        with gr.Column(scale=3):
+            # User text is shown as text: no Markdown rendering, and HTML is sanitized.
+            chatbot = gr.Chatbot(label="Conversation", height=420, render_markdown=False, sanitize_html=True,
+                                 elem_id="chatbot", feedback_options=None)
+            message = gr.Textbox(label="Message", placeholder="Type in English or 中文, then press Enter",
+                                 max_lines=4, max_length=settings.max_message_chars, elem_id="chat-input")
+            with gr.Row():
+                send_button = gr.Button("Send", variant="primary", elem_id="send")
+                retry_button = gr.Button("Retry failed reply", elem_id="retry")
+            with gr.Accordion("Decoding settings", open=False):
+                beam_size = gr.Slider(1, 32, value=settings.beam_size, step=1, label="Beam size")
+                length_penalty = gr.Slider(0.0, 3.0, value=1.0, step=0.1, label="Length penalty (GNMT α)")
+                max_length = gr.Slider(1, 256, value=settings.max_output_tokens, step=1, label="Max length (tokens)")
+                gr.Markdown("Checked here and sent with each message; a worker applies them once its queue "
+                            "accepts per-request settings, until then it uses its configured defaults.")
+    decoding = [beam_size, length_penalty, max_length]
+    reply_outputs = [chatbot, conversation_id, message, conversations]
+    for trigger in (send_button.click, message.submit):
+        trigger(events.send_message, [message, conversation_id, owner_key, *decoding], reply_outputs,
+                api_visibility="private", concurrency_limit=None)
+    retry_button.click(events.retry_reply, [conversation_id, owner_key, *decoding], reply_outputs,
+                       api_visibility="private", concurrency_limit=None)
+    conversations.input(events.open_conversation, [conversations, owner_key], [chatbot, conversation_id],
+                        api_visibility="private")
+    new_button.click(events.new_conversation, None, [chatbot, conversation_id, conversations, title],
+                     api_visibility="private")
+    rename_button.click(events.rename_conversation, [title, conversation_id, owner_key], conversations,
+                        api_visibility="private")
+    delete_button.click(events.delete_conversation, [conversation_id, owner_key],
+                        [chatbot, conversation_id, conversations], api_visibility="private")
+    return conversations, chatbot, conversation_id
+
+
+def _reading_tab(owner_key: gr.BrowserState) -> None:
+    settings = get_settings()
+    with gr.Row():
+        with gr.Column():
+            passage = gr.Textbox(label="Passage", lines=8, max_length=settings.max_passage_chars, elem_id="passage")
+            question = gr.Textbox(label="Question", max_lines=2, max_length=settings.max_question_chars,
+                                  elem_id="question")
+            ask_button = gr.Button("Ask", variant="primary", elem_id="ask")
+            gr.Examples(RC_EXAMPLES, inputs=[passage, question], label="Examples (English and 中文)")
+        with gr.Column():
+            answer = gr.Textbox(label="Answer", interactive=False, elem_id="answer")
+            score = gr.Number(label="Score (length-penalised log-prob)", interactive=False)
+            details = gr.Textbox(label="Details", interactive=False, max_lines=1)
+            n_best = gr.Dataframe(headers=events.NBEST_HEADERS, label="n-best", interactive=False)
+    highlighted = gr.HighlightedText(label="Passage: the answer and what it attended to", color_map=COLOR_MAP,
+                                     show_legend=True, combine_adjacent=True, elem_id="highlighted-passage")
+    heatmap = gr.Image(label="Attention: output tokens (rows) × input tokens (columns)", type="pil",
+                       interactive=False, elem_id="heatmap")
+    outputs = [answer, score, n_best, highlighted, heatmap, details]
+    for trigger in (ask_button.click, question.submit):
+        trigger(events.ask_question, [passage, question, owner_key], outputs, api_visibility="private",
+                concurrency_limit=None)
+
+
+def _batch_tab(owner_key: gr.BrowserState) -> None:
+    with gr.Row():
+        upload = gr.File(label="Upload JSONL, CSV or SQuAD JSON", file_types=[".jsonl", ".ndjson", ".csv", ".json"],
+                         type="filepath", elem_id="batch-file")
+        with gr.Column():
+            submit_button = gr.Button("Submit job", variant="primary", elem_id="batch-submit")
+            submit_report = gr.Textbox(label="Submission", interactive=False, elem_id="batch-report")
+    jobs = gr.Dataframe(headers=events.JOB_HEADERS, label="Your jobs (refreshes every 2 s)", interactive=False,
+                        elem_id="jobs")
+    refresh_problem = gr.Textbox(label="Refresh problem", interactive=False, max_lines=1, visible=True)
+    with gr.Row():
+        selected = gr.Dropdown(label="Job", choices=[], value=None, interactive=True, elem_id="job-select")
+        cancel_button = gr.Button("Cancel job", variant="stop", elem_id="job-cancel")
+        export_button = gr.Button("Export results", elem_id="job-export")
+    action_report = gr.Textbox(label="Job action", interactive=False, max_lines=1)
+    downloads = gr.File(label="Results: JSONL, CSV, SQuAD predictions", file_count="multiple",
+                        interactive=False, elem_id="job-downloads")
+    errors = gr.Dataframe(headers=events.ERROR_HEADERS, label="Errors (bad lines and failed items)",
+                          interactive=False, elem_id="job-errors")
+    submit_button.click(events.submit_batch, [upload, owner_key], [submit_report, errors, jobs, selected],
+                        api_visibility="private")
+    cancel_button.click(events.cancel_job, [selected, owner_key], action_report, api_visibility="private")
+    export_button.click(events.export_job, [selected, owner_key], downloads, api_visibility="private")
+    timer = gr.Timer(2.0)
+    timer.tick(events.refresh_jobs, [selected, owner_key], [jobs, selected, errors, refresh_problem],
+               api_visibility="private", show_progress="hidden")
+
+
+def _system_tab() -> tuple[gr.Dataframe, gr.Textbox]:
+    summary = gr.Textbox(label="Service", interactive=False, elem_id="system-summary")
+    workers = gr.Dataframe(headers=events.WORKER_HEADERS, label="Workers online", interactive=False,
+                           elem_id="workers")
+    refresh = gr.Button("Refresh")
+    refresh.click(events.system_status, None, [workers, summary], api_visibility="private")
+    gr.Timer(5.0).tick(events.system_status, None, [workers, summary], api_visibility="private",
+                       show_progress="hidden")
+    return workers, summary
+
+
+def build_app() -> gr.Blocks:
+    settings = get_settings()
+    with gr.Blocks(title="s2s-service") as demo:
+        owner_key = gr.BrowserState("", storage_key=OWNER_STORAGE_KEY, secret=browser_secret(settings))
+        gr.Markdown("## s2s-service: chat and reading comprehension")
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat"):
+                conversations, chatbot, conversation_id = _chat_tab(owner_key)
+            with gr.Tab("Reading comprehension", id="rc"):
+                _reading_tab(owner_key)
+            with gr.Tab("Batch jobs", id="batch"):
+                _batch_tab(owner_key)
+            with gr.Tab("System", id="system"):
+                workers, summary = _system_tab()
+        api.register()
+        demo.load(events.start_session, owner_key, [owner_key, conversations, chatbot, conversation_id],
+                  api_visibility="private")
+        demo.load(events.system_status, None, [workers, summary], api_visibility="private")
+    # Gradio only waits here; the model is protected by the Celery queue, so many events may wait at once.
+    demo.queue(default_concurrency_limit=settings.ui_concurrency,
+               max_size=settings.ui_concurrency * QUEUE_SIZE_PER_SLOT)
+    return demo  # type: ignore[no-any-return]  # gradio's Blocks.__enter__ is untyped
+
+
+def main() -> None:
+    from storage import migrate
+
+    logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = get_settings()
+    migrate.ensure_schema(settings.resolved_database_url)
+    auth = (settings.ui_user, settings.ui_password) if settings.ui_user and settings.ui_password else None
+    demo = build_app()
+    demo.launch(server_name=settings.ui_host, server_port=settings.ui_port, auth=auth, footer_links=["api"])
+
+
+if __name__ == "__main__":
+    main()
