@@ -66,13 +66,14 @@ def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--length-penalty", type=float, help="GNMT alpha")
     parser.add_argument("--length-normalize", action="store_true", default=None, help="rank by mean log-prob")
     parser.add_argument("--no-repeat-ngram-size", type=int, help="block repeated n-grams of this size")
+    parser.add_argument("--mmi-weight", type=float, help="chat: anti-LM reranking weight of the n-best (0 = off)")
     parser.add_argument("--abstractive", action="store_true", help="RC: do not constrain answers to the passage")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
 
 
 def decode_overrides(args: argparse.Namespace) -> dict[str, Any]:
     names = ("beam_size", "n_best", "max_length", "min_length", "length_penalty", "length_normalize",
-             "no_repeat_ngram_size")
+             "no_repeat_ngram_size", "mmi_weight")
     changes = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if getattr(args, "abstractive", False):
         changes["extractive"] = False

@@ -38,7 +38,7 @@ def length_penalty(length: int, alpha: float) -> float:
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def _normaliser(length: int, config: DecodeConfig) -> float:
+def normaliser(length: int, config: DecodeConfig) -> float:
     if config.length_normalize:
         return float(length)
     return length_penalty(length, config.length_penalty)
@@ -86,7 +86,7 @@ def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, 
     p_gen_history: torch.Tensor | None = None       # (batch, beam, steps)
     finished: list[list[BeamHypothesis]] = [[] for _ in range(batch_size)]
     done = [False] * batch_size
-    final_norm = _normaliser(config.max_length + 1, config)
+    final_norm = normaliser(config.max_length + 1, config)
     raw_scores = config.length_penalty == 0 and not config.length_normalize
 
     for step in range(config.max_length + 1):
@@ -128,7 +128,7 @@ def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, 
                 log_prob = float(hit_scores[b, r])
                 tokens = history[b, parent].tolist()
                 finished[b].append(BeamHypothesis(
-                    token_ids=tokens, score=log_prob / _normaliser(len(tokens) + 1, config), log_prob=log_prob,
+                    token_ids=tokens, score=log_prob / normaliser(len(tokens) + 1, config), log_prob=log_prob,
                     attention=None if attention_history is None else attention_history[b, parent].cpu(),
                     p_gen=None if p_gen_history is None else p_gen_history[b, parent].cpu(),
                 ))

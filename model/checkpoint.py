@@ -42,8 +42,13 @@ def save_checkpoint(out_dir: str | Path, *, model: Seq2Seq, tokenizer: Tokenizer
     """Write model weights (fp16 when `half`), config and tokenizer into `out_dir`; atomic per file."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state_dict = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu()
-                  for k, v in model.state_dict().items()}
+    converted: dict[int, torch.Tensor] = {}  # tied weights (one embedding, three names) are stored once
+    state_dict = {}
+    for name, tensor in model.state_dict().items():
+        key = tensor.data_ptr()
+        if key not in converted:
+            converted[key] = (tensor.detach().half() if half and tensor.is_floating_point() else tensor.detach()).cpu()
+        state_dict[name] = converted[key]
     payload = {
         "format": FORMAT,
         "model_config": model.config.to_dict(),

@@ -64,6 +64,7 @@ class DecodeConfig:
     no_repeat_ngram_size: int = 0    # block repeated n-grams of this size; 0 = off
     max_source_len: int | None = None  # tighter source bound than the model's own; None = model's
     extractive: bool | None = None   # constrain RC answers to passage substrings; None = on for RC
+    mmi_weight: float = 0.0          # chat: rerank the whole beam by log p(T|S) - w * log p(T) (Li et al. 2016)
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
@@ -74,6 +75,8 @@ class DecodeConfig:
             raise ValueError("need 0 <= min_length <= max_length and max_length >= 1")
         if self.no_repeat_ngram_size < 0:
             raise ValueError("no_repeat_ngram_size must be >= 0")
+        if not 0.0 <= self.mmi_weight < 1.0:
+            raise ValueError("mmi_weight must be in [0, 1)")
 
     def replace(self, **changes: Any) -> DecodeConfig:
         return dataclasses.replace(self, **changes)

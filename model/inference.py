@@ -15,14 +15,14 @@ from typing import Any
 
 import torch
 
-from .beam_search import BeamHypothesis, beam_search
+from .beam_search import BeamHypothesis, normaliser, beam_search
 from .checkpoint import MODEL_FILE, load_checkpoint
 from .config import DecodeConfig, ModelConfig
 from .decoder import Memory
 from .device import resolve_device
 from .formatting import Source, format_chat, format_rc
 from .language import detect_language
-from .seq2seq import Seq2Seq
+from .seq2seq import Batch, Seq2Seq
 from .tokenizer import Tokenizer
 
 MAX_BATCH_ROWS = 512  # batch * beam rows decoded at once
@@ -118,8 +118,39 @@ class Predictor:
         budget = min(self.config.max_source_len, decode.max_source_len or self.config.max_source_len)
         sources = [format_chat(self.tokenizer, list(h), max_source_len=budget,
                                max_turns=self.config.max_history_turns) for h in histories]
-        results = self._decode(sources, decode, extractive=False)
+        if decode.mmi_weight > 0:
+            results = self._decode(sources, decode.replace(n_best=decode.beam_size), extractive=False)
+            results = [self._rerank_mmi(hyps, decode)[:decode.n_best] for hyps in results]
+        else:
+            results = self._decode(sources, decode, extractive=False)
         return [[self._to_hypothesis(h, source, None) for h in hyps] for hyps, source in zip(results, sources)]
+
+    @torch.inference_mode()
+    def _rerank_mmi(self, hyps: list[BeamHypothesis], decode: DecodeConfig) -> list[BeamHypothesis]:
+        """Maximum mutual information reranking (Li et al. 2016, anti-LM form): replies that are likely after
+        any message ("I don't know") lose to replies that are likely after this one. log p(T) is the model's
+        own score for T after a conversation with an empty message."""
+        if not hyps:
+            return hyps
+        neutral = format_chat(self.tokenizer, [""], max_source_len=8, max_turns=1)
+        unconditional = self.score_targets([neutral] * len(hyps), [h.token_ids for h in hyps])
+        for hyp, prior in zip(hyps, unconditional):
+            hyp.score = (hyp.log_prob - decode.mmi_weight * prior) / normaliser(len(hyp.token_ids) + 1, decode)
+        return sorted(hyps, key=lambda h: h.score, reverse=True)
+
+    @torch.inference_mode()
+    def score_targets(self, sources: list[Source], targets: list[list[int]]) -> list[float]:
+        """Sum of log p(target | source) per pair (eos included), by teacher forcing."""
+        ids, lengths, features, _, _ = pad_sources(sources, self.tokenizer.pad_id, self.torch_device)
+        width = max(len(t) for t in targets) + 2
+        tgt = torch.full((len(targets), width), self.tokenizer.pad_id, dtype=torch.long)
+        for row, target in enumerate(targets):
+            tgt[row, :len(target) + 2] = torch.tensor([self.tokenizer.bos_id, *target, self.tokenizer.eos_id])
+        tgt = tgt.to(self.torch_device)
+        out = self.model(Batch(src_ids=ids, src_lengths=lengths, src_features=features, tgt_ids=tgt))
+        gold = tgt[:, 1:]
+        token_log_probs = out.log_probs.gather(-1, gold.unsqueeze(-1)).squeeze(-1)  # (batch, tgt_len)
+        return (token_log_probs * (gold != self.tokenizer.pad_id)).sum(-1).tolist()
 
     def warm_up(self) -> None:
         self.answer([("What is warm?", "The warm up run.")], DecodeConfig(beam_size=2, max_length=4))

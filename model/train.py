@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from .checkpoint import TOKENIZER_FILE, load_train_state, save_checkpoint, save_train_state
+from .checkpoint import TOKENIZER_FILE, load_checkpoint, load_train_state, save_checkpoint, save_train_state
 from .config import PRESETS, DecodeConfig, ModelConfig, TrainConfig
 from .data import build_examples, iterate_batches, read_records, record_texts
 from .device import autocast, resolve_device
@@ -60,6 +60,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     parser.add_argument("--resume", action="store_true", help="continue from out/last.pt")
+    parser.add_argument("--init-from", help="start from this checkpoint's weights, config and tokenizer "
+                        "(fine-tuning; the optimizer starts fresh)")
     parser.add_argument("--dry-run", action="store_true", help="one batch, one step, save, stop")
     parser.add_argument("--decode", type=json.loads, default=None,
                         help='default decoding settings stored in the checkpoint, JSON, e.g. {"beam_size": 5}')
@@ -141,10 +143,15 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
     for path, report in reports:
         log.info("%s: read %d, skipped %d %s", path, report.read, report.skipped, report.reasons[:3])
     valid_records, _ = read_records(args.valid) if args.valid else ([], [])
+    initial = load_checkpoint(args.init_from) if args.init_from else None
+    if initial is not None and not (out / TOKENIZER_FILE).exists():
+        shutil.copyfile(initial.tokenizer.path, out / TOKENIZER_FILE)
     tokenizer = prepare_tokenizer(args, out, train_records)
     special = {"pad_id": tokenizer.pad_id, "unk_id": tokenizer.unk_id, "bos_id": tokenizer.bos_id,
                "eos_id": tokenizer.eos_id}
     model_config, train_config = configs_from_args(args, tokenizer.vocab_size, special)
+    if initial is not None:
+        model_config = initial.config
     seed_everything(train_config.seed)
     device = resolve_device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = True  # TF32 tensor cores for fp32 training on CUDA
@@ -160,7 +167,10 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
     log.info("examples: train %d, valid %d, dropped %d %s", len(train_examples), len(valid_examples),
              build_report.dropped, build_report.reasons)
 
-    model = build_model(model_config).to(device)
+    model = build_model(model_config)
+    if initial is not None:
+        model.load_state_dict(initial.model.state_dict())
+    model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.learning_rate,
                                   weight_decay=train_config.weight_decay)
     step, epoch, best = 0, 0, float("inf")
