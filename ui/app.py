@@ -178,12 +178,28 @@ def build_app() -> gr.Blocks:
     return demo  # type: ignore[no-any-return]  # gradio's Blocks.__enter__ is untyped
 
 
+def _configure_queue_client() -> None:
+    """Build the Celery client configuration once, on the main thread.
+
+    Left to the first event, two threads could configure it at once, and Celery's lazy configuration then
+    recursed (RecursionError in workers.celery_app._configure). Without Redis the UI still starts; every
+    event then explains that the queue is unreachable.
+    """
+    from workers.celery_app import app as celery_app
+
+    try:
+        celery_app.conf.broker_url  # noqa: B018  (reading it runs the on_configure hook)
+    except Exception as error:
+        logger.warning("the queue is not reachable yet: %s", error)
+
+
 def main() -> None:
     from storage import migrate
 
     logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = get_settings()
     migrate.ensure_schema(settings.resolved_database_url)
+    _configure_queue_client()
     auth = (settings.ui_user, settings.ui_password) if settings.ui_user and settings.ui_password else None
     demo = build_app()
     demo.launch(server_name=settings.ui_host, server_port=settings.ui_port, auth=auth, footer_links=["api"])

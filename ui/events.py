@@ -8,6 +8,7 @@ pending reply does not hold up anyone else. Layout lives in ui/app.py.
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -58,6 +59,15 @@ async def wait_until_settled(poll: Callable[..., dict[str, Any]], *args: Any, ti
 # --- chat ---------------------------------------------------------------------------------------------------
 
 
+def for_display(history: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Chat messages with <, > and & escaped: even with Markdown off, gr.Chatbot renders (sanitized) HTML."""
+    return [{"role": m["role"], "content": html.escape(m["content"], quote=False)} for m in history]
+
+
+async def load_display_history(owner: str, conversation_id: str) -> list[dict[str, str]]:
+    return for_display(await asyncio.to_thread(handlers.load_history, owner, conversation_id))
+
+
 def conversation_choices(owner: str) -> list[tuple[str, str]]:
     return [(f"{c['title']}  ·  {c['updated_at'][:16].replace('T', ' ')}", c["id"])
             for c in handlers.list_conversations(owner)]
@@ -81,7 +91,7 @@ async def open_conversation(conversation_id: str | None, owner_key: str, request
     if not conversation_id:
         return [], ""
     try:
-        history = await asyncio.to_thread(handlers.load_history, owner_of(request, owner_key), conversation_id)
+        history = await load_display_history(owner_of(request, owner_key), conversation_id)
     except Exception as error:
         raise user_error(error) from error
     return history, conversation_id
@@ -118,11 +128,11 @@ async def delete_conversation(conversation_id: str, owner_key: str, request: gr.
 
 async def _reply_updates(owner: str, conversation_id: str, turn_id: int) -> AsyncIterator[tuple[Any, ...]]:
     """Show the pending reply at once, then the settled one (or a warning if it failed or is still late)."""
-    history = await asyncio.to_thread(handlers.load_history, owner, conversation_id)
+    history = await load_display_history(owner, conversation_id)
     choices = await asyncio.to_thread(conversation_choices, owner)
     yield history, conversation_id, "", gr.update(choices=choices, value=conversation_id)
     outcome = await wait_until_settled(handlers.poll_reply, owner, turn_id, timeout_s=get_settings().request_timeout_s)
-    history = await asyncio.to_thread(handlers.load_history, owner, conversation_id)
+    history = await load_display_history(owner, conversation_id)
     yield history, conversation_id, "", gr.update()
     if outcome["status"] == "failed":
         gr.Warning(f"The reply failed: {outcome['error']}. Press Retry to ask again.")

@@ -87,7 +87,7 @@ def resolve_owner(*, username: str | None, owner_key: str | None) -> str:
     if username:
         return f"user:{username}"
     if not owner_key or len(owner_key) < MIN_OWNER_KEY_CHARS:
-        raise UserError("This session has no valid owner key; reload the page (API: pass the key you were given).")
+        raise UserError("This page is still starting (no session key yet): try again in a moment, or reload it.")
     return f"anon:{owner_key}"
 
 
