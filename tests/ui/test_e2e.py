@@ -238,3 +238,16 @@ def test_the_named_endpoints_work_from_gradio_client(service: Service) -> None:
 
     with pytest.raises(AppError, match="does not exist"):  # another owner key sees nothing
         client.predict(job["job_id"], "c" * 32, api_name="/batch_status")
+
+
+def test_thirty_two_chats_at_once_are_all_answered(service: Service) -> None:
+    from gradio_client import Client
+
+    client = Client(service.url, verbose=False)
+    started = time.monotonic()
+    jobs = [client.submit(f"hello number {i}", "", "", api_name="/chat") for i in range(32)]
+    outcomes = [job.result(timeout=60) for job in jobs]
+    elapsed = time.monotonic() - started
+    assert all(outcome["status"] == "done" for outcome in outcomes)
+    assert len({outcome["owner_key"] for outcome in outcomes}) == 32
+    assert elapsed < 30, f"32 concurrent chats took {elapsed:.1f} s"
