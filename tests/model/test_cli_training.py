@@ -1,0 +1,65 @@
+"""End to end through the command line: `s2s train` learns a reverse task that `s2s generate` then solves,
+`s2s eval rc` scores a SQuAD-format file, `--dry-run` stops after one step, and `--resume` continues."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from cli.main import main as s2s
+
+WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+
+
+def write_reverse_task(path, count, seed):
+    rng = random.Random(seed)
+    with path.open("w") as handle:
+        for _ in range(count):
+            words = rng.sample(WORDS, rng.randint(2, 4))
+            handle.write(json.dumps({"source": " ".join(words), "target": " ".join(reversed(words))}) + "\n")
+
+
+@pytest.mark.slow
+def test_tiny_preset_learns_to_reverse_through_the_cli(tmp_path, capsys):
+    write_reverse_task(tmp_path / "train.jsonl", 3000, seed=1)
+    write_reverse_task(tmp_path / "valid.jsonl", 50, seed=2)
+    assert s2s(["train", "--preset", "tiny", "--train", str(tmp_path / "train.jsonl"), "--valid",
+                str(tmp_path / "valid.jsonl"), "--out", str(tmp_path / "ck"), "--max-steps", "700",
+                "--hidden-size", "64", "--embed-size", "48", "--device", "cpu"]) == 0
+    requests = [{"source": s} for s in ("alpha beta gamma", "zeta iota", "kappa eta delta beta")]
+    (tmp_path / "in.jsonl").write_text("\n".join(json.dumps(r) for r in requests) + "\n")
+    capsys.readouterr()
+    assert s2s(["generate", "--checkpoint", str(tmp_path / "ck"), "--input", str(tmp_path / "in.jsonl"),
+                "--beam-size", "4", "--n-best", "2", "--device", "cpu"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    outputs = [row["output"] for row in rows]
+    assert outputs == ["gamma beta alpha", "iota zeta", "beta delta eta kappa"]
+    assert all(len(row["nbest"]) == 2 and row["nbest"][0]["output"] == row["output"] for row in rows)
+
+
+def test_dry_run_trains_one_step_and_writes_a_loadable_checkpoint(tmp_path, capsys):
+    write_reverse_task(tmp_path / "train.jsonl", 40, seed=3)
+    assert s2s(["train", "--preset", "tiny", "--train", str(tmp_path / "train.jsonl"), "--out",
+                str(tmp_path / "ck"), "--dry-run", "--device", "cpu"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["step"] == 1
+    assert (tmp_path / "ck" / "model.pt").exists() and (tmp_path / "ck" / "last.pt").exists()
+    assert s2s(["train", "--preset", "tiny", "--train", str(tmp_path / "train.jsonl"), "--out",
+                str(tmp_path / "ck"), "--max-steps", "3", "--resume", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 3
+
+
+def test_eval_rc_scores_a_squad_file_and_writes_official_predictions(tmp_path, capsys, tiny_model_dir):
+    data = {"version": "1.1", "data": [{"title": "t", "paragraphs": [
+        {"context": "Bob was born in Oslo. Later Bob moved to Lima for work.",
+         "qas": [{"id": "q1", "question": "Where was Bob born?", "answers": [{"text": "Oslo", "answer_start": 16}]},
+                 {"id": "q2", "question": "Where did Bob move?", "answers": [{"text": "Lima", "answer_start": 41}]}]}]}]}
+    (tmp_path / "dev.json").write_text(json.dumps(data))
+    assert s2s(["eval", "rc", "--checkpoint", str(tiny_model_dir), "--data", str(tmp_path / "dev.json"),
+                "--predictions", str(tmp_path / "pred.json"), "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["count"] == 2 and result["exact_match"] == 100.0 and result["f1"] == 100.0
+    assert set(result) >= {"exact_match", "f1", "count", "seconds"}
+    assert json.loads((tmp_path / "pred.json").read_text()) == {"q1": "Oslo", "q2": "Lima"}
