@@ -26,6 +26,7 @@ from .seq2seq import Batch, Seq2Seq
 from .tokenizer import Tokenizer
 
 MAX_BATCH_ROWS = 512  # batch * beam rows decoded at once
+SCORE_ROWS = 64  # hypotheses teacher-forced at once when reranking: each holds (tgt_len, vocab) log-probs
 
 
 class InputError(ValueError):
@@ -119,24 +120,25 @@ class Predictor:
         sources = [format_chat(self.tokenizer, list(h), max_source_len=budget,
                                max_turns=self.config.max_history_turns) for h in histories]
         if decode.mmi_weight > 0:
-            results = self._decode(sources, decode.replace(n_best=decode.beam_size), extractive=False)
-            results = [self._rerank_mmi(hyps, decode)[:decode.n_best] for hyps in results]
+            results = self._rerank_mmi(self._decode(sources, decode.replace(n_best=decode.beam_size),
+                                                    extractive=False), decode)
         else:
             results = self._decode(sources, decode, extractive=False)
         return [[self._to_hypothesis(h, source, None) for h in hyps] for hyps, source in zip(results, sources)]
 
     @torch.inference_mode()
-    def _rerank_mmi(self, hyps: list[BeamHypothesis], decode: DecodeConfig) -> list[BeamHypothesis]:
+    def _rerank_mmi(self, results: list[list[BeamHypothesis]], decode: DecodeConfig) -> list[list[BeamHypothesis]]:
         """Maximum mutual information reranking (Li et al. 2016, anti-LM form): replies that are likely after
         any message ("I don't know") lose to replies that are likely after this one. log p(T) is the model's
-        own score for T after a conversation with an empty message."""
-        if not hyps:
-            return hyps
+        own score for T after a conversation with an empty message. All hypotheses are scored in one batch."""
+        flat = [hyp for hyps in results for hyp in hyps if hyp.token_ids]
         neutral = format_chat(self.tokenizer, [""], max_source_len=8, max_turns=1)
-        unconditional = self.score_targets([neutral] * len(hyps), [h.token_ids for h in hyps])
-        for hyp, prior in zip(hyps, unconditional):
-            hyp.score = (hyp.log_prob - decode.mmi_weight * prior) / normaliser(len(hyp.token_ids) + 1, decode)
-        return sorted(hyps, key=lambda h: h.score, reverse=True)
+        for start in range(0, len(flat), SCORE_ROWS):
+            chunk = flat[start:start + SCORE_ROWS]
+            priors = self.score_targets([neutral] * len(chunk), [h.token_ids for h in chunk])
+            for hyp, prior in zip(chunk, priors):
+                hyp.score = (hyp.log_prob - decode.mmi_weight * prior) / normaliser(len(hyp.token_ids) + 1, decode)
+        return [sorted(hyps, key=lambda h: h.score, reverse=True)[:decode.n_best] for hyps in results]
 
     @torch.inference_mode()
     def score_targets(self, sources: list[Source], targets: list[list[int]]) -> list[float]:

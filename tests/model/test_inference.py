@@ -124,3 +124,12 @@ def test_model_set_routes_by_task_and_language(tmp_path, tiny_model_dir):
     assert models.predictor_for("chat", "zh") is models.predictor_for("rc", "en")
     answers = models.answer(QUESTIONS[:3], DecodeConfig(beam_size=2))
     assert [a[0].text for a in answers] == ["Oslo", "Tokyo", "上海"]
+
+
+def test_mmi_reranking_returns_the_requested_n_best_sorted_by_the_new_score(predictor):
+    plain = predictor.reply(HISTORIES, DecodeConfig(beam_size=4, n_best=4, max_length=8))
+    reranked = predictor.reply(HISTORIES, DecodeConfig(beam_size=4, n_best=2, max_length=8, mmi_weight=0.5))
+    for before, after in zip(plain, reranked):
+        assert len(after) == 2
+        assert after[0].score >= after[1].score
+        assert {tuple(h.tokens) for h in after} <= {tuple(h.tokens) for h in before}
