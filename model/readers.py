@@ -69,7 +69,7 @@ class ReadReport:
 
 # --- text clean-up -------------------------------------------------------------------------------
 
-_CONTRACTION = re.compile(r"(\w) ?' ?(s|t|re|ve|ll|m|d)\b", re.IGNORECASE)
+_CONTRACTION = re.compile(r"(\w) ?['\u2019] ?(s|t|re|ve|ll|m|d)\b", re.IGNORECASE)
 _SPACE_BEFORE = re.compile(r" +([.,!?;:%)\]}])")
 _SPACE_AFTER = re.compile(r"([(\[{$]) +")
 
@@ -80,7 +80,7 @@ def detokenize(text: str) -> str:
     Handles spaces before punctuation, inside brackets, after "$", and split contractions
     ("don ' t", "don 't", "do n't" -> "don't"). Quotes are left alone: their direction is ambiguous.
     """
-    text = " ".join(text.split())
+    text = " ".join(text.split()).replace("\u2019", "'")  # DailyDialog mixes ' and the typographic apostrophe
     text = re.sub(r"(\w) n't\b", r"\1n't", text)
     text = _CONTRACTION.sub(r"\1'\2", text)
     text = _SPACE_BEFORE.sub(r"\1", text)

@@ -336,3 +336,9 @@ def test_real_dialog_utterance_counts_match_the_readme() -> None:
     }
     for name, expected in turns.items():
         assert sum(len(d.turns) for d in read_any(DATA / name)[0]) == expected, name
+
+
+def test_detokenize_joins_typographic_apostrophes_too():
+    from model.readers import detokenize
+
+    assert detokenize("That \u2019 s right . I don \u2019 t know .") == "That's right. I don't know."
