@@ -195,6 +195,7 @@ def _configure_queue_client() -> None:
 
 def main() -> None:
     from storage import migrate
+    from ui import metrics
 
     logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = get_settings()
@@ -202,7 +203,8 @@ def main() -> None:
     _configure_queue_client()
     auth = (settings.ui_user, settings.ui_password) if settings.ui_user and settings.ui_password else None
     demo = build_app()
-    demo.launch(server_name=settings.ui_host, server_port=settings.ui_port, auth=auth, footer_links=["api"])
+    demo.launch(server_name=settings.ui_host, server_port=settings.ui_port, auth=auth, footer_links=["api"],
+                app_kwargs=metrics.app_kwargs(settings))  # GET /metrics for Prometheus (S2S_UI_METRICS)
 
 
 if __name__ == "__main__":

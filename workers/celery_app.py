@@ -8,12 +8,14 @@ tasks.py (and torch).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Queue
 
 from settings import Settings, get_settings
+from workers.metrics import SENT_AT_HEADER
 from workers.service_discovery import resolve_redis_url
 
 INTERACTIVE_QUEUE = "interactive"
@@ -85,3 +87,10 @@ def _configure(sender: Celery, **_kwargs: Any) -> None:
 
 def get_app() -> Celery:
     return app
+
+
+@signals.before_task_publish.connect(dispatch_uid="s2s-sent-at")
+def _stamp_sent_at(headers: dict[str, Any] | None = None, **_kwargs: Any) -> None:
+    """Every message carries its enqueue time, so a worker can measure queue wait (workers/metrics.py)."""
+    if headers is not None:
+        headers.setdefault(SENT_AT_HEADER, time.time())

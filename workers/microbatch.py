@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from workers import metrics
+
 logger = logging.getLogger(__name__)
 
 INTERACTIVE = 0
@@ -44,6 +46,7 @@ class _Request:
     payload: Any  # (question, passage) or a history
     decode: Any
     future: Future[list[Any]] = field(default_factory=Future)
+    submitted: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -171,6 +174,8 @@ class MicroBatcher:
             self.stats.batches += 1
             self.stats.requests += len(batch)
             self.stats.largest = max(self.stats.largest, len(batch))
+            taken = time.monotonic()
+            metrics.observe_batch(len(batch), (taken - request.submitted for request in batch))
             groups: dict[tuple[str, Any], list[_Request]] = {}
             for request in batch:
                 groups.setdefault((request.kind, request.decode), []).append(request)
@@ -179,17 +184,20 @@ class MicroBatcher:
 
     def _decode_group(self, kind: str, decode: Any, group: list[_Request]) -> None:
         call = self.model.answer if kind == "answer" else self.model.reply
+        started = time.perf_counter()
         try:
             results = call([request.payload for request in group], decode)
         except Exception as error:
             if len(group) == 1:
                 logger.warning("decoding one %s request failed: %s", kind, error)
+                metrics.count_error("decode", kind, error)
                 group[0].future.set_exception(error)
                 return
             logger.warning("a batched %s call of %d failed; decoding them one by one", kind, len(group))
             for request in group:
                 self._decode_group(kind, decode, [request])
             return
+        metrics.observe_decode(kind, time.perf_counter() - started)
         for request, result in zip(group, results, strict=True):
             request.future.set_result(result)
 

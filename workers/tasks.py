@@ -13,7 +13,7 @@ from typing import Any
 
 from celery import signals
 
-from workers import jobs
+from workers import jobs, metrics
 from workers.celery_app import (
     ITEMS_TASK,
     JOB_CHUNKS_KEY,
@@ -106,6 +106,9 @@ def _start_serving(worker: Any) -> None:
         stats=runtime.batcher.stats.as_dict,
     )
     _heartbeat.start()
+    settings = runtime.settings
+    metrics.serve_metrics(port=settings.metrics_port, host=settings.metrics_host, node=nodename,
+                          device=runtime.device, versions=runtime.versions)
     logger.info("serving %s on %s from queues %s", runtime.versions, runtime.device, queues)
 
 
@@ -123,6 +126,7 @@ def _on_worker_process_init(**_kwargs: Any) -> None:
 
 @signals.worker_shutdown.connect
 def _on_worker_shutdown(**_kwargs: Any) -> None:
+    metrics.READY.set(0)
     if _heartbeat is not None:
         _heartbeat.stop()
     shutdown_runtime()
