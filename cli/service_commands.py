@@ -30,6 +30,8 @@ def register(subparsers: Any) -> None:
     worker.add_argument("--pool", choices=["threads", "solo"], default="threads",
                         help="threads (micro-batching) or solo (one request at a time)")
     worker.add_argument("--name", default=None, help="Celery node name (default: s2s-<pid>@<host>)")
+    worker.add_argument("--check", action="store_true",
+                        help="do not start one: exit 0 if a worker of this host (or --name) is ready, else 1")
     worker.set_defaults(handler=_guarded(_worker))
 
     ask = subparsers.add_parser("ask", help="answer one question about a passage through the queue")
@@ -124,6 +126,8 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    if args.check:
+        return _worker_check(args)
     from settings import get_settings
     from workers import tasks  # noqa: F401  (registers the tasks and the worker lifecycle hooks)
     from workers.celery_app import QUEUES, app
@@ -147,6 +151,42 @@ def _worker(args: argparse.Namespace) -> int:
     ]
     app.worker_main(argv)
     return 0
+
+
+def _worker_check(args: argparse.Namespace) -> int:
+    """Readiness for container healthchecks: a live heartbeat of a worker on this host (or the one named).
+
+    A worker writes its heartbeat only after its model is loaded and warmed up, so a fresh one means ready.
+    """
+    import socket
+
+    import redis
+    from celery.utils.nodenames import host_format
+
+    from settings import get_settings
+    from workers.heartbeat import HEARTBEAT_PREFIX
+    from workers.service_discovery import pid_alive, resolve_redis_url
+
+    host = socket.gethostname()
+    wanted = host_format(args.name) if args.name else None
+    try:
+        client = redis.Redis.from_url(resolve_redis_url(get_settings()), socket_timeout=5)
+        records = [json.loads(raw) for key in client.scan_iter(match=HEARTBEAT_PREFIX + "*")
+                   if (raw := client.get(key)) is not None]
+    except redis.RedisError as error:
+        print(f"s2s worker --check: Redis not reachable: {error}", file=sys.stderr)
+        return 1
+    for record in records:
+        if wanted is not None:
+            mine = record.get("hostname") == wanted
+        else:
+            mine = record.get("host") == host and pid_alive(int(record.get("pid") or 0))
+        if mine:
+            print(f"ready: {record.get('hostname')} on {record.get('device')}, "
+                  f"queues {','.join(record.get('queues', []))}")
+            return 0
+    print(f"s2s worker --check: no ready worker {wanted or 'on ' + host}", file=sys.stderr)
+    return 1
 
 
 # --- ask and chat -----------------------------------------------------------------------------------------
