@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,14 +26,16 @@ def test_up_serves_and_stops_without_stray_processes(tmp_path: Path) -> None:
     up = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--no-ui"], env=env, cwd=REPO_ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        output = ""
-        deadline = time.monotonic() + 90
+        lines: list[str] = []
         assert up.stdout is not None
-        while "press Ctrl-C" not in output:
-            assert time.monotonic() < deadline and up.poll() is None, output
-            if select.select([up.stdout], [], [], 1.0)[0]:
-                output += up.stdout.readline()
-        assert "worker: ready" in output
+        # A reader thread, because `s2s up` may print several lines at once and a buffered pipe then holds
+        # the rest where select() cannot see them.
+        threading.Thread(target=lambda: lines.extend(up.stdout or []), daemon=True).start()
+        deadline = time.monotonic() + 90
+        while "press Ctrl-C" not in "".join(lines):
+            assert time.monotonic() < deadline and up.poll() is None, "".join(lines)
+            time.sleep(0.2)
+        assert "worker: ready" in "".join(lines)
         info = json.loads((tmp_path / "service.json").read_text())
         assert info["redis_url"].startswith("redis://127.0.0.1:")
         children = list(info["children"].values())
