@@ -81,8 +81,33 @@ class DecodeConfig:
     def replace(self, **changes: Any) -> DecodeConfig:
         return dataclasses.replace(self, **changes)
 
+    def with_request(self, requested: dict[str, Any] | None, *, max_beam_size: int = 16,
+                     max_length: int = 256) -> DecodeConfig:
+        """These defaults overridden by the settings a user asked for (from the UI or the API), bounded.
+
+        Only the REQUESTABLE fields may change; n_best shrinks with a smaller beam. Raises ValueError with a
+        readable message for an unknown field or a value out of bounds.
+        """
+        if not requested:
+            return self
+        unknown = sorted(set(requested) - REQUESTABLE)
+        if unknown:
+            raise ValueError(f"unknown decoding setting(s): {', '.join(unknown)}")
+        if int(requested.get("beam_size", self.beam_size)) > max_beam_size:
+            raise ValueError(f"beam_size must be at most {max_beam_size}")
+        if int(requested.get("max_length", self.max_length)) > max_length:
+            raise ValueError(f"max_length must be at most {max_length}")
+        changes = {name: type(getattr(self, name))(value) for name, value in requested.items()}
+        beam = changes.get("beam_size", self.beam_size)
+        changes["n_best"] = min(changes.get("n_best", self.n_best), beam)
+        return dataclasses.replace(self, **changes)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+REQUESTABLE = frozenset({"beam_size", "n_best", "max_length", "min_length", "length_penalty", "length_normalize",
+                         "no_repeat_ngram_size", "mmi_weight"})
 
 
 @dataclass(frozen=True)

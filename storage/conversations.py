@@ -103,9 +103,13 @@ def add_user_turn(
     owner: str,
     text: str,
     client_request_id: str | None = None,
+    decoding: dict[str, Any] | None = None,
     limits: Limits | None = None,
 ) -> NewTurns:
     """Store the user's message and a pending assistant turn right after it; enqueue the reply id after commit.
+
+    `decoding` holds the settings the user asked for (beam size, length penalty, ...); it is kept on the pending
+    reply, the worker decodes with it, and save_reply replaces it with the settings actually used.
 
     Sending again with the same `client_request_id` creates nothing and returns the first call's ids.
     Raises EmptyInput / InputTooLong for a bad message (S2S_MAX_MESSAGE_CHARS unless `limits` says otherwise).
@@ -148,6 +152,7 @@ def add_user_turn(
         position=position + 1,
         role=Role.ASSISTANT,
         status=TurnStatus.PENDING,
+        decoding=decoding,
         created_at=now,
     )
     db.add_all([user_turn, reply_turn])
@@ -171,15 +176,22 @@ def list_turns(db: Session, *, conversation_id: str, owner: str) -> list[Turn]:
     return list(db.scalars(query))
 
 
-def retry_reply(db: Session, *, turn_id: int, owner: str) -> bool:
-    """Set a failed reply back to pending; False if it was not failed. Enqueue it again only when True."""
+def retry_reply(db: Session, *, turn_id: int, owner: str, decoding: dict[str, Any] | None = None) -> bool:
+    """Set a failed reply back to pending (with new requested `decoding` when given); False if it was not
+    failed. Enqueue it again only when True."""
     get_turn(db, turn_id=turn_id, owner=owner)
-    return _set_reply(
-        db,
-        turn_id=turn_id,
-        from_status=TurnStatus.FAILED,
-        values={"status": TurnStatus.PENDING, "error": None, "finished_at": None},
-    )
+    values: dict[str, Any] = {"status": TurnStatus.PENDING, "error": None, "finished_at": None}
+    if decoding is not None:
+        values["decoding"] = decoding
+    return _set_reply(db, turn_id=turn_id, from_status=TurnStatus.FAILED, values=values)
+
+
+def requested_decoding(db: Session, *, turn_id: int) -> dict[str, Any] | None:
+    """Worker side: the decoding settings a pending reply was asked with (None: the model's defaults)."""
+    turn = db.get(Turn, turn_id)
+    if turn is None:
+        raise NotFound("turn", turn_id)
+    return turn.decoding if turn.status is TurnStatus.PENDING else None
 
 
 def turn_status(db: Session, *, turn_id: int) -> TurnStatus:

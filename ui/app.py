@@ -68,11 +68,10 @@ def _chat_tab(owner_key: gr.BrowserState) -> tuple[gr.Dropdown, gr.Chatbot, gr.S
                 send_button = gr.Button("Send", variant="primary", elem_id="send")
                 retry_button = gr.Button("Retry failed reply", elem_id="retry")
             with gr.Accordion("Decoding settings", open=False):
-                beam_size = gr.Slider(1, 32, value=settings.beam_size, step=1, label="Beam size")
+                beam_size = gr.Slider(1, 16, value=settings.beam_size, step=1, label="Beam size")
                 length_penalty = gr.Slider(0.0, 3.0, value=1.0, step=0.1, label="Length penalty (GNMT α)")
                 max_length = gr.Slider(1, 256, value=settings.max_output_tokens, step=1, label="Max length (tokens)")
-                gr.Markdown("Checked here and sent with each message; a worker applies them once its queue "
-                            "accepts per-request settings, until then it uses its configured defaults.")
+                gr.Markdown("Stored with each message; the worker decodes the reply with them.")
     decoding = [beam_size, length_penalty, max_length]
     reply_outputs = [chatbot, conversation_id, message, conversations]
     for trigger in (send_button.click, message.submit):

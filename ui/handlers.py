@@ -9,7 +9,6 @@ database exceptions themselves; `describe_error` turns each into a sentence for 
 
 from __future__ import annotations
 
-import inspect
 import logging
 import secrets
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ PENDING_TEXT = "⏳ waiting for the model…"
 FAILED_TEXT = "⚠️ The reply failed: {error}. Press “Retry” to ask again."
 TITLE_CHARS = 40
 MIN_OWNER_KEY_CHARS = 16
-DECODING_BOUNDS = {"beam_size": (1, 32), "length_penalty": (0.0, 3.0), "max_length": (1, 256)}
+DECODING_BOUNDS = {"beam_size": (1, 16), "length_penalty": (0.0, 3.0), "max_length": (1, 256)}
 
 
 class UserError(ValueError):
@@ -101,13 +100,6 @@ def check_decoding(*, beam_size: float, length_penalty: float, max_length: float
     return values
 
 
-def _enqueue_reply(turn_id: int, decoding: dict[str, Any] | None) -> str:
-    # workers.client.enqueue_reply(turn_id) does not carry decoding settings yet; forward them once it does.
-    if decoding is not None and "decoding" in inspect.signature(client.enqueue_reply).parameters:
-        return client.enqueue_reply(turn_id, decoding=decoding)  # type: ignore[call-arg]
-    return client.enqueue_reply(turn_id)
-
-
 # --- conversations ----------------------------------------------------------------------------------------
 
 
@@ -165,14 +157,15 @@ def send_message(
         if not conversation_id:
             title = " ".join(text.split())[:TITLE_CHARS]
             conversation_id = conversations.create_conversation(db, owner=owner, title=title).id
-        turns = conversations.add_user_turn(db, conversation_id=conversation_id, owner=owner, text=text)
-    _enqueue_or_fail(turns.reply_turn_id, decoding)
+        turns = conversations.add_user_turn(db, conversation_id=conversation_id, owner=owner, text=text,
+                                            decoding=decoding)
+    _enqueue_or_fail(turns.reply_turn_id)
     return SentMessage(conversation_id=conversation_id, reply_turn_id=turns.reply_turn_id)
 
 
-def _enqueue_or_fail(turn_id: int, decoding: dict[str, Any] | None) -> None:
+def _enqueue_or_fail(turn_id: int) -> None:
     try:
-        _enqueue_reply(turn_id, decoding)
+        client.enqueue_reply(turn_id)
     except Exception as error:
         # Leave the turn retryable instead of pending forever, then tell the user.
         with transaction(engine()) as db:
@@ -201,8 +194,8 @@ def retry_reply(owner: str, conversation_id: str, *, decoding: dict[str, Any] | 
         raise UserError("There is no failed reply to retry in this conversation.")
     client.require_worker(client.INTERACTIVE_QUEUE)
     with transaction(engine()) as db:
-        conversations.retry_reply(db, turn_id=turn_id, owner=owner)
-    _enqueue_or_fail(turn_id, decoding)
+        conversations.retry_reply(db, turn_id=turn_id, owner=owner, decoding=decoding)
+    _enqueue_or_fail(turn_id)
     return turn_id
 
 

@@ -42,6 +42,14 @@ class Serving:
     max_attempts: int = 3
     decoding_record: dict[str, Any] = field(default_factory=dict)
 
+    def chat_decode_for(self, message: str, requested: dict[str, Any] | None) -> Any:
+        """The chat decoding settings for one reply: the configured ones (or the model's own defaults for the
+        message's language) overridden by what the user asked for. None means the model's defaults."""
+        if not requested:
+            return self.chat_decode
+        base = self.chat_decode or self.model.default_decode("chat", detect_language(message))
+        return base.with_request(requested)
+
     def version(self, task: str, text: str) -> str:
         return str(self.model.predictor_for(task, detect_language(text)).version)
 
@@ -55,9 +63,11 @@ def reply_to_turn(engine: Engine, serving: Serving, turn_id: int, *, attempt: in
             conversations.fail_reply(db, turn_id=turn_id, error=GAVE_UP.format(attempts=attempt - 1))
             return job_store.turn_outcome(db, turn_id=turn_id)
         history = conversations.history_for(db, turn_id=turn_id, max_turns=serving.history_turns)
+        requested = conversations.requested_decoding(db, turn_id=turn_id)
     started = time.perf_counter()
     try:
-        hypotheses = serving.decoder.reply([history], serving.chat_decode)[0]
+        decode = serving.chat_decode_for(history[-1] if history else "", requested)
+        hypotheses = serving.decoder.reply([history], decode)[0]
         if not hypotheses:
             raise ValueError("the model produced no reply")
     except Exception as error:  # InputError, timeout: the user sees the message
@@ -72,7 +82,7 @@ def reply_to_turn(engine: Engine, serving: Serving, turn_id: int, *, attempt: in
             turn_id=turn_id,
             text=best.text,
             model_version=serving.version("chat", history[-1] if history else ""),
-            decoding=serving.decoding_record.get("chat"),
+            decoding=decode.to_dict() if decode is not None else serving.decoding_record.get("chat"),
             latency_ms=latency_ms,
         )
         return job_store.turn_outcome(db, turn_id=turn_id)

@@ -82,3 +82,18 @@ def test_without_copy_p_gen_is_one():
 def test_config_rejects_an_unknown_attention():
     with pytest.raises(ValueError):
         tiny_config(attention="cosine")
+
+
+def test_requested_decoding_overrides_defaults_within_bounds():
+    from model.config import DecodeConfig
+
+    base = DecodeConfig(beam_size=5, n_best=3, max_length=40)
+    assert base.with_request(None) is base
+    changed = base.with_request({"beam_size": 2, "length_penalty": 0.6})
+    assert (changed.beam_size, changed.n_best, changed.length_penalty, changed.max_length) == (2, 2, 0.6, 40)
+    with pytest.raises(ValueError, match="unknown"):
+        base.with_request({"extractive": False})
+    with pytest.raises(ValueError, match="beam_size"):
+        base.with_request({"beam_size": 64})
+    with pytest.raises(ValueError):
+        base.with_request({"beam_size": 0})

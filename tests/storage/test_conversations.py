@@ -321,3 +321,15 @@ def test_the_database_refuses_a_repeated_client_request_id_in_a_conversation(
                 client_request_id="req-1",
             )
         )
+
+
+def test_requested_decoding_is_kept_on_the_pending_reply_until_it_is_answered(db):
+    from storage import conversations
+
+    conversation = conversations.create_conversation(db, owner="alice")
+    turns = conversations.add_user_turn(db, conversation_id=conversation.id, owner="alice", text="hi",
+                                        decoding={"beam_size": 2})
+    assert conversations.requested_decoding(db, turn_id=turns.reply_turn_id) == {"beam_size": 2}
+    conversations.save_reply(db, turn_id=turns.reply_turn_id, text="hello", model_version="m",
+                             decoding={"beam_size": 2, "max_length": 40})
+    assert conversations.requested_decoding(db, turn_id=turns.reply_turn_id) is None

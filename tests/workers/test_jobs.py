@@ -18,11 +18,11 @@ def _question(engine: Engine, question: str = QUESTION) -> str:
         return qa.create_question(db, owner=OWNER, passage_id=passage_id, question=question).id
 
 
-def _turn(engine: Engine, text: str = "hello there") -> int:
+def _turn(engine: Engine, text: str = "hello there", decoding: dict[str, object] | None = None) -> int:
     with transaction(engine) as db:
         conversation = conversations.create_conversation(db, owner=OWNER)
         return conversations.add_user_turn(
-            db, conversation_id=conversation.id, owner=OWNER, text=text
+            db, conversation_id=conversation.id, owner=OWNER, text=text, decoding=decoding
         ).reply_turn_id
 
 
@@ -70,6 +70,23 @@ def test_chat_turn_gets_a_stored_reply(engine: Engine, serving: Serving) -> None
     assert outcome["model_version"].startswith("tiny-model@")
     with transaction(engine) as db:
         assert conversations.turn_status(db, turn_id=turn_id).value == "done"
+
+
+def test_chat_turn_is_decoded_with_the_settings_the_user_asked_for(engine: Engine, serving: Serving) -> None:
+    turn_id = _turn(engine, decoding={"beam_size": 2, "max_length": 3})
+    assert jobs.reply_to_turn(engine, serving, turn_id)["status"] == "done"
+    with transaction(engine) as db:
+        stored = conversations.get_turn(db, turn_id=turn_id, owner=OWNER)
+        assert stored.decoding is not None
+        assert (stored.decoding["beam_size"], stored.decoding["max_length"]) == (2, 3)
+        assert len(serving.model.routes["*"].tokenizer.encode(stored.text or "").ids) <= 3
+
+
+def test_chat_turn_with_unusable_settings_fails_with_the_reason(engine: Engine, serving: Serving) -> None:
+    turn_id = _turn(engine, decoding={"beam_size": 999})
+    outcome = jobs.reply_to_turn(engine, serving, turn_id)
+    assert outcome["status"] == "failed"
+    assert "beam_size" in outcome["error"]
 
 
 def test_batch_items_are_answered_and_the_job_finishes(engine: Engine, serving: Serving) -> None:
