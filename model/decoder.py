@@ -8,6 +8,7 @@ stored, as a dict of tensors whose first dimension is the row (so beam search ca
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -27,11 +28,19 @@ class Memory:
     keys: torch.Tensor       # (rows, src_len, hidden) attention keys precomputed from states
     pad_mask: torch.Tensor   # (rows, src_len) True at padding
     src_ids: torch.Tensor    # (rows, src_len) token ids, for the copy distribution
+    first_position: torch.Tensor  # (rows, src_len) the first position holding the same token id
 
     def repeat_rows(self, times: int) -> Memory:
         """Each row repeated `times` times in place (row b becomes rows b*times .. b*times+times-1)."""
         return Memory(*(t.repeat_interleave(times, dim=0) for t in (self.states, self.keys, self.pad_mask,
-                                                                     self.src_ids)))
+                                                                     self.src_ids, self.first_position)))
+
+
+def first_positions(src_ids: torch.Tensor) -> torch.Tensor:
+    """(batch, src_len) ids -> (batch, src_len) index of the first position holding the same id: the slot
+    where the copy distribution sums the attention a repeated source token receives."""
+    same = src_ids.unsqueeze(2) == src_ids.unsqueeze(1)  # (batch, src_len, src_len)
+    return same.byte().argmax(dim=2)  # argmax returns the first of equal maxima
 
 
 @dataclass
@@ -79,27 +88,67 @@ class Decoder(nn.Module):
             attention weights (rows, src_len) and p_gen (rows,).
         """
         embedded = self.dropout(self.embedding(prev_ids))  # (rows, embed)
-        lstm_input = torch.cat([embedded, state["feed"]], dim=-1).unsqueeze(1)  # (rows, 1, embed+hidden)
-        h0 = state["h"].transpose(0, 1).contiguous()  # (layers, rows, hidden)
-        c0 = state["c"].transpose(0, 1).contiguous()
-        output, (h1, c1) = self.lstm(lstm_input, (h0, c0))
-        query = output.squeeze(1)  # (rows, hidden)
+        lstm_input = torch.cat([embedded, state["feed"]], dim=-1)  # (rows, embed+hidden)
+        h1, c1 = self._lstm_step(lstm_input, state["h"], state["c"])  # (rows, layers, hidden)
+        query = h1[:, -1]  # (rows, hidden)
         coverage = state.get("coverage")
         weights, context = self.attention(query, memory.states, memory.keys, memory.pad_mask, coverage)
         attentional = torch.tanh(self.combine(torch.cat([context, query], dim=-1)))  # (rows, hidden)
         attentional = self.dropout(attentional)
         logits = torch.nn.functional.linear(self.to_embedding(attentional), self.embedding.weight,
                                             self.output_bias).float()  # (rows, vocab), tied output embedding
+        log_vocab = torch.log_softmax(logits, dim=-1)  # (rows, vocab)
         if self.copy_switch is None:
-            log_probs = torch.log_softmax(logits, dim=-1)
+            log_probs = log_vocab
             p_gen = logits.new_ones(logits.size(0))
         else:
             p_gen = torch.sigmoid(self.copy_switch(torch.cat([context, query, embedded], dim=-1)).float()).squeeze(-1)
-            vocab_probs = torch.softmax(logits, dim=-1)
-            copy_probs = torch.zeros_like(vocab_probs).scatter_add_(1, memory.src_ids, weights)
-            mixed = p_gen.unsqueeze(-1) * vocab_probs + (1.0 - p_gen).unsqueeze(-1) * copy_probs
-            log_probs = torch.log(mixed.clamp_min(1e-12))
-        new_state: DecoderState = {"h": h1.transpose(0, 1), "c": c1.transpose(0, 1), "feed": attentional}
+            log_probs = _mix_copy(log_vocab, p_gen, weights, memory)
+        new_state: DecoderState = {"h": h1, "c": c1, "feed": attentional}
         if coverage is not None:
             new_state["coverage"] = coverage + weights
         return StepOutput(log_probs=log_probs, state=new_state, attention=weights, p_gen=p_gen)
+
+    def _lstm_step(self, inputs: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One time step of self.lstm, layer by layer with its own weights: for a single step, torch.lstm_cell
+        is about twice as fast on CPU as nn.LSTM (which re-lays its weights out on every call).
+
+        inputs (rows, embed+hidden); h, c (rows, layers, hidden) -> new h, c (rows, layers, hidden).
+        Dropout between layers, as nn.LSTM applies it, in training only.
+        """
+        lstm = self.lstm
+        hs, cs = [], []
+        for layer in range(lstm.num_layers):
+            if layer > 0:
+                inputs = nn.functional.dropout(inputs, lstm.dropout, self.training)
+            h_layer, c_layer = torch.lstm_cell(
+                inputs, (h[:, layer], c[:, layer]), getattr(lstm, f"weight_ih_l{layer}"),
+                getattr(lstm, f"weight_hh_l{layer}"), getattr(lstm, f"bias_ih_l{layer}"),
+                getattr(lstm, f"bias_hh_l{layer}"))
+            hs.append(h_layer)
+            cs.append(c_layer)
+            inputs = h_layer
+        return torch.stack(hs, dim=1), torch.stack(cs, dim=1)
+
+
+MIN_PROB = 1e-12  # floor of a mixed probability, so that log never returns -inf
+
+
+def _mix_copy(log_vocab: torch.Tensor, p_gen: torch.Tensor, weights: torch.Tensor, memory: Memory) -> torch.Tensor:
+    """log(p_gen * P_vocab + (1 - p_gen) * P_copy), floored at log(MIN_PROB) (See et al. 2017).
+
+    Args: log_vocab (rows, vocab) log-softmax of the output layer; p_gen (rows,); weights (rows, src_len)
+    attention. P_copy is zero outside the source's tokens, so the vocabulary-wide work is one add in log space
+    (log p_gen + log P_vocab) and only the source's tokens are mixed in probability space, with the copy mass
+    of a repeated token summed at its first position. Equal to mixing over the whole vocabulary up to float
+    rounding in the last place.
+    """
+    src_ids = memory.src_ids
+    log_probs = log_vocab + torch.log(p_gen).unsqueeze(-1)  # (rows, vocab)
+    copy_probs = torch.zeros_like(weights).scatter_add_(1, memory.first_position, weights)
+    copy_probs = copy_probs.gather(1, memory.first_position)  # (rows, src_len) copy mass of each position's token
+    p_gen = p_gen.unsqueeze(-1)
+    mixed = p_gen * log_vocab.gather(1, src_ids).exp() + (1.0 - p_gen) * copy_probs  # (rows, src_len)
+    # A token at several source positions gets the same value from each, so the scatter is deterministic.
+    log_probs.scatter_(1, src_ids, torch.log(mixed.clamp_min(MIN_PROB)))
+    return log_probs.clamp_min_(math.log(MIN_PROB))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .decoder import Decoder, DecoderState, Memory, StepOutput
+from .decoder import Decoder, DecoderState, Memory, StepOutput, first_positions
 from .encoder import Encoder
 
 
@@ -58,7 +58,7 @@ class Seq2Seq(nn.Module):
         """Encode (batch, src_len) ids -> the decoder's Memory and its initial state."""
         states, pad_mask, final = self.encoder(src_ids, src_lengths, src_features)
         memory = Memory(states=states, keys=self.decoder.attention.precompute_keys(states), pad_mask=pad_mask,
-                        src_ids=src_ids)
+                        src_ids=src_ids, first_position=first_positions(src_ids))
         return memory, self.decoder.initial_state(final, self.bridge, src_ids.size(1))
 
     def decode_step(self, prev_ids: torch.Tensor, state: DecoderState, memory: Memory) -> StepOutput:
