@@ -62,6 +62,30 @@ def _block_repeated_ngrams(log_probs: torch.Tensor, history: torch.Tensor, size:
     log_probs.masked_fill_(banned > 0, float("-inf"))
 
 
+def topk_rows(values: torch.Tensor, k: int, block: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest values of each row of `values` (rows, width) and their columns, like values.topk(k, dim=1)
+    (equal values may come back in another order), a few times faster on wide rows.
+
+    The columns are cut into blocks of `block`; the k blocks with the largest maxima hold k values at least as
+    large as the k-th of those maxima, and every value outside them is at most that large, so the top k of
+    those blocks (plus the columns that do not fill a block) are the top k of the row.
+    """
+    rows, width = values.shape
+    blocks = width // block
+    if blocks <= k:
+        return values.topk(k, dim=1)
+    body = values[:, :blocks * block].unflatten(1, (blocks, block))  # (rows, blocks, block)
+    top_blocks = body.amax(dim=2).topk(k, dim=1).indices  # (rows, k)
+    picked = body.gather(1, top_blocks.unsqueeze(-1).expand(-1, -1, block)).view(rows, k * block)
+    columns = (top_blocks.unsqueeze(-1) * block + torch.arange(block, device=values.device)).view(rows, k * block)
+    if blocks * block < width:
+        picked = torch.cat([picked, values[:, blocks * block:]], dim=1)
+        tail = torch.arange(blocks * block, width, device=values.device).expand(rows, -1)
+        columns = torch.cat([columns, tail], dim=1)
+    top, where = picked.topk(k, dim=1)
+    return top, columns.gather(1, where)
+
+
 def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, eos_id: int,
                 config: DecodeConfig, device: torch.device | str = "cpu",
                 record_attention: bool = True) -> list[list[BeamHypothesis]]:
@@ -70,10 +94,15 @@ def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, 
     Args:
         step_fn: (prev_ids (rows,), state, step) -> (log_probs (rows, vocab), state, attention (rows, src_len)
             or None, p_gen (rows,) or None), with rows = batch_size * beam_size, beam-major within a request.
+            beam_search masks the returned log_probs in place, so return a fresh tensor each step.
         state: tensors with rows as first dimension, already repeated beam_size times per request.
         config: beam size, n-best, length limits and penalty, n-gram blocking.
     Returns:
         For each request, up to n_best hypotheses, best first.
+
+    The loop keeps everything in tensors and reads one boolean per step (are all requests done?). Tokens and
+    attention are not copied along with the beams: each step writes its rows once, with a back-pointer to the
+    parent row, and the returned hypotheses are traced back at the end (as OpenNMT-py and fairseq do).
     """
     beam = config.beam_size
     rows = batch_size * beam
@@ -81,18 +110,18 @@ def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, 
     scores = torch.full((batch_size, beam), neg_inf, device=device)
     scores[:, 0] = 0.0  # only the first beam is live at the start: the others would be copies
     prev_ids = torch.full((rows,), bos_id, dtype=torch.long, device=device)
-    history = torch.zeros((batch_size, beam, 0), dtype=torch.long, device=device)
-    attention_history: torch.Tensor | None = None  # (batch, beam, steps, src_len)
-    p_gen_history: torch.Tensor | None = None       # (batch, beam, steps)
-    finished: list[list[BeamHypothesis]] = [[] for _ in range(batch_size)]
-    done = [False] * batch_size
+    row_offset = torch.arange(batch_size, device=device).unsqueeze(1) * beam  # (batch, 1) first row of a request
+    trace = _Trace(steps=config.max_length + 1, batch_size=batch_size, beam=beam, device=device)
+    history = torch.zeros((rows, config.max_length + 1), dtype=torch.long, device=device)  # for n-gram blocking
+    best_finished = torch.full((batch_size, config.n_best), neg_inf, dtype=torch.float64, device=device)
+    done = torch.zeros(batch_size, dtype=torch.bool, device=device)
     final_norm = normaliser(config.max_length + 1, config)
     raw_scores = config.length_penalty == 0 and not config.length_normalize
 
     for step in range(config.max_length + 1):
         log_probs, state, attention, p_gen = step_fn(prev_ids, state, step)
+        log_probs = log_probs.float()
         vocab = log_probs.size(-1)
-        log_probs = log_probs.float().clone()
         log_probs[:, bos_id] = neg_inf  # the start symbol is never an output
         if step < config.min_length:
             log_probs[:, eos_id] = neg_inf
@@ -100,80 +129,122 @@ def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, 
             log_probs.fill_(neg_inf)
             log_probs[:, eos_id] = 0.0
         if config.no_repeat_ngram_size > 0:
-            _block_repeated_ngrams(log_probs, history.view(rows, -1), config.no_repeat_ngram_size)
+            _block_repeated_ngrams(log_probs, history[:, :step], config.no_repeat_ngram_size)
+        if record_attention and attention is not None:
+            trace.record_attention(step, attention, p_gen)
 
-        candidates = (scores.unsqueeze(-1) + log_probs.view(batch_size, beam, vocab)).view(batch_size, -1)
+        # The best 2*beam continuations of a request are among the best 2*beam of each of its beams, so the
+        # vocabulary-wide work is one top-k per row; adding the beam's score keeps the order within a row.
+        row_width = min(2 * beam, vocab)
+        row_top, row_token = topk_rows(log_probs, row_width)  # (rows, row_width)
+        candidates = (scores.unsqueeze(-1) + row_top.view(batch_size, beam, row_width)).view(batch_size, -1)
         width = min(2 * beam, candidates.size(1))
         top_scores, top_index = candidates.topk(width, dim=1)  # (batch, width)
-        top_beam = torch.div(top_index, vocab, rounding_mode="floor")
-        top_token = top_index % vocab
+        top_beam = torch.div(top_index, row_width, rounding_mode="floor")
+        top_token = row_token.view(batch_size, -1).gather(1, top_index)
         is_eos = top_token == eos_id
 
-        if record_attention and attention is not None:
-            step_attention = attention.float().view(batch_size, beam, 1, -1)
-            step_p_gen = (p_gen if p_gen is not None else attention.new_ones(rows)).float().view(batch_size, beam, 1)
-        else:
-            step_attention = step_p_gen = None
-
-        # Hypotheses ending here: eos among the best `beam` candidates of a request.
-        eos_rank = is_eos & (torch.arange(width, device=device) < beam) & torch.isfinite(top_scores)
-        if bool(eos_rank.any()):
-            hits = eos_rank.nonzero().tolist()
-            hit_scores = top_scores.cpu()
-            hit_beams = top_beam.cpu()
-            for b, r in hits:
-                if done[b]:
-                    continue
-                parent = int(hit_beams[b, r])
-                log_prob = float(hit_scores[b, r])
-                tokens = history[b, parent].tolist()
-                finished[b].append(BeamHypothesis(
-                    token_ids=tokens, score=log_prob / normaliser(len(tokens) + 1, config), log_prob=log_prob,
-                    attention=None if attention_history is None else attention_history[b, parent].cpu(),
-                    p_gen=None if p_gen_history is None else p_gen_history[b, parent].cpu(),
-                ))
+        # Hypotheses ending here: eos among the best `beam` candidates of a request that is still searching.
+        ends = (is_eos & torch.isfinite(top_scores) & ~done.unsqueeze(1))[:, :beam]  # (batch, beam)
+        end_scores = top_scores[:, :beam].masked_fill(~ends, neg_inf)
+        trace.record_ends(step, end_scores, top_beam[:, :beam] + row_offset)
+        ranked = end_scores.double() / normaliser(step + 1, config)  # a hypothesis of `step` tokens, plus eos
+        best_finished = torch.cat([best_finished, ranked], dim=1).topk(config.n_best, dim=1).values
 
         # The next live beams: the best `beam` candidates that did not end.
-        live_scores = top_scores.masked_fill(is_eos, neg_inf)
-        live_scores, pick = live_scores.topk(beam, dim=1)  # (batch, beam)
-        parent_beam = top_beam.gather(1, pick)
-        next_token = top_token.gather(1, pick)
+        live_scores, pick = top_scores.masked_fill(is_eos, neg_inf).topk(beam, dim=1)  # (batch, beam)
+        parent_row = (top_beam.gather(1, pick) + row_offset).view(-1)  # (rows,)
+        next_token = top_token.gather(1, pick).view(-1)  # (rows,)
         scores = live_scores
 
-        for b in range(batch_size):
-            if done[b]:
-                continue
-            kept = sorted(finished[b], key=lambda h: h.score, reverse=True)[:config.n_best]
-            best_live = float(scores[b, 0])
-            if best_live == neg_inf:
-                done[b] = True
-            elif len(kept) >= config.n_best:
-                bound = best_live if raw_scores else best_live / final_norm
-                if bound <= kept[-1].score:
-                    done[b] = True
-        if all(done) or step == config.max_length:
+        # Done when no live beam is left, or none can beat the n-th best finished hypothesis any more: the
+        # score of a live beam only falls, and its normaliser is largest at max_length.
+        best_live = scores[:, 0].double()
+        bound = best_live if raw_scores else best_live / final_norm
+        done |= (best_live == neg_inf) | (bound <= best_finished[:, -1])
+        if step == config.max_length or bool(done.all()):
             break
 
-        flat_parent = (parent_beam + torch.arange(batch_size, device=device).unsqueeze(1) * beam).view(-1)
-        state = {name: tensor.index_select(0, flat_parent) for name, tensor in state.items()}
-        gather_index = parent_beam.unsqueeze(-1)
-        history = torch.cat([history.gather(1, gather_index.expand(-1, -1, history.size(2))),
-                             next_token.unsqueeze(-1)], dim=2)
-        if step_attention is not None and step_p_gen is not None:
-            src_len = step_attention.size(-1)
-            new_attention = step_attention.gather(1, gather_index.unsqueeze(-1).expand(-1, -1, 1, src_len))
-            new_p_gen = step_p_gen.gather(1, gather_index)
-            if attention_history is None or p_gen_history is None:
-                attention_history, p_gen_history = new_attention, new_p_gen
-            else:
-                attention_history = torch.cat([attention_history.gather(
-                    1, gather_index.unsqueeze(-1).expand(-1, -1, attention_history.size(2), src_len)),
-                    new_attention], dim=2)
-                p_gen_history = torch.cat([p_gen_history.gather(
-                    1, gather_index.expand(-1, -1, p_gen_history.size(2))), new_p_gen], dim=2)
-        prev_ids = next_token.view(-1)
+        trace.record_step(step, parent_row, next_token)
+        state = {name: tensor.index_select(0, parent_row) for name, tensor in state.items()}
+        if config.no_repeat_ngram_size > 0:
+            history = history.index_select(0, parent_row)
+            history[:, step] = next_token
+        prev_ids = next_token
         # Requests already done keep no live beams, so they add no work to the decisions above.
-        done_rows = torch.tensor(done, device=device)
-        scores = scores.masked_fill(done_rows.unsqueeze(1), neg_inf)
+        scores = scores.masked_fill(done.unsqueeze(1), neg_inf)
 
-    return [sorted(hyps, key=lambda h: h.score, reverse=True)[:config.n_best] for hyps in finished]
+    return trace.hypotheses(config)
+
+
+class _Trace:
+    """Per-step records of a beam search, from which the returned hypotheses are traced back.
+
+    Layout, for step t (rows = batch * beam, in the order of that step's step_fn call):
+        parent[t], token[t]  (rows,)           row t+1's parent row at step t, and the token it appended
+        attention[t]         (rows, src_len)   attention of step t's call, per row; p_gen[t] (rows,)
+        end_score[t]         (batch, beam)     log-prob of hypotheses ending with eos at step t, else -inf
+        end_row[t]           (batch, beam)     the row each of them ended from
+    A hypothesis ending at step t from row r has t tokens: token[t-1][r], and before it those of r's parents.
+    """
+
+    def __init__(self, *, steps: int, batch_size: int, beam: int, device: torch.device | str) -> None:
+        rows = batch_size * beam
+        self.batch_size = batch_size
+        self.parent = torch.zeros((steps, rows), dtype=torch.long, device=device)
+        self.token = torch.zeros((steps, rows), dtype=torch.long, device=device)
+        self.end_score = torch.full((steps, batch_size, beam), float("-inf"), device=device)
+        self.end_row = torch.zeros((steps, batch_size, beam), dtype=torch.long, device=device)
+        self.attention: torch.Tensor | None = None
+        self.p_gen: torch.Tensor | None = None
+        self.last_step = 0
+
+    def record_attention(self, step: int, attention: torch.Tensor, p_gen: torch.Tensor | None) -> None:
+        if self.attention is None or self.p_gen is None:
+            steps, rows = self.parent.shape
+            self.attention = attention.new_zeros((steps, rows, attention.size(-1)), dtype=torch.float32)
+            self.p_gen = attention.new_ones((steps, rows), dtype=torch.float32)
+        self.attention[step] = attention
+        if p_gen is not None:
+            self.p_gen[step] = p_gen
+
+    def record_ends(self, step: int, end_score: torch.Tensor, end_row: torch.Tensor) -> None:
+        self.end_score[step] = end_score
+        self.end_row[step] = end_row
+        self.last_step = step
+
+    def record_step(self, step: int, parent_row: torch.Tensor, next_token: torch.Tensor) -> None:
+        self.parent[step] = parent_row
+        self.token[step] = next_token
+
+    def hypotheses(self, config: DecodeConfig) -> list[list[BeamHypothesis]]:
+        """The n best finished hypotheses per request, best first; ties keep the order they ended in."""
+        steps = self.last_step + 1
+        end_score = self.end_score[:steps].transpose(0, 1).cpu()  # (batch, steps, beam)
+        end_row = self.end_row[:steps].transpose(0, 1).cpu()
+        parent = self.parent[:steps].cpu().tolist()
+        token = self.token[:steps].cpu().tolist()
+        attention = None if self.attention is None else self.attention[:steps].cpu()
+        p_gen = None if self.p_gen is None else self.p_gen[:steps].cpu()
+        results = []
+        for b in range(self.batch_size):
+            ended = []
+            for step, rank in torch.isfinite(end_score[b]).nonzero().tolist():
+                log_prob = float(end_score[b, step, rank])
+                ended.append((log_prob / normaliser(step + 1, config), log_prob, step, int(end_row[b, step, rank])))
+            ended.sort(key=lambda end: end[0], reverse=True)
+            hyps = []
+            for score, log_prob, step, row in ended[:config.n_best]:
+                rows_back = [0] * step  # rows_back[t]: the row that produced the hypothesis's token t
+                tokens = [0] * step
+                for t in range(step - 1, -1, -1):
+                    tokens[t] = token[t][row]
+                    row = parent[t][row]
+                    rows_back[t] = row
+                hyps.append(BeamHypothesis(
+                    token_ids=tokens, score=score, log_prob=log_prob,
+                    attention=None if attention is None or step == 0 else attention[torch.arange(step), rows_back],
+                    p_gen=None if p_gen is None or step == 0 else p_gen[torch.arange(step), rows_back],
+                ))
+            results.append(hyps)
+        return results

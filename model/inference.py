@@ -187,7 +187,7 @@ class Predictor:
         def step(prev_ids: torch.Tensor, state: dict[str, torch.Tensor], step_index: int):  # type: ignore[no-untyped-def]
             decoder_state = {k: v for k, v in state.items() if k != "candidates"}
             out = self.model.decode_step(prev_ids, decoder_state, memory)
-            log_probs = out.log_probs.index_fill(1, self._banned_ids, float("-inf"))
+            log_probs = out.log_probs.index_fill_(1, self._banned_ids, float("-inf"))  # a fresh tensor each step
             new_state = dict(out.state)
             if extractive:
                 log_probs = self._constrain_to_passage(log_probs, prev_ids, state["candidates"], passage,
@@ -212,10 +212,13 @@ class Predictor:
             candidates[:, 1:] = matched[:, :-1]
             candidates &= passage
         new_state["candidates"] = candidates
-        allowed = torch.zeros_like(log_probs).scatter_add_(1, memory.src_ids, candidates.to(log_probs.dtype)) > 0
+        # Work on the source's positions, not the vocabulary: a token keeps its log-prob if any of its
+        # positions is a candidate (positions of one token carry the same value, so amax picks it).
+        kept = log_probs.gather(1, memory.src_ids).masked_fill(~candidates, float("-inf"))  # (rows, src_len)
+        allowed = torch.full_like(log_probs, float("-inf")).scatter_reduce_(1, memory.src_ids, kept, reduce="amax")
         if step_index > 0:
-            allowed[:, eos_id] = True
-        return log_probs.masked_fill(~allowed, float("-inf"))
+            allowed[:, eos_id] = log_probs[:, eos_id]
+        return allowed
 
     def _to_hypothesis(self, hyp: BeamHypothesis, source: Source, passage: str | None) -> Hypothesis:
         tokens = [self.tokenizer.id_to_piece(i) for i in hyp.token_ids]

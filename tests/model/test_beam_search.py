@@ -152,3 +152,16 @@ def test_batch_rows_are_decoded_independently():
         alone = run(table, config)[0]
         assert [h.token_ids for h in batched[index]] == [h.token_ids for h in alone]
         assert [h.score for h in batched[index]] == pytest.approx([h.score for h in alone], abs=1e-5)
+
+
+@pytest.mark.parametrize("width, k", [(16000, 10), (16001, 2), (300, 6), (129, 1)])
+def test_blocked_top_k_returns_the_values_of_a_plain_top_k(width, k):
+    from model.beam_search import topk_rows
+
+    values = torch.randn(6, width, generator=torch.Generator().manual_seed(width))
+    values[0] = float("-inf")
+    values[0, width // 2] = 0.0
+    values[1] = torch.randint(0, 3, (width,), generator=torch.Generator().manual_seed(k)).float()  # many ties
+    top, columns = topk_rows(values, k)
+    assert torch.equal(top, values.topk(k, dim=1).values)
+    assert torch.equal(values.gather(1, columns), top)
