@@ -79,8 +79,28 @@ class Encoder(nn.Module):
     @staticmethod
     def _run(lstm: nn.LSTM, inputs: torch.Tensor, lengths: torch.Tensor, src_len: int,
              ) -> tuple[torch.Tensor, torch.Tensor]:
+        if inputs.device.type == "cpu" and not torch.is_grad_enabled():
+            return Encoder._run_by_length(lstm, inputs, lengths, src_len)
         packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
         outputs, (h_n, _) = lstm(packed)
         states, _ = pad_packed_sequence(outputs, batch_first=True, total_length=src_len)
         final = torch.cat([h_n[-2], h_n[-1]], dim=-1)  # last layer, forward and backward: (batch, hidden)
+        return states, final
+
+    @staticmethod
+    def _run_by_length(lstm: nn.LSTM, inputs: torch.Tensor, lengths: torch.Tensor, src_len: int,
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference on CPU: rows of equal length together, unpacked. The CPU LSTM kernel is about ten times
+        faster on a plain tensor than on a packed sequence, and rows of one length need no padding, so the
+        result is the packed one (padding stays zero)."""
+        rows_by_length: dict[int, list[int]] = {}
+        for row, length in enumerate(lengths.tolist()):
+            rows_by_length.setdefault(int(length), []).append(row)
+        states = inputs.new_zeros(inputs.size(0), src_len, 2 * lstm.hidden_size)
+        final = inputs.new_zeros(inputs.size(0), 2 * lstm.hidden_size)
+        for length, rows in rows_by_length.items():
+            index = torch.tensor(rows, device=inputs.device)
+            outputs, (h_n, _) = lstm(inputs.index_select(0, index)[:, :length].contiguous())
+            states[index, :length] = outputs
+            final[index] = torch.cat([h_n[-2], h_n[-1]], dim=-1)
         return states, final
