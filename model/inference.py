@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .beam_search import BeamHypothesis, normaliser, beam_search
+from .beam_search import BeamHypothesis, beam_search, normaliser
 from .checkpoint import MODEL_FILE, load_checkpoint
 from .config import DecodeConfig, ModelConfig
 from .decoder import Memory

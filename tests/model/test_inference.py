@@ -27,7 +27,7 @@ def test_golden_answers_of_the_tiny_model(predictor):
 
 
 def test_extractive_answers_are_exact_passage_substrings_with_their_span(predictor):
-    for (question, passage), hyps in zip(QUESTIONS, predictor.answer(QUESTIONS, DecodeConfig(beam_size=4, n_best=4))):
+    for (_, passage), hyps in zip(QUESTIONS, predictor.answer(QUESTIONS, DecodeConfig(beam_size=4, n_best=4))):
         for hyp in hyps:
             assert hyp.span is not None
             assert passage[hyp.span[0]:hyp.span[1]] == hyp.text

@@ -38,5 +38,5 @@ def test_decode_drops_special_ids(tokenizer):
 def test_a_foreign_model_file_is_refused(tmp_path):
     bogus = tmp_path / "tokenizer.model"
     bogus.write_bytes(b"not a sentencepiece model")
-    with pytest.raises(Exception):
+    with pytest.raises((RuntimeError, OSError, ValueError)):
         Tokenizer(bogus)
