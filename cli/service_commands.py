@@ -288,19 +288,7 @@ def _batch_status(args: argparse.Namespace) -> int:
         job = qa.get_job(db, job_id=args.job_id, owner=CLI_OWNER)
         parse_errors = list(job.parse_errors)
         error = job.error
-    report = {
-        "job_id": progress.job_id,
-        "state": progress.status.value,
-        "total": progress.total,
-        "done": progress.done,
-        "failed": progress.failed,
-        "pending": progress.pending,
-        "cancelled": progress.cancelled,
-        "fraction": round(progress.fraction, 4),
-        "eta_s": None if progress.eta_s is None else round(progress.eta_s, 1),
-        "bad_records": len(parse_errors),
-        "error": error,
-    }
+    report = {**progress.to_dict(), "bad_records": len(parse_errors), "error": error}
     if args.json:
         print(json.dumps(report))
         return 0

@@ -9,6 +9,7 @@ substring those tokens cover. ModelSet holds the shipped models and picks one by
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -292,28 +293,24 @@ class ModelSet:
         raise InputError(f"no model for task {task!r}")
 
     def answer(self, questions: list[tuple[str, str]], decode: DecodeConfig | None = None) -> list[list[Hypothesis]]:
-        groups: dict[int, list[int]] = {}
-        predictors: dict[int, Predictor] = {}
-        for index, (question, passage) in enumerate(questions):
-            predictor = self.predictor_for("rc", detect_language(question + " " + passage[:500]))
-            groups.setdefault(id(predictor), []).append(index)
-            predictors[id(predictor)] = predictor
-        results: list[list[Hypothesis]] = [[] for _ in questions]
-        for key, indices in groups.items():
-            for index, hyps in zip(indices, predictors[key].answer([questions[i] for i in indices], decode)):
-                results[index] = hyps
-        return results
+        return self._dispatch("rc", questions, lambda q: q[0] + " " + q[1][:500],
+                              lambda predictor, batch: predictor.answer(batch, decode))
 
     def reply(self, histories: list[list[str]], decode: DecodeConfig | None = None) -> list[list[Hypothesis]]:
-        groups: dict[int, list[int]] = {}
-        predictors: dict[int, Predictor] = {}
-        for index, history in enumerate(histories):
-            predictor = self.predictor_for("chat", detect_language(history[-1] if history else ""))
-            groups.setdefault(id(predictor), []).append(index)
-            predictors[id(predictor)] = predictor
-        results: list[list[Hypothesis]] = [[] for _ in histories]
-        for key, indices in groups.items():
-            for index, hyps in zip(indices, predictors[key].reply([histories[i] for i in indices], decode)):
+        return self._dispatch("chat", histories, lambda h: h[-1] if h else "",
+                              lambda predictor, batch: predictor.reply(batch, decode))
+
+    def _dispatch(self, task: str, requests: list[Any], text_of: Callable[[Any], str],
+                  run: Callable[[Predictor, list[Any]], list[list[Hypothesis]]]) -> list[list[Hypothesis]]:
+        """Group requests by the predictor their task and language pick, run each group as one batch, and
+        return the results in request order."""
+        groups: dict[int, tuple[Predictor, list[int]]] = {}
+        for index, request in enumerate(requests):
+            predictor = self.predictor_for(task, detect_language(text_of(request)))
+            groups.setdefault(id(predictor), (predictor, []))[1].append(index)
+        results: list[list[Hypothesis]] = [[] for _ in requests]
+        for predictor, indices in groups.values():
+            for index, hyps in zip(indices, run(predictor, [requests[i] for i in indices])):
                 results[index] = hyps
         return results
 

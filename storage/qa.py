@@ -75,6 +75,20 @@ class JobProgress:
     fraction: float  # share of items no longer pending, 0..1
     eta_s: float | None  # None until the job is running and has finished an item
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON for the CLI and the UI: {"job_id", "state", counts, "fraction", "eta_s"}."""
+        return {
+            "job_id": self.job_id,
+            "state": self.status.value,
+            "total": self.total,
+            "done": self.done,
+            "failed": self.failed,
+            "pending": self.pending,
+            "cancelled": self.cancelled,
+            "fraction": round(self.fraction, 4),
+            "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
+        }
+
 
 # --- passages ---------------------------------------------------------------------------------------------
 

@@ -284,20 +284,7 @@ def job_status(owner: str, job_id: str) -> dict[str, Any]:
         rows = qa.export_results(db, job_id=job_id, owner=owner)
         errors = [{"where": f"line {e['line']}", "reason": e["reason"]} for e in job.parse_errors]
         errors += [{"where": f"item {r['id']}", "reason": r["error"]} for r in rows if r["status"] == "failed"]
-        return {
-            "job_id": job_id,
-            "filename": job.filename,
-            "state": progress.status.value,
-            "total": progress.total,
-            "done": progress.done,
-            "failed": progress.failed,
-            "pending": progress.pending,
-            "cancelled": progress.cancelled,
-            "fraction": round(progress.fraction, 4),
-            "eta_s": None if progress.eta_s is None else round(progress.eta_s, 1),
-            "error": job.error,
-            "errors": errors,
-        }
+        return {**progress.to_dict(), "filename": job.filename, "error": job.error, "errors": errors}
 
 
 def list_jobs(owner: str) -> list[dict[str, Any]]:
