@@ -16,6 +16,8 @@ from pathlib import Path
 
 import redis
 
+from workers.orphans import terminate_with_parent
+
 
 @dataclass
 class EmbeddedRedis:
@@ -53,7 +55,8 @@ def start_redis(data_dir: Path, *, log_file: Path, host: str = "127.0.0.1", time
         "--daemonize", "no",
         "--logfile", str(log_file),
     ]
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True,
+                               preexec_fn=terminate_with_parent)
     url = f"redis://{host}:{port}/0"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

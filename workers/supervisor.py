@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from settings import REPO_ROOT, Settings
 from workers.embedded_redis import start_redis
+from workers.orphans import terminate_with_parent
 from workers.service_discovery import remove_service_file, write_service_file
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ def spawn(name: str, command: list[str], *, env: dict[str, str], log_dir: Path) 
     log_dir.mkdir(parents=True, exist_ok=True)
     log = (log_dir / f"{name}.log").open("ab")
     process = subprocess.Popen(
-        command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=terminate_with_parent,
     )
     return Child(name=name, process=process, log=log)
 

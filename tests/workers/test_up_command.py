@@ -55,6 +55,35 @@ def test_up_serves_and_stops_without_stray_processes(tmp_path: Path) -> None:
             up.wait()
 
 
+def test_killing_up_with_sigkill_takes_its_children_down_too(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key not in {"REDIS_URL", "DATABASE_URL"}}
+    env.update(S2S_DATA_DIR=str(tmp_path), S2S_CHECKPOINT=str(TINY_MODEL), S2S_TORCH_THREADS="1",
+               PYTHONPATH=str(REPO_ROOT))
+    up = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--no-ui"], env=env, cwd=REPO_ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 90
+        while not children:
+            assert time.monotonic() < deadline and up.poll() is None
+            service_file = tmp_path / "service.json"
+            if service_file.exists():
+                info = json.loads(service_file.read_text())
+                if len(info.get("children", {})) >= 2:  # redis and the worker
+                    children = list(info["children"].values())
+            time.sleep(0.3)
+        up.kill()
+        up.wait()
+        deadline = time.monotonic() + 30
+        while [pid for pid in children if pid_alive(pid)] and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert [pid for pid in children if pid_alive(pid)] == []
+    finally:
+        for pid in children:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_commands_without_a_service_say_how_to_start_one(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
     env.update(S2S_DATA_DIR=str(tmp_path), PYTHONPATH=str(REPO_ROOT))
