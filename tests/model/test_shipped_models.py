@@ -69,6 +69,14 @@ def test_answers_are_in_the_language_and_passage_of_the_question():
         assert answer and answer in passage
 
 
+def test_replies_come_in_the_language_of_the_message():
+    from model.language import detect_language
+
+    goldens = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    for history, reply in zip(HISTORIES, goldens["replies"]):
+        assert detect_language(reply) == detect_language(history[-1])
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     GOLDEN.write_text(json.dumps(decode_goldens(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
