@@ -12,7 +12,9 @@ fi
 stamp=.venv/.s2s-installed
 extras=""
 [ "$want_test" = 1 ] && extras="[test]"
-if [ ! -f "$stamp$extras" ] || [ pyproject.toml -nt "$stamp$extras" ]; then
+installed="$stamp$extras"
+[ "$want_test" = 0 ] && [ -f "$stamp[test]" ] && installed="$stamp[test]"  # a test install has it all
+if [ ! -f "$installed" ] || [ pyproject.toml -nt "$installed" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # The CPU build of PyTorch first, so nothing pulls a multi-GB CUDA build on a machine without a GPU.
   .venv/bin/python -m pip install -q "torch==2.13.0" || .venv/bin/python -m pip install -q "torch==2.13.0" \
