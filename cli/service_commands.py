@@ -252,12 +252,7 @@ def _batch_submit(args: argparse.Namespace) -> int:
     from workers.batch_files import BatchLimits, parse_batch_file
 
     settings = get_settings()
-    limits = BatchLimits(
-        max_items=settings.max_batch_items,
-        max_bytes=settings.max_upload_bytes,
-        max_question_chars=settings.max_question_chars,
-        max_passage_chars=settings.max_passage_chars,
-    )
+    limits = BatchLimits.from_settings(settings)
     size = args.file.stat().st_size
     if size > limits.max_bytes:
         print(f"s2s batch: {args.file} is too large: {size} bytes > limit {limits.max_bytes}", file=sys.stderr)

@@ -247,12 +247,7 @@ def submit_batch(owner: str, data: bytes, filename: str) -> dict[str, Any]:
     Returns {"job_id", "format", "items", "errors" ([{"line", "reason"}]), "worker_online"}.
     """
     settings = get_settings()
-    limits = BatchLimits(
-        max_items=settings.max_batch_items,
-        max_bytes=settings.max_upload_bytes,
-        max_question_chars=settings.max_question_chars,
-        max_passage_chars=settings.max_passage_chars,
-    )
+    limits = BatchLimits.from_settings(settings)
     parsed = parse_batch_file(data, filename, limits=limits)
     with transaction(engine()) as db:
         job_id = qa.create_job(db, owner=owner, filename=filename[:255], items=parsed.items, errors=parsed.errors)

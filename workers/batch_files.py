@@ -30,6 +30,12 @@ class BatchLimits:
     max_question_chars: int
     max_passage_chars: int
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> BatchLimits:
+        """The bounds the deployment configured (S2S_MAX_BATCH_ITEMS, S2S_MAX_UPLOAD_BYTES, ...)."""
+        return cls(max_items=settings.max_batch_items, max_bytes=settings.max_upload_bytes,
+                   max_question_chars=settings.max_question_chars, max_passage_chars=settings.max_passage_chars)
+
 
 @dataclass
 class ParsedBatch:
