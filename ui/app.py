@@ -14,7 +14,7 @@ import secrets
 import gradio as gr
 
 from settings import Settings, get_settings
-from ui import api, events
+from ui import api, events, handlers
 from ui.attention import COLOR_MAP
 
 logger = logging.getLogger(__name__)
@@ -68,10 +68,13 @@ def _chat_tab(owner_key: gr.BrowserState) -> tuple[gr.Dropdown, gr.Chatbot, gr.S
                 send_button = gr.Button("Send", variant="primary", elem_id="send")
                 retry_button = gr.Button("Retry failed reply", elem_id="retry")
             with gr.Accordion("Decoding settings", open=False):
-                beam_size = gr.Slider(1, 16, value=settings.beam_size, step=1, label="Beam size")
-                length_penalty = gr.Slider(0.0, 3.0, value=1.0, step=0.1, label="Length penalty (GNMT α)")
-                max_length = gr.Slider(1, 256, value=settings.max_output_tokens, step=1, label="Max length (tokens)")
-                gr.Markdown("Stored with each message; the worker decodes the reply with them.")
+                start = handlers.decoding_panel_defaults()
+                beam_size = gr.Slider(1, 16, value=start["beam_size"], step=1, label="Beam size")
+                length_penalty = gr.Slider(0.0, 3.0, value=start["length_penalty"], step=0.1,
+                                           label="Length penalty (GNMT α)")
+                max_length = gr.Slider(1, 256, value=start["max_length"], step=1, label="Max length (tokens)")
+                gr.Markdown("Settings you change are stored with each message and the worker decodes the reply "
+                            "with them; untouched ones keep the model's own defaults.")
     decoding = [beam_size, length_penalty, max_length]
     reply_outputs = [chatbot, conversation_id, message, conversations]
     for trigger in (send_button.click, message.submit):

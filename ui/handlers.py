@@ -90,14 +90,22 @@ def resolve_owner(*, username: str | None, owner_key: str | None) -> str:
     return f"anon:{owner_key}"
 
 
-def check_decoding(*, beam_size: float, length_penalty: float, max_length: float) -> dict[str, Any]:
-    """Validated decoding settings from the UI's sliders, as plain JSON."""
+def decoding_panel_defaults() -> dict[str, Any]:
+    """Where the decoding sliders start. Left there, they ask for nothing: the model's own defaults apply."""
+    settings = get_settings()
+    return {"beam_size": settings.beam_size, "length_penalty": 1.0, "max_length": settings.max_output_tokens}
+
+
+def check_decoding(*, beam_size: float, length_penalty: float, max_length: float) -> dict[str, Any] | None:
+    """The decoding settings the user changed on the sliders, validated, as plain JSON (None: none changed)."""
     values = {"beam_size": int(beam_size), "length_penalty": float(length_penalty), "max_length": int(max_length)}
     for name, value in values.items():
         low, high = DECODING_BOUNDS[name]
         if not low <= value <= high:
             raise UserError(f"{name.replace('_', ' ')} must be between {low} and {high}, got {value}.")
-    return values
+    defaults = decoding_panel_defaults()
+    changed = {name: value for name, value in values.items() if value != defaults[name]}
+    return changed or None
 
 
 # --- conversations ----------------------------------------------------------------------------------------

@@ -143,6 +143,13 @@ def test_decoding_settings_are_checked() -> None:
         handlers.check_decoding(beam_size=0, length_penalty=1.0, max_length=10)
 
 
+def test_untouched_decoding_sliders_leave_the_model_defaults_alone() -> None:
+    start = handlers.decoding_panel_defaults()
+    assert handlers.check_decoding(**start) is None
+    assert handlers.check_decoding(**{**start, "beam_size": start["beam_size"] + 1}) == {
+        "beam_size": start["beam_size"] + 1}
+
+
 def test_asking_twice_about_one_passage_stores_it_once(queue: FakeQueue) -> None:
     first = handlers.ask_question(OWNER, PASSAGE, "Where was Bob born?")
     second = handlers.ask_question(OWNER, PASSAGE, "Where did Bob move?")
