@@ -32,6 +32,8 @@ class Source:
     pieces: list[str]
     passage_mask: list[bool]                  # True at passage tokens (where an extractive answer may come from)
     spans: list[tuple[int, int] | None]       # character span in the passage, None outside it
+    word_start: list[bool] | None = None      # passage tokens an extractive answer may start with
+    word_end: list[bool] | None = None        # passage tokens an extractive answer may end with
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -82,7 +84,28 @@ def format_rc(tokenizer: Tokenizer, question: str, passage: str, *, max_source_l
     prefix = len(q_ids) + 2
     passage_mask = [False] * prefix + [True] * (end - start)
     spans: list[tuple[int, int] | None] = [None] * prefix + list(p.spans[start:end])
-    return Source(ids=ids, features=features, pieces=pieces, passage_mask=passage_mask, spans=spans)
+    starts, ends = word_boundaries(passage, p.spans[start:end])
+    return Source(ids=ids, features=features, pieces=pieces, passage_mask=passage_mask, spans=spans,
+                  word_start=[False] * prefix + starts, word_end=[False] * prefix + ends)
+
+
+def _inside_word(left: str, right: str) -> bool:
+    """True between two ASCII letters/digits: a boundary there would cut a word ("Architectural|ly")."""
+    return left.isascii() and left.isalnum() and right.isascii() and right.isalnum()
+
+
+def word_boundaries(passage: str, spans: list[tuple[int, int]]) -> tuple[list[bool], list[bool]]:
+    """Per passage token: may an answer start here, may it end here? Not inside an English word or a number,
+    not on a bare word mark, not on the second byte piece of one character. Chinese characters are words."""
+    starts, ends = [], []
+    for index, (begin, finish) in enumerate(spans):
+        visible = finish > begin
+        new_char = index == 0 or spans[index - 1] != (begin, finish)  # byte pieces of one character share a span
+        last_piece = index == len(spans) - 1 or spans[index + 1] != (begin, finish)
+        starts.append(visible and new_char and not (begin > 0 and _inside_word(passage[begin - 1], passage[begin])))
+        ends.append(visible and last_piece
+                    and not (finish < len(passage) and _inside_word(passage[finish - 1], passage[finish])))
+    return starts, ends
 
 
 def format_chat(tokenizer: Tokenizer, history: list[str], *, max_source_len: int, max_turns: int) -> Source:

@@ -56,19 +56,22 @@ class Hypothesis:
 
 def pad_sources(sources: list[Source], pad_id: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     """(batch, src_len) ids, (batch,) lengths, (batch, src_len) features, (batch, src_len) passage mask,
-    and (batch, src_len) answer-start mask: passage tokens with visible text (not a bare word-start mark)."""
+    and the (batch, src_len) masks of passage tokens an extractive answer may start and end with."""
     src_len = max(len(s) for s in sources)
     ids = torch.full((len(sources), src_len), pad_id, dtype=torch.long)
     features = torch.zeros((len(sources), src_len), dtype=torch.long)
     passage = torch.zeros((len(sources), src_len), dtype=torch.bool)
     starts = torch.zeros((len(sources), src_len), dtype=torch.bool)
+    ends = torch.zeros((len(sources), src_len), dtype=torch.bool)
     for row, source in enumerate(sources):
         ids[row, :len(source)] = torch.tensor(source.ids)
         features[row, :len(source)] = torch.tensor(source.features)
         passage[row, :len(source)] = torch.tensor(source.passage_mask)
-        starts[row, :len(source)] = torch.tensor([span is not None and span[1] > span[0] for span in source.spans])
+        if source.word_start is not None and source.word_end is not None:
+            starts[row, :len(source)] = torch.tensor(source.word_start)
+            ends[row, :len(source)] = torch.tensor(source.word_end)
     lengths = torch.tensor([len(s) for s in sources])
-    return ids.to(device), lengths, features.to(device), passage.to(device), starts.to(device)
+    return ids.to(device), lengths, features.to(device), passage.to(device), starts.to(device), ends.to(device)
 
 
 class Predictor:
@@ -144,7 +147,7 @@ class Predictor:
     @torch.inference_mode()
     def score_targets(self, sources: list[Source], targets: list[list[int]]) -> list[float]:
         """Sum of log p(target | source) per pair (eos included), by teacher forcing."""
-        ids, lengths, features, _, _ = pad_sources(sources, self.tokenizer.pad_id, self.torch_device)
+        ids, lengths, features, *_ = pad_sources(sources, self.tokenizer.pad_id, self.torch_device)
         width = max(len(t) for t in targets) + 2
         tgt = torch.full((len(targets), width), self.tokenizer.pad_id, dtype=torch.long)
         for row, target in enumerate(targets):
@@ -176,11 +179,12 @@ class Predictor:
                       ) -> list[list[BeamHypothesis]]:
         device = self.torch_device
         beam = decode.beam_size
-        ids, lengths, features, passage, starts = pad_sources(sources, self.tokenizer.pad_id, device)
+        ids, lengths, features, passage, starts, ends = pad_sources(sources, self.tokenizer.pad_id, device)
         memory, state = self.model.encode(ids, lengths, features)
         memory = memory.repeat_rows(beam)
         state = {k: v.repeat_interleave(beam, dim=0) for k, v in state.items()}
         passage = passage.repeat_interleave(beam, dim=0)  # (rows, src_len)
+        ends = ends.repeat_interleave(beam, dim=0)
         if extractive:
             state["candidates"] = starts.repeat_interleave(beam, dim=0)
         eos_id = self.tokenizer.eos_id
@@ -191,7 +195,7 @@ class Predictor:
             log_probs = out.log_probs.index_fill_(1, self._banned_ids, float("-inf"))  # a fresh tensor each step
             new_state = dict(out.state)
             if extractive:
-                log_probs = self._constrain_to_passage(log_probs, prev_ids, state["candidates"], passage,
+                log_probs = self._constrain_to_passage(log_probs, prev_ids, state["candidates"], passage, ends,
                                                        memory, step_index, eos_id, new_state)
             return log_probs, new_state, out.attention, out.p_gen
 
@@ -200,15 +204,19 @@ class Predictor:
 
     @staticmethod
     def _constrain_to_passage(log_probs: torch.Tensor, prev_ids: torch.Tensor, candidates: torch.Tensor,
-                              passage: torch.Tensor, memory: Memory, step_index: int, eos_id: int,
-                              new_state: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Allow only tokens that extend the hypothesis as a contiguous passage run (and eos after one token).
+                              passage: torch.Tensor, ends: torch.Tensor, memory: Memory, step_index: int,
+                              eos_id: int, new_state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Allow only tokens that extend the hypothesis as a contiguous passage run, and eos once the run ends
+        on a word boundary.
 
         candidates (rows, src_len) marks the positions whose token may come next: at the first step every
-        passage position; afterwards the position right after each place where the hypothesis so far ends.
+        passage position where an answer may start; afterwards the position right after each place where the
+        hypothesis so far ends. ends (rows, src_len) marks where an answer may end.
         """
+        can_end = None
         if step_index > 0:
             matched = candidates & (memory.src_ids == prev_ids.unsqueeze(1))  # (rows, src_len)
+            can_end = (matched & ends).any(dim=1)  # (rows,)
             candidates = torch.zeros_like(matched)
             candidates[:, 1:] = matched[:, :-1]
             candidates &= passage
@@ -217,8 +225,8 @@ class Predictor:
         # positions is a candidate (positions of one token carry the same value, so amax picks it).
         kept = log_probs.gather(1, memory.src_ids).masked_fill(~candidates, float("-inf"))  # (rows, src_len)
         allowed = torch.full_like(log_probs, float("-inf")).scatter_reduce_(1, memory.src_ids, kept, reduce="amax")
-        if step_index > 0:
-            allowed[:, eos_id] = log_probs[:, eos_id]
+        if can_end is not None:
+            allowed[:, eos_id] = log_probs[:, eos_id].masked_fill(~can_end, float("-inf"))
         return allowed
 
     def _to_hypothesis(self, hyp: BeamHypothesis, source: Source, passage: str | None) -> Hypothesis:

@@ -61,7 +61,7 @@ def test_beam_of_one_matches_greedy_argmax(predictor):
     from model.formatting import format_chat
     from model.inference import pad_sources
     source = format_chat(predictor.tokenizer, ["hello"], max_source_len=64, max_turns=4)
-    src, lengths, features, _, _ = pad_sources([source], 0, torch.device("cpu"))
+    src, lengths, features, *_ = pad_sources([source], 0, torch.device("cpu"))
     with torch.no_grad():
         memory, state = predictor.model.encode(src, lengths, features)
         prev, greedy = torch.tensor([predictor.tokenizer.bos_id]), []
@@ -133,3 +133,24 @@ def test_mmi_reranking_returns_the_requested_n_best_sorted_by_the_new_score(pred
         assert len(after) == 2
         assert after[0].score >= after[1].score
         assert {tuple(h.tokens) for h in after} <= {tuple(h.tokens) for h in before}
+
+
+def test_extractive_answers_start_and_end_on_word_boundaries(tokenizer):
+    from model.formatting import word_boundaries
+
+    passage = "Architecturally, the year 1984 in Krak\u00f3w; \u5317\u4eac"
+    encoding = tokenizer.encode(passage)
+    starts, ends = word_boundaries(passage, encoding.spans)
+    by_start = {span[0]: index for index, span in reversed(list(enumerate(encoding.spans))) if span[1] > span[0]}
+    year = passage.index("1984")
+    assert starts[by_start[year]] and not ends[by_start[year]]       # split digits: 1984 is one word
+    assert ends[by_start[year + 3]] and not starts[by_start[year + 3]]
+    assert not any(starts[by_start[year + k]] for k in (1, 2, 3))
+    for char in ("\u5317", "\u4eac"):                                  # each Chinese character is a word
+        index = by_start[passage.index(char)]
+        assert starts[index] and ends[index]
+    for index, (begin, finish) in enumerate(encoding.spans):
+        if starts[index]:
+            assert finish > begin and not (passage[begin - 1].isalnum() and passage[begin].isascii()
+                                           and passage[begin - 1].isascii() and passage[begin].isalnum())
+    assert sum(starts) < len(starts) and sum(ends) < len(ends)
