@@ -13,6 +13,7 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 
+from .language import detect_language
 from .tokenizer import PASSAGE_SEP, SPEAKER_BOT, SPEAKER_USER, TASK_CHAT, TASK_RC, Encoding, Tokenizer
 
 MAX_QUESTION_TOKENS = 64
@@ -109,8 +110,11 @@ def word_boundaries(passage: str, spans: list[tuple[int, int]]) -> tuple[list[bo
 
 
 def format_chat(tokenizer: Tokenizer, history: list[str], *, max_source_len: int, max_turns: int) -> Source:
-    """<chat> then the last `max_turns` turns, oldest first; the last turn is the one being answered."""
-    turns = history[-max_turns:]
+    """<chat> then the last `max_turns` turns, oldest first; the last turn is the one being answered.
+
+    Turns before a change of language are left out (a user who switches from English to Chinese gets a
+    Chinese reply: the model answers in the language of what it reads)."""
+    turns = same_language_suffix(history[-max_turns:])
     blocks: list[tuple[list[int], list[str]]] = []
     for back, text in enumerate(reversed(turns)):
         mark = SPEAKER_USER if back % 2 == 0 else SPEAKER_BOT
@@ -130,6 +134,17 @@ def format_chat(tokenizer: Tokenizer, history: list[str], *, max_source_len: int
     pieces = [TASK_CHAT, *pieces]
     return Source(ids=ids, features=[0] * len(ids), pieces=pieces, passage_mask=[False] * len(ids),
                   spans=[None] * len(ids))
+
+
+def same_language_suffix(turns: list[str]) -> list[str]:
+    """The last turns that are in the language of the last one (all of them for a one-language dialog)."""
+    if not turns:
+        return turns
+    language = detect_language(turns[-1])
+    start = len(turns) - 1
+    while start > 0 and detect_language(turns[start - 1]) == language:
+        start -= 1
+    return turns[start:]
 
 
 def rc_target(source: Source, answer_start: int, answer_end: int) -> list[int] | None:

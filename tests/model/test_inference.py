@@ -154,3 +154,14 @@ def test_extractive_answers_start_and_end_on_word_boundaries(tokenizer):
             assert finish > begin and not (passage[begin - 1].isalnum() and passage[begin].isascii()
                                            and passage[begin - 1].isascii() and passage[begin].isalnum())
     assert sum(starts) < len(starts) and sum(ends) < len(ends)
+
+
+def test_a_switch_of_language_leaves_the_earlier_turns_out_of_the_source(tokenizer):
+    from model.formatting import format_chat, same_language_suffix
+
+    history = ["hello there, how are you today?", "i am fine, thank you.", "你好，你是谁？"]
+    assert same_language_suffix(history) == ["你好，你是谁？"]
+    assert same_language_suffix(history[:2]) == history[:2]
+    source = format_chat(tokenizer, history, max_source_len=64, max_turns=4)
+    assert not any(piece.strip("\u2581").isascii() and piece.strip("\u2581").isalpha() for piece in source.pieces
+                   if not piece.startswith("<"))
