@@ -119,45 +119,55 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def generate_command(args: argparse.Namespace) -> int:
-    from model.config import DecodeConfig
-    from model.inference import InputError
-
+    """Decode every line of a JSONL file, batched by task; bad lines are reported on stderr and skipped."""
     models = load_models(args)
-    rows = []
+    requests: list[tuple[int, str, Any]] = []  # (line number, task, request)
     with open(args.input, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
-                rows.append((number, json.loads(line)))
-            except json.JSONDecodeError as error:
-                print(f"line {number}: not JSON ({error.msg})", file=sys.stderr)
+                requests.append((number, *_generation_request(json.loads(line))))
+            except (json.JSONDecodeError, ValueError) as error:
+                print(f"line {number}: {error}", file=sys.stderr)
+    overrides = decode_overrides(args)
+    results: dict[int, Any] = {}
+    for task in ("rc", "chat"):
+        batch = [(number, request) for number, kind, request in requests if kind == task]
+        if not batch:
+            continue
+        decode = models.default_decode(task).replace(**overrides) if overrides else None
+        run = models.answer if task == "rc" else models.reply
+        for (number, _), hyps in zip(batch, run([request for _, request in batch], decode)):
+            results[number] = hyps
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
-        for number, row in rows:
-            task = "rc" if "question" in row else "chat"
-            decode = models.default_decode(task).replace(**decode_overrides(args)) if decode_overrides(args) else None
-            try:
-                if task == "rc":
-                    [hyps] = models.answer([(str(row["question"]), str(row.get("passage", "")))], decode)
-                    source = row["question"]
-                else:
-                    history = [str(t) for t in row["dialog"]] if "dialog" in row else [str(row.get("source", ""))]
-                    [hyps] = models.reply([history], decode)
-                    source = history[-1]
-            except (InputError, KeyError) as error:
-                print(f"line {number}: {error}", file=sys.stderr)
-                continue
+        for number, task, request in requests:
+            hyps = results[number]
             best = hyps[0] if hyps else None
-            out.write(json.dumps({"source": source, "output": best.text if best else "",
-                                  "score": best.score if best else None,
+            out.write(json.dumps({"source": request[0] if task == "rc" else request[-1],
+                                  "output": best.text if best else "", "score": best.score if best else None,
                                   "nbest": [{"output": h.text, "score": h.score} for h in hyps]},
                                  ensure_ascii=False) + "\n")
     finally:
         if out is not sys.stdout:
             out.close()
-    _ = DecodeConfig  # the decoding settings type, for readers of this function
     return 0
+
+
+def _generation_request(row: Any) -> tuple[str, Any]:
+    """("rc", (question, passage)) or ("chat", history) from one JSONL object; ValueError says what is wrong."""
+    if not isinstance(row, dict):
+        raise ValueError("expected a JSON object")
+    if "question" in row:
+        question, passage = row.get("question"), row.get("passage")
+        if not isinstance(question, str) or not isinstance(passage, str) or not question.strip() or not passage.strip():
+            raise ValueError('"question" and "passage" must be non-empty strings')
+        return "rc", (question, passage)
+    turns = row.get("dialog", [row.get("source")] if "source" in row else None)
+    if not isinstance(turns, list) or not turns or not all(isinstance(t, str) and t.strip() for t in turns):
+        raise ValueError('expected {"source": text}, {"dialog": [turns]} or {"question", "passage"}')
+    return "chat", turns
 
 
 def eval_rc_command(args: argparse.Namespace) -> int:

@@ -63,3 +63,17 @@ def test_eval_rc_scores_a_squad_file_and_writes_official_predictions(tmp_path, c
     assert result["count"] == 2 and result["exact_match"] == 100.0 and result["f1"] == 100.0
     assert set(result) >= {"exact_match", "f1", "count", "seconds"}
     assert json.loads((tmp_path / "pred.json").read_text()) == {"q1": "Oslo", "q2": "Lima"}
+
+
+def test_generate_reports_bad_lines_and_answers_the_rest_in_order(tmp_path, capsys, tiny_model_dir):
+    lines = [json.dumps({"question": "Where was Bob born?",
+                         "passage": "Bob was born in Oslo. Later Bob moved to Lima for work."}),
+             "{not json", json.dumps({"question": "", "passage": "x"}), json.dumps({"dialog": ["hello"]})]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    assert s2s(["generate", "--checkpoint", str(tiny_model_dir), "--input", str(tmp_path / "in.jsonl"),
+                "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines()]
+    assert [row["source"] for row in rows] == ["Where was Bob born?", "hello"]
+    assert rows[0]["output"] == "Oslo"
+    assert "line 2:" in captured.err and "line 3:" in captured.err
