@@ -52,13 +52,13 @@ def read_records(paths: Sequence[str | Path]) -> tuple[list[Record], list[tuple[
 
 
 def record_texts(records: Sequence[Record]) -> Iterator[str]:
-    """Every text in the records, for training a tokenizer."""
-    seen_passages: set[int] = set()
+    """Every text in the records, for training a tokenizer; a passage shared by several questions once."""
+    seen_passages: set[str] = set()
     for record in records:
         if isinstance(record, QAExample):
             yield record.question
-            if id(record.passage) not in seen_passages and hash(record.passage) not in seen_passages:
-                seen_passages.add(hash(record.passage))
+            if record.passage not in seen_passages:
+                seen_passages.add(record.passage)
                 yield record.passage
         elif isinstance(record, Dialog):
             yield from record.turns
