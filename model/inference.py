@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from .allocator import keep_freed_memory
 from .beam_search import BeamHypothesis, beam_search, normaliser
 from .checkpoint import MODEL_FILE, load_checkpoint
 from .config import DecodeConfig, ModelConfig
@@ -79,6 +80,7 @@ class Predictor:
 
     def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, *, device: torch.device,
                  decode: DecodeConfig | None = None, version: str = "unversioned") -> None:
+        keep_freed_memory()  # decoding reallocates the same large tensors every step (see model/allocator.py)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config: ModelConfig = model.config
