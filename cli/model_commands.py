@@ -54,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     chat.add_argument("--limit", type=int, help="first N (history, reply) pairs only")
     chat.add_argument("--batch-size", type=int, default=64, help="pairs per decoding batch")
     chat.add_argument("--outputs", help="write the generated replies (JSONL) here")
+    chat.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     add_decode_arguments(chat)
     chat.set_defaults(handler=eval_chat_command)
 
@@ -67,13 +68,18 @@ def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--length-normalize", action="store_true", default=None, help="rank by mean log-prob")
     parser.add_argument("--no-repeat-ngram-size", type=int, help="block repeated n-grams of this size")
     parser.add_argument("--mmi-weight", type=float, help="chat: anti-LM reranking weight of the n-best (0 = off)")
+    parser.add_argument("--sample-count", type=int,
+                        help="chat: also draw this many replies by nucleus sampling, reranked with the beam (0 = off)")
+    parser.add_argument("--top-p", type=float, help="chat sampling: nucleus probability mass")
+    parser.add_argument("--top-k", type=int, help="chat sampling: nucleus within the K most likely tokens (0 = all)")
+    parser.add_argument("--temperature", type=float, help="chat sampling: divides the log-probs")
     parser.add_argument("--abstractive", action="store_true", help="RC: do not constrain answers to the passage")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
 
 
 def decode_overrides(args: argparse.Namespace) -> dict[str, Any]:
     names = ("beam_size", "n_best", "max_length", "min_length", "length_penalty", "length_normalize",
-             "no_repeat_ngram_size", "mmi_weight")
+             "no_repeat_ngram_size", "mmi_weight", "sample_count", "top_p", "top_k", "temperature")
     changes = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if getattr(args, "abstractive", False):
         changes["extractive"] = False
@@ -185,8 +191,12 @@ def eval_rc_command(args: argparse.Namespace) -> int:
 
 
 def eval_chat_command(args: argparse.Namespace) -> int:
+    import torch
+
     from model.evaluation import evaluate_chat
 
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     models = load_models(args)
     started = time.monotonic()
     result = evaluate_chat(models, args.data, limit=args.limit, batch_size=args.batch_size,

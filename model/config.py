@@ -65,6 +65,10 @@ class DecodeConfig:
     max_source_len: int | None = None  # tighter source bound than the model's own; None = model's
     extractive: bool | None = None   # constrain RC answers to passage substrings; None = on for RC
     mmi_weight: float = 0.0          # chat: rerank the whole beam by log p(T|S) - w * log p(T) (Li et al. 2016)
+    sample_count: int = 0            # chat: also draw this many replies by nucleus sampling and rerank them with the beam
+    top_p: float = 0.9               # nucleus of those samples (Holtzman et al. 2020)
+    top_k: int = 50                  # ... taken within the k most likely tokens (Fan et al. 2018); 0 = no limit
+    temperature: float = 1.0         # divides the log-probs the samples are drawn from
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
@@ -77,12 +81,20 @@ class DecodeConfig:
             raise ValueError("no_repeat_ngram_size must be >= 0")
         if not 0.0 <= self.mmi_weight < 1.0:
             raise ValueError("mmi_weight must be in [0, 1)")
+        if self.sample_count < 0:
+            raise ValueError("sample_count must be >= 0")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError("top_k must be >= 0")
+        if not 0.0 < self.temperature <= 10.0:
+            raise ValueError("temperature must be in (0, 10]")
 
     def replace(self, **changes: Any) -> DecodeConfig:
         return dataclasses.replace(self, **changes)
 
     def with_request(self, requested: dict[str, Any] | None, *, max_beam_size: int = 16,
-                     max_length: int = 256) -> DecodeConfig:
+                     max_length: int = 256, max_samples: int = 64) -> DecodeConfig:
         """These defaults overridden by the settings a user asked for (from the UI or the API), bounded.
 
         Only the REQUESTABLE fields may change; n_best shrinks with a smaller beam. Raises ValueError with a
@@ -97,6 +109,8 @@ class DecodeConfig:
             raise ValueError(f"beam_size must be at most {max_beam_size}")
         if int(requested.get("max_length", self.max_length)) > max_length:
             raise ValueError(f"max_length must be at most {max_length}")
+        if int(requested.get("sample_count", self.sample_count)) > max_samples:
+            raise ValueError(f"sample_count must be at most {max_samples}")
         changes = {name: type(getattr(self, name))(value) for name, value in requested.items()}
         beam = changes.get("beam_size", self.beam_size)
         changes["n_best"] = min(changes.get("n_best", self.n_best), beam)
@@ -107,7 +121,8 @@ class DecodeConfig:
 
 
 REQUESTABLE = frozenset({"beam_size", "n_best", "max_length", "min_length", "length_penalty", "length_normalize",
-                         "no_repeat_ngram_size", "mmi_weight"})
+                         "no_repeat_ngram_size", "mmi_weight", "sample_count", "top_p", "top_k",
+                         "temperature"})
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from .decoder import Memory
 from .device import resolve_device
 from .formatting import Source, format_chat, format_rc
 from .language import detect_language
+from .sampling import sample, seed_of
 from .seq2seq import Batch, Seq2Seq
 from .tokenizer import Tokenizer
 
@@ -125,9 +126,11 @@ class Predictor:
         budget = min(self.config.max_source_len, decode.max_source_len or self.config.max_source_len)
         sources = [format_chat(self.tokenizer, list(h), max_source_len=budget,
                                max_turns=self.config.max_history_turns) for h in histories]
-        if decode.mmi_weight > 0:
-            results = self._rerank_mmi(self._decode(sources, decode.replace(n_best=decode.beam_size),
-                                                    extractive=False), decode)
+        if decode.mmi_weight > 0 or decode.sample_count > 0:
+            candidates = self._decode(sources, decode.replace(n_best=decode.beam_size), extractive=False)
+            if decode.sample_count > 0:
+                candidates = [_unique(beam + drawn) for beam, drawn in zip(candidates, self._sample(sources, decode))]
+            results = self._rerank_mmi(candidates, decode)
         else:
             results = self._decode(sources, decode, extractive=False)
         return [[self._to_hypothesis(h, source, None) for h in hyps] for hyps, source in zip(results, sources)]
@@ -135,13 +138,17 @@ class Predictor:
     @torch.inference_mode()
     def _rerank_mmi(self, results: list[list[BeamHypothesis]], decode: DecodeConfig) -> list[list[BeamHypothesis]]:
         """Maximum mutual information reranking (Li et al. 2016, anti-LM form): replies that are likely after
-        any message ("I don't know") lose to replies that are likely after this one. log p(T) is the model's
-        own score for T after a conversation with an empty message. All hypotheses are scored in one batch."""
+        any message ("I don't know") lose to replies that are likely after this one.
+
+        score = (log p(T|S) - mmi_weight * log p(T)) / lp(|T|), where log p(T) is the model's own score for T
+        after a conversation with an empty message. With mmi_weight 0 this is plain length-penalised ranking.
+        All candidates are scored in batches; a request keeps its n_best."""
         flat = [hyp for hyps in results for hyp in hyps if hyp.token_ids]
         neutral = format_chat(self.tokenizer, [""], max_source_len=8, max_turns=1)
         for start in range(0, len(flat), SCORE_ROWS):
             chunk = flat[start:start + SCORE_ROWS]
-            priors = self.score_targets([neutral] * len(chunk), [h.token_ids for h in chunk])
+            priors = (self.score_targets([neutral] * len(chunk), [h.token_ids for h in chunk])
+                      if decode.mmi_weight > 0 else [0.0] * len(chunk))
             for hyp, prior in zip(chunk, priors):
                 hyp.score = (hyp.log_prob - decode.mmi_weight * prior) / normaliser(len(hyp.token_ids) + 1, decode)
         return [sorted(hyps, key=lambda h: h.score, reverse=True)[:decode.n_best] for hyps in results]
@@ -204,6 +211,30 @@ class Predictor:
         return beam_search(step, state, batch_size=len(sources), bos_id=self.tokenizer.bos_id, eos_id=eos_id,
                            config=decode, device=device)
 
+    @torch.inference_mode()
+    def _sample(self, sources: list[Source], decode: DecodeConfig) -> list[list[BeamHypothesis]]:
+        """decode.sample_count nucleus samples per source, seeded by the source's ids (reproducible)."""
+        count = decode.sample_count
+        per_batch = max(1, MAX_BATCH_ROWS // count)
+        results: list[list[BeamHypothesis]] = []
+        for start in range(0, len(sources), per_batch):
+            chunk = sources[start:start + per_batch]
+            ids, lengths, features, *_ = pad_sources(chunk, self.tokenizer.pad_id, self.torch_device)
+            memory, state = self.model.encode(ids, lengths, features)
+            memory = memory.repeat_rows(count)
+            state = {k: v.repeat_interleave(count, dim=0) for k, v in state.items()}
+
+            def step(prev_ids: torch.Tensor, state: dict[str, torch.Tensor], step_index: int,
+                     memory: Memory = memory):  # type: ignore[no-untyped-def]
+                out = self.model.decode_step(prev_ids, state, memory)
+                log_probs = out.log_probs.index_fill_(1, self._banned_ids, float("-inf"))
+                return log_probs, dict(out.state), out.attention, out.p_gen
+
+            results.extend(sample(step, state, seeds=[seed_of(s.ids) for s in chunk], num_samples=count,
+                                  bos_id=self.tokenizer.bos_id, eos_id=self.tokenizer.eos_id, config=decode,
+                                  device=self.torch_device))
+        return results
+
     @staticmethod
     def _constrain_to_passage(log_probs: torch.Tensor, prev_ids: torch.Tensor, candidates: torch.Tensor,
                               passage: torch.Tensor, ends: torch.Tensor, memory: Memory, step_index: int,
@@ -243,6 +274,18 @@ class Predictor:
                 text = passage[span[0]:span[1]]
         return Hypothesis(text=text, tokens=tokens, score=hyp.score, log_prob=hyp.log_prob,
                           source_tokens=list(source.pieces), attention=attention.tolist(), p_gen=p_gen, span=span)
+
+
+def _unique(hyps: list[BeamHypothesis]) -> list[BeamHypothesis]:
+    """The first of each distinct token sequence, in order."""
+    seen: set[tuple[int, ...]] = set()
+    kept = []
+    for hyp in hyps:
+        key = tuple(hyp.token_ids)
+        if key not in seen:
+            seen.add(key)
+            kept.append(hyp)
+    return kept
 
 
 def _locate_span(token_ids: list[int], source: Source, attention: torch.Tensor) -> tuple[int, int] | None:

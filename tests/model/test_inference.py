@@ -165,3 +165,15 @@ def test_a_switch_of_language_leaves_the_earlier_turns_out_of_the_source(tokeniz
     source = format_chat(tokenizer, history, max_source_len=64, max_turns=4)
     assert not any(piece.strip("\u2581").isascii() and piece.strip("\u2581").isalpha() for piece in source.pieces
                    if not piece.startswith("<"))
+
+
+def test_sampled_candidates_make_replies_reproducible_and_ranked(predictor):
+    decode = DecodeConfig(beam_size=3, n_best=3, max_length=8, sample_count=6, top_p=0.95, mmi_weight=0.5)
+    first = predictor.reply(HISTORIES, decode)
+    again = predictor.reply(list(reversed(HISTORIES)), decode)[::-1]
+    assert [[h.text for h in hyps] for hyps in first] == [[h.text for h in hyps] for hyps in again]
+    for hyps in first:
+        assert len(hyps) == 3 and len({tuple(h.tokens) for h in hyps}) == 3
+        assert hyps[0].score >= hyps[1].score >= hyps[2].score
+    beam_only = predictor.reply(HISTORIES, decode.replace(sample_count=0))
+    assert [[h.text for h in hyps] for hyps in first] != [[h.text for h in hyps] for hyps in beam_only]
