@@ -1,13 +1,15 @@
 """Decoder benchmark: output tokens/s of batched beam search against one request at a time, and single-request
 latency. Prints JSON.
 
-    PYTHONPATH=. .venv/bin/python bench/bench_decoder.py [--checkpoint DIR] [--batch-sizes 1,8,32,64]
+    PYTHONPATH=. .venv/bin/python bench/beam.py [--checkpoint DIR] [--batch-sizes 1,8,32,64]
+        [--output-precisions float32,bfloat16]
 
 The default model has the size of OpenNMT-py's reference RNN (2-layer 256-hidden LSTM encoder and decoder,
 256-dim embeddings, global attention) with copy on, randomly initialised (seeded) over the rc-en tokenizer;
 `--checkpoint DIR` decodes with a trained one instead. Every request is decoded to exactly `--max-length` tokens
 (min_length = max_length), so random weights give the same token count as any other model. Requests are chat
-messages of 20-30 source tokens. Batch size 1 is the one-request-at-a-time loop over the same requests.
+messages of 20-30 source tokens. Batch size 1 is the one-request-at-a-time loop over the same requests. Every
+figure is measured once per output-layer precision (float32 is exact; bfloat16 is the S2S_OUTPUT_PRECISION option).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def make_messages(tokenizer: Any, count: int, seed: int) -> list[str]:
     return messages
 
 
-def build_predictor(checkpoint: str | None, tokenizer_path: str, seed: int) -> Any:
+def build_predictor(checkpoint: str | None, tokenizer_path: str, seed: int, output_precision: str) -> Any:
     import torch
 
     from model.config import ModelConfig
@@ -53,7 +55,7 @@ def build_predictor(checkpoint: str | None, tokenizer_path: str, seed: int) -> A
     from model.tokenizer import Tokenizer
 
     if checkpoint:
-        return Predictor.from_checkpoint(checkpoint, "cpu")
+        return Predictor.from_checkpoint(checkpoint, "cpu", output_precision)
     tokenizer = Tokenizer(tokenizer_path)
     config = ModelConfig(
         vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, unk_id=tokenizer.unk_id, bos_id=tokenizer.bos_id,
@@ -61,7 +63,8 @@ def build_predictor(checkpoint: str | None, tokenizer_path: str, seed: int) -> A
         self_attention=False, copy=True, dropout=0.0, task="chat",
     )
     torch.manual_seed(seed)
-    return Predictor(build_model(config), tokenizer, device=torch.device("cpu"), version="random-opennmt-size")
+    return Predictor(build_model(config), tokenizer, device=torch.device("cpu"), version="random-opennmt-size",
+                     output_precision=output_precision)
 
 
 def throughput(predictor: Any, messages: list[str], batch_size: int, decode: Any, repeats: int) -> dict[str, Any]:
@@ -113,6 +116,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs per batch size; the median is reported")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads; 0 = torch's default")
     parser.add_argument("--seed", type=int, default=1234, help="seed for the random model and the messages")
+    parser.add_argument("--output-precisions", default="float32,bfloat16",
+                        help="output-layer precisions to measure, comma-separated (float32, bfloat16, auto)")
     args = parser.parse_args()
 
     import torch
@@ -121,21 +126,25 @@ def main() -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    predictor = build_predictor(args.checkpoint, args.tokenizer, args.seed)
     decode = DecodeConfig(beam_size=args.beam_size, n_best=1, max_length=args.max_length,
                           min_length=args.max_length)
-    messages = make_messages(predictor.tokenizer, args.requests, args.seed)
-    predictor.reply([[messages[0]]], decode)  # warm-up
-    report: dict[str, Any] = {
-        "model": predictor.version, "beam_size": args.beam_size, "max_length": args.max_length,
-        "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_before": os.getloadavg(),
-    }
-    report["latency"] = latency(predictor, messages[:args.latency_requests], decode)
     sizes = [int(size) for size in args.batch_sizes.split(",")]
-    report["throughput"] = [throughput(predictor, messages, size, decode, args.repeats) for size in sizes]
-    per_size = {row["batch_size"]: row["tokens_per_s"] for row in report["throughput"]}
-    if 1 in per_size:
-        report["speedup_over_loop"] = {size: round(tps / per_size[1], 2) for size, tps in per_size.items()}
+    report: dict[str, Any] = {
+        "beam_size": args.beam_size, "max_length": args.max_length, "torch_threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(), "load_before": os.getloadavg(), "runs": [],
+    }
+    for precision in args.output_precisions.split(","):
+        predictor = build_predictor(args.checkpoint, args.tokenizer, args.seed, precision)
+        messages = make_messages(predictor.tokenizer, args.requests, args.seed)
+        predictor.reply([[messages[0]]], decode)  # warm-up
+        run: dict[str, Any] = {"model": predictor.version, "output_precision": precision,
+                               "output_dtype": str(predictor.output_dtype).removeprefix("torch.")}
+        run["latency"] = latency(predictor, messages[:args.latency_requests], decode)
+        run["throughput"] = [throughput(predictor, messages, size, decode, args.repeats) for size in sizes]
+        per_size = {row["batch_size"]: row["tokens_per_s"] for row in run["throughput"]}
+        if 1 in per_size:
+            run["speedup_over_loop"] = {size: round(tps / per_size[1], 2) for size, tps in per_size.items()}
+        report["runs"].append(run)
     report["load_after"] = os.getloadavg()
     print(json.dumps(report, indent=1))
     return 0

@@ -75,6 +75,8 @@ def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, help="chat sampling: divides the log-probs")
     parser.add_argument("--abstractive", action="store_true", help="RC: do not constrain answers to the passage")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
+    parser.add_argument("--output-precision", choices=["auto", "float32", "bfloat16"], default=None,
+                        help="dtype of the output layer at inference (default: S2S_OUTPUT_PRECISION)")
 
 
 def decode_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -90,12 +92,11 @@ def decode_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def load_models(args: argparse.Namespace) -> Any:
     from model.inference import ModelSet
-
-    if args.checkpoint:
-        return ModelSet.load(args.checkpoint, args.device)
     from settings import get_settings
 
-    return ModelSet.load(get_settings().checkpoint_dir, args.device)
+    settings = get_settings()
+    precision = getattr(args, "output_precision", None) or settings.output_precision
+    return ModelSet.load(args.checkpoint or settings.checkpoint_dir, args.device, precision)
 
 
 def _setup_logging() -> None:

@@ -3,12 +3,15 @@
 A checkpoint is a directory:
   model.pt         {"format": 1, "model_config", "state_dict", "tokenizer_sha256", "step", "decode", "meta"}
   tokenizer.model  the SentencePiece model the ids refer to
+  decode.json      (optional) decoding defaults that override model.pt's "decode", so shipped defaults can be
+                   retuned without rewriting the weights file
   last.pt          (training only) optimizer, scheduler and RNG state for --resume
 Loading always uses weights_only=True, so a checkpoint cannot run code.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +27,7 @@ FORMAT = 1
 MODEL_FILE = "model.pt"
 TOKENIZER_FILE = "tokenizer.model"
 TRAIN_STATE_FILE = "last.pt"
+DECODE_FILE = "decode.json"
 
 
 @dataclass
@@ -92,8 +96,23 @@ def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu", fil
     model.to(device).eval()
     known = set(DecodeConfig.__dataclass_fields__)
     decode = DecodeConfig(**{k: v for k, v in payload.get("decode", {}).items() if k in known})
+    decode = apply_decode_file(decode, directory / DECODE_FILE)
     return LoadedCheckpoint(model=model, tokenizer=tokenizer, config=config, step=int(payload["step"]),
                             decode=decode, meta=dict(payload.get("meta", {})))
+
+
+def apply_decode_file(decode: DecodeConfig, path: Path) -> DecodeConfig:
+    """`decode` with the settings of a decode.json beside the weights, if there is one. Unlike the copy inside
+    model.pt (written by this code), this file is edited by hand, so an unknown setting is an error."""
+    if not path.exists():
+        return decode
+    overrides = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(overrides, dict):
+        raise ValueError(f"{path} must hold a JSON object of decoding settings")
+    unknown = sorted(set(overrides) - set(DecodeConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"{path}: unknown decoding setting(s): {', '.join(unknown)}")
+    return decode.replace(**overrides)
 
 
 def save_train_state(out_dir: str | Path, state: dict[str, Any]) -> None:

@@ -26,3 +26,22 @@ def autocast(device: torch.device, enabled: bool = True) -> Iterator[None]:
             yield
     else:
         yield
+
+
+OUTPUT_PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def native_bf16_cpu() -> bool:
+    """True on CPUs that compute bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
+
+
+def resolve_output_precision(name: str, device: torch.device) -> torch.dtype:
+    """The dtype of the decoder's output layer at inference: "float32" (exact), "bfloat16", or "auto" =
+    bfloat16 on a CPU with native bf16 (where it halves single-request latency), float32 everywhere else."""
+    if name not in OUTPUT_PRECISIONS:
+        raise ValueError(f"output precision {name!r}: choose one of {', '.join(OUTPUT_PRECISIONS)}")
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cpu" and native_bf16_cpu() else torch.float32
+    return torch.bfloat16 if name == "bfloat16" else torch.float32

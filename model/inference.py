@@ -21,7 +21,7 @@ from .beam_search import BeamHypothesis, beam_search, normaliser
 from .checkpoint import MODEL_FILE, load_checkpoint
 from .config import DecodeConfig, ModelConfig
 from .decoder import Memory
-from .device import resolve_device
+from .device import resolve_device, resolve_output_precision
 from .formatting import Source, format_chat, format_rc
 from .language import detect_language
 from .sampling import sample, seed_of
@@ -80,9 +80,12 @@ class Predictor:
     """One checkpoint on one device."""
 
     def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, *, device: torch.device,
-                 decode: DecodeConfig | None = None, version: str = "unversioned") -> None:
+                 decode: DecodeConfig | None = None, version: str = "unversioned",
+                 output_precision: str = "float32") -> None:
         keep_freed_memory()  # decoding reallocates the same large tensors every step (see model/allocator.py)
         self.model = model.eval()
+        self.output_dtype = resolve_output_precision(output_precision, device)
+        self.model.decoder.set_output_precision(self.output_dtype)
         self.tokenizer = tokenizer
         self.config: ModelConfig = model.config
         self.torch_device = device
@@ -94,12 +97,13 @@ class Predictor:
         self._banned_ids = torch.tensor(sorted(set(banned)), device=device)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Predictor:
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", output_precision: str = "float32") -> Predictor:
         torch_device = resolve_device(device)
         loaded = load_checkpoint(path, device=torch_device)
         name = Path(path).name if Path(path).is_dir() else Path(path).parent.name
         version = f"{name}@{loaded.tokenizer.checksum[:8]}-{loaded.step}"
-        return cls(loaded.model, loaded.tokenizer, device=torch_device, decode=loaded.decode, version=version)
+        return cls(loaded.model, loaded.tokenizer, device=torch_device, decode=loaded.decode, version=version,
+                   output_precision=output_precision)
 
     # --- public API -------------------------------------------------------------------------
     def answer(self, questions: list[tuple[str, str]], decode: DecodeConfig | None = None) -> list[list[Hypothesis]]:
@@ -318,11 +322,11 @@ class ModelSet:
         self.versions = {key: predictor.version for key, predictor in routes.items()}
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto") -> ModelSet:
+    def load(cls, path: str | Path, device: str = "auto", output_precision: str = "float32") -> ModelSet:
         """`path` is one checkpoint (used for every task and language) or a folder with models.json."""
         root = Path(path)
         if (root / MODEL_FILE).exists():
-            predictor = Predictor.from_checkpoint(root, device)
+            predictor = Predictor.from_checkpoint(root, device, output_precision)
             return cls({"*": predictor})
         manifest = root / "models.json"
         if not manifest.exists():
@@ -332,7 +336,7 @@ class ModelSet:
         routes = {}
         for key, sub in table.items():
             if sub not in loaded:
-                loaded[sub] = Predictor.from_checkpoint(root / sub, device)
+                loaded[sub] = Predictor.from_checkpoint(root / sub, device, output_precision)
             routes[key] = loaded[sub]
         return cls(routes)
 

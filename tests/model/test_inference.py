@@ -92,6 +92,18 @@ def test_fp16_export_loads_back_as_float32(predictor, tmp_path):
     assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
 
 
+def test_a_decode_json_beside_the_weights_overrides_the_stored_decoding(predictor, tmp_path):
+    save_checkpoint(tmp_path, model=predictor.model, tokenizer=predictor.tokenizer, step=1,
+                    decode=DecodeConfig(beam_size=4, mmi_weight=0.5))
+    (tmp_path / "decode.json").write_text('{"sample_count": 8, "top_p": 0.7}')
+    loaded = load_checkpoint(tmp_path)
+    assert (loaded.decode.beam_size, loaded.decode.mmi_weight) == (4, 0.5)
+    assert (loaded.decode.sample_count, loaded.decode.top_p) == (8, 0.7)
+    (tmp_path / "decode.json").write_text('{"sample_cuont": 8}')
+    with pytest.raises(ValueError, match="sample_cuont"):
+        load_checkpoint(tmp_path)
+
+
 def test_a_checkpoint_with_another_tokenizer_is_refused(predictor, tmp_path, tokenizer):
     save_checkpoint(tmp_path, model=predictor.model, tokenizer=predictor.tokenizer, step=1)
     (tmp_path / "tokenizer.model").write_bytes(tokenizer.model_bytes)
