@@ -43,12 +43,18 @@ class Settings(BaseSettings):
                                  description="A checkpoint directory, or a directory of checkpoints with models.json.")
     device: str = Field(default="auto", alias="S2S_DEVICE",
                         description="auto (a GPU when one is visible, else cpu), cpu or cuda:N.")
-    beam_size: int = Field(default=5, ge=1, le=32, alias="S2S_BEAM_SIZE",
-                           description="Beam width workers decode with.")
-    n_best: int = Field(default=3, ge=1, le=32, alias="S2S_N_BEST",
-                        description="Hypotheses kept per answer (the n-best list shown and stored).")
-    max_output_tokens: int = Field(default=48, ge=1, le=256, alias="S2S_MAX_OUTPUT_TOKENS",
-                                   description="Longest reply or answer, in tokens.")
+    beam_size: int | None = Field(default=None, ge=1, le=32, alias="S2S_BEAM_SIZE",
+                                  description="Beam width workers decode with; unset, each model's own default.")
+    n_best: int | None = Field(default=None, ge=1, le=32, alias="S2S_N_BEST",
+                               description="Hypotheses kept per answer (the n-best list shown and stored); unset, "
+                                           "each model's own default.")
+    max_output_tokens: int | None = Field(default=None, ge=1, le=256, alias="S2S_MAX_OUTPUT_TOKENS",
+                                          description="Longest reply or answer, in tokens; unset, each model's own "
+                                                      "default.")
+    output_precision: Literal["auto", "float32", "bfloat16"] = Field(
+        default="float32", alias="S2S_OUTPUT_PRECISION",
+        description="dtype of the decoder's output layer at inference: float32 (exact), bfloat16, or auto "
+                    "(bfloat16 on CPUs with native bf16, where single requests decode about twice as fast).")
     torch_threads: int = Field(default=0, ge=0, alias="S2S_TORCH_THREADS",
                                description="torch.set_num_threads in a worker; 0 keeps torch's default.")
 

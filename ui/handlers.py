@@ -93,7 +93,8 @@ def resolve_owner(*, username: str | None, owner_key: str | None) -> str:
 def decoding_panel_defaults() -> dict[str, Any]:
     """Where the decoding sliders start. Left there, they ask for nothing: the model's own defaults apply."""
     settings = get_settings()
-    return {"beam_size": settings.beam_size, "length_penalty": 1.0, "max_length": settings.max_output_tokens}
+    # Where the operator set no value the sliders start at common values; untouched, they still ask for nothing.
+    return {"beam_size": settings.beam_size or 5, "length_penalty": 1.0, "max_length": settings.max_output_tokens or 48}
 
 
 def check_decoding(*, beam_size: float, length_penalty: float, max_length: float) -> dict[str, Any] | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine
@@ -40,7 +40,6 @@ class Serving:
     chat_decode: Any = None
     history_turns: int = 6
     max_attempts: int = 3
-    decoding_record: dict[str, Any] = field(default_factory=dict)
 
     def chat_decode_for(self, message: str, requested: dict[str, Any] | None) -> Any:
         """The chat decoding settings for one reply: the configured ones (or the model's own defaults for the
@@ -49,6 +48,12 @@ class Serving:
             return self.chat_decode
         base = self.chat_decode or self.model.default_decode("chat", detect_language(message))
         return base.with_request(requested)
+
+    def decoding_used(self, task: str, text: str, decode: Any) -> dict[str, Any]:
+        """The decoding settings a request of `task` about `text` ran with, as stored beside its answer: `decode`,
+        or (None) the defaults of the model that the text's language picks."""
+        used = decode if decode is not None else self.model.default_decode(task, detect_language(text))
+        return dict(used.to_dict())
 
     def version(self, task: str, text: str) -> str:
         return str(self.model.predictor_for(task, detect_language(text)).version)
@@ -82,7 +87,7 @@ def reply_to_turn(engine: Engine, serving: Serving, turn_id: int, *, attempt: in
             turn_id=turn_id,
             text=best.text,
             model_version=serving.version("chat", history[-1] if history else ""),
-            decoding=decode.to_dict() if decode is not None else serving.decoding_record.get("chat"),
+            decoding=serving.decoding_used("chat", history[-1] if history else "", decode),
             latency_ms=latency_ms,
         )
         return job_store.turn_outcome(db, turn_id=turn_id)
@@ -117,7 +122,7 @@ def answer_question(engine: Engine, serving: Serving, question_id: str, *, attem
             model_version=serving.version("rc", request.question + " " + request.passage[:500]),
             n_best=[hypothesis.to_dict() for hypothesis in hypotheses],
             attention=attention_record(best),
-            decoding=serving.decoding_record.get("rc"),
+            decoding=serving.decoding_used("rc", request.question, serving.rc_decode),
             latency_ms=latency_ms,
         )
         return job_store.question_outcome(db, question_id=question_id)

@@ -9,6 +9,7 @@ does the worker take work. Nothing runs at import.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -77,6 +78,15 @@ def shutdown_runtime() -> None:
             _runtime = None
 
 
+def decode_overrides(settings: Settings) -> dict[str, int]:
+    """The decoding settings the operator set (S2S_BEAM_SIZE, S2S_N_BEST, S2S_MAX_OUTPUT_TOKENS). Only these
+    override a model's own defaults (its model card's settings, e.g. the chat model's 10-beam MMI reranking);
+    what is unset keeps each checkpoint's values."""
+    chosen = {"beam_size": "beam_size", "n_best": "n_best", "max_length": "max_output_tokens"}
+    values = {key: getattr(settings, name) for key, name in chosen.items()}
+    return {key: value for key, value in values.items() if value is not None}
+
+
 def _build(settings: Settings) -> Runtime:
     import torch
 
@@ -87,10 +97,11 @@ def _build(settings: Settings) -> Runtime:
     if settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
     started = time.perf_counter()
-    model = ModelSet.load(settings.checkpoint_dir, device=settings.device)
+    model = ModelSet.load(settings.checkpoint_dir, device=settings.device, output_precision=settings.output_precision)
     model.warm_up()
     logger.info(
-        "model %s on %s loaded and warmed up in %.2f s", model.versions, model.device, time.perf_counter() - started
+        "model %s on %s (output layer in %s) loaded and warmed up in %.2f s", model.versions, model.device,
+        settings.output_precision, time.perf_counter() - started
     )
     url = settings.resolved_database_url
     migrate.ensure_schema(url)
@@ -102,13 +113,9 @@ def _build(settings: Settings) -> Runtime:
         timeout_s=float(settings.task_time_limit_s),
     )
     batcher.start()
-    overrides = {
-        "beam_size": settings.beam_size,
-        "n_best": settings.n_best,
-        "max_length": settings.max_output_tokens,
-    }
-    rc_decode = model.default_decode("rc").replace(**overrides)
-    chat_decode = model.default_decode("chat").replace(**overrides)
+    overrides = decode_overrides(settings)
+    rc_decode = model.default_decode("rc").replace(**overrides) if overrides else None
+    chat_decode = model.default_decode("chat").replace(**overrides) if overrides else None
     batch_decoder: Decoder = _BatchPriority(batcher)
     serving = Serving(
         model=model,
@@ -118,8 +125,12 @@ def _build(settings: Settings) -> Runtime:
         chat_decode=chat_decode,
         history_turns=settings.history_turns,
         max_attempts=settings.max_task_attempts,
-        decoding_record={"rc": _decode_dict(rc_decode), "chat": _decode_dict(chat_decode)},
     )
+    # The model, the ORM and Celery are loaded: move every object made so far out of the garbage collector's
+    # generations, so that full collections (pauses of several ms in a task's tail latency) scan only what
+    # requests create.
+    gc.collect()
+    gc.freeze()
     return Runtime(
         settings=settings,
         engine=engine,
@@ -129,9 +140,3 @@ def _build(settings: Settings) -> Runtime:
         versions=dict(model.versions),
         device=str(model.device),
     )
-
-
-def _decode_dict(decode: object) -> dict[str, object]:
-    from dataclasses import asdict, is_dataclass
-
-    return asdict(decode) if is_dataclass(decode) and not isinstance(decode, type) else {}

@@ -82,6 +82,30 @@ def test_chat_turn_is_decoded_with_the_settings_the_user_asked_for(engine: Engin
         assert len(serving.model.routes["*"].tokenizer.encode(stored.text or "").ids) <= 3
 
 
+def test_without_overrides_answers_record_the_models_own_decoding(engine: Engine, serving: Serving) -> None:
+    assert serving.rc_decode is None and serving.chat_decode is None  # no S2S_BEAM_SIZE etc. in the tests
+    question_id = _question(engine)
+    turn_id = _turn(engine)
+    jobs.answer_question(engine, serving, question_id)
+    jobs.reply_to_turn(engine, serving, turn_id)
+    model_defaults = serving.model.routes["*"].default_decode.to_dict()
+    with transaction(engine) as db:
+        assert qa.get_question(db, question_id=question_id, owner=OWNER).decoding == model_defaults
+        assert conversations.get_turn(db, turn_id=turn_id, owner=OWNER).decoding == model_defaults
+
+
+def test_only_decoding_settings_the_operator_set_override_the_models_defaults(monkeypatch) -> None:
+    from settings import Settings
+    from workers.runtime import decode_overrides
+
+    for name in ("S2S_BEAM_SIZE", "S2S_N_BEST", "S2S_MAX_OUTPUT_TOKENS"):
+        monkeypatch.delenv(name, raising=False)
+    assert decode_overrides(Settings()) == {}
+    monkeypatch.setenv("S2S_BEAM_SIZE", "7")
+    monkeypatch.setenv("S2S_MAX_OUTPUT_TOKENS", "20")
+    assert decode_overrides(Settings()) == {"beam_size": 7, "max_length": 20}
+
+
 def test_chat_turn_with_unusable_settings_fails_with_the_reason(engine: Engine, serving: Serving) -> None:
     turn_id = _turn(engine, decoding={"beam_size": 999})
     outcome = jobs.reply_to_turn(engine, serving, turn_id)
