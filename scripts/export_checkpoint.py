@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from model.checkpoint import DECODE_FILE, load_checkpoint, save_checkpoint  # noqa: E402
 
 
 def main() -> None:
@@ -26,6 +26,10 @@ def main() -> None:
     path = save_checkpoint(args.dst, model=loaded.model, tokenizer=loaded.tokenizer, step=loaded.step,
                            decode=decode, meta=loaded.meta, half=True)
     print(json.dumps({"exported": str(path), "bytes": path.stat().st_size, "step": loaded.step}))  # noqa: T201
+    override = Path(args.dst) / DECODE_FILE
+    if override.exists():  # loaders apply it on top of the settings just written into the weights file
+        print(f"warning: {override} overrides these decoding settings when the checkpoint loads: "  # noqa: T201
+              f"{override.read_text(encoding='utf-8').strip()}", file=sys.stderr)
 
 
 if __name__ == "__main__":
