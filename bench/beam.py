@@ -46,7 +46,8 @@ def make_messages(tokenizer: Any, count: int, seed: int) -> list[str]:
     return messages
 
 
-def build_predictor(checkpoint: str | None, tokenizer_path: str, seed: int, output_precision: str) -> Any:
+def build_predictor(checkpoint: str | None, tokenizer_path: str, seed: int, output_precision: str,
+                    copy: bool = True) -> Any:
     import torch
 
     from model.config import ModelConfig
@@ -60,7 +61,7 @@ def build_predictor(checkpoint: str | None, tokenizer_path: str, seed: int, outp
     config = ModelConfig(
         vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, unk_id=tokenizer.unk_id, bos_id=tokenizer.bos_id,
         eos_id=tokenizer.eos_id, embed_size=256, hidden_size=256, encoder_layers=2, decoder_layers=2,
-        self_attention=False, copy=True, dropout=0.0, task="chat",
+        self_attention=False, copy=copy, dropout=0.0, task="chat",
     )
     torch.manual_seed(seed)
     return Predictor(build_model(config), tokenizer, device=torch.device("cpu"), version="random-opennmt-size",
@@ -116,6 +117,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs per batch size; the median is reported")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads; 0 = torch's default")
     parser.add_argument("--seed", type=int, default=1234, help="seed for the random model and the messages")
+    parser.add_argument("--no-copy", action="store_true",
+                        help="random model without the copy switch (as OpenNMT-py's default RNN model)")
     parser.add_argument("--output-precisions", default="float32,bfloat16",
                         help="output-layer precisions to measure, comma-separated (float32, bfloat16, auto)")
     args = parser.parse_args()
@@ -134,10 +137,11 @@ def main() -> int:
         "cpus": os.cpu_count(), "load_before": os.getloadavg(), "runs": [],
     }
     for precision in args.output_precisions.split(","):
-        predictor = build_predictor(args.checkpoint, args.tokenizer, args.seed, precision)
+        predictor = build_predictor(args.checkpoint, args.tokenizer, args.seed, precision, copy=not args.no_copy)
         messages = make_messages(predictor.tokenizer, args.requests, args.seed)
         predictor.reply([[messages[0]]], decode)  # warm-up
-        run: dict[str, Any] = {"model": predictor.version, "output_precision": precision,
+        run: dict[str, Any] = {"model": predictor.version, "copy": predictor.config.copy,
+                               "output_precision": precision,
                                "output_dtype": str(predictor.output_dtype).removeprefix("torch.")}
         run["latency"] = latency(predictor, messages[:args.latency_requests], decode)
         run["throughput"] = [throughput(predictor, messages, size, decode, args.repeats) for size in sizes]
