@@ -350,20 +350,24 @@ class ModelSet:
         raise InputError(f"no model for task {task!r}")
 
     def answer(self, questions: list[tuple[str, str]], decode: DecodeConfig | None = None) -> list[list[Hypothesis]]:
-        return self._dispatch("rc", questions, lambda q: q[0] + " " + q[1][:500],
-                              lambda predictor, batch: predictor.answer(batch, decode))
+        return self._dispatch("rc", questions, lambda predictor, batch: predictor.answer(batch, decode))
 
     def reply(self, histories: list[list[str]], decode: DecodeConfig | None = None) -> list[list[Hypothesis]]:
-        return self._dispatch("chat", histories, lambda h: h[-1] if h else "",
-                              lambda predictor, batch: predictor.reply(batch, decode))
+        return self._dispatch("chat", histories, lambda predictor, batch: predictor.reply(batch, decode))
 
-    def _dispatch(self, task: str, requests: list[Any], text_of: Callable[[Any], str],
+    def predictor_for_request(self, task: str, request: Any) -> Predictor:
+        """The predictor that decodes one request: a (question, passage) pair for "rc", a history for "chat",
+        routed by the language of its text (the question and the passage's start; the last message)."""
+        text = request[0] + " " + request[1][:500] if task == "rc" else (request[-1] if request else "")
+        return self.predictor_for(task, detect_language(text))
+
+    def _dispatch(self, task: str, requests: list[Any],
                   run: Callable[[Predictor, list[Any]], list[list[Hypothesis]]]) -> list[list[Hypothesis]]:
         """Group requests by the predictor their task and language pick, run each group as one batch, and
         return the results in request order."""
         groups: dict[int, tuple[Predictor, list[int]]] = {}
         for index, request in enumerate(requests):
-            predictor = self.predictor_for(task, detect_language(text_of(request)))
+            predictor = self.predictor_for_request(task, request)
             groups.setdefault(id(predictor), (predictor, []))[1].append(index)
         results: list[list[Hypothesis]] = [[] for _ in requests]
         for predictor, indices in groups.values():

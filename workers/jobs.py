@@ -49,14 +49,15 @@ class Serving:
         base = self.chat_decode or self.model.default_decode("chat", detect_language(message))
         return base.with_request(requested)
 
-    def decoding_used(self, task: str, text: str, decode: Any) -> dict[str, Any]:
-        """The decoding settings a request of `task` about `text` ran with, as stored beside its answer: `decode`,
-        or (None) the defaults of the model that the text's language picks."""
-        used = decode if decode is not None else self.model.default_decode(task, detect_language(text))
+    def decoding_used(self, task: str, request: Any, decode: Any) -> dict[str, Any]:
+        """The decoding settings `request` ran with, as stored beside its answer: `decode`, or (None) the
+        defaults of the model that decoded it (ModelSet.predictor_for_request routes it)."""
+        used = decode if decode is not None else self.model.predictor_for_request(task, request).default_decode
         return dict(used.to_dict())
 
-    def version(self, task: str, text: str) -> str:
-        return str(self.model.predictor_for(task, detect_language(text)).version)
+    def version(self, task: str, request: Any) -> str:
+        """The version of the model that decodes `request` ((question, passage) for "rc", a history for "chat")."""
+        return str(self.model.predictor_for_request(task, request).version)
 
 
 def reply_to_turn(engine: Engine, serving: Serving, turn_id: int, *, attempt: int = 1) -> dict[str, Any]:
@@ -86,8 +87,8 @@ def reply_to_turn(engine: Engine, serving: Serving, turn_id: int, *, attempt: in
             db,
             turn_id=turn_id,
             text=best.text,
-            model_version=serving.version("chat", history[-1] if history else ""),
-            decoding=serving.decoding_used("chat", history[-1] if history else "", decode),
+            model_version=serving.version("chat", history),
+            decoding=serving.decoding_used("chat", history, decode),
             latency_ms=latency_ms,
         )
         return job_store.turn_outcome(db, turn_id=turn_id)
@@ -119,10 +120,10 @@ def answer_question(engine: Engine, serving: Serving, question_id: str, *, attem
             question_id=question_id,
             answer=best.text,
             score=best.score,
-            model_version=serving.version("rc", request.question + " " + request.passage[:500]),
+            model_version=serving.version("rc", (request.question, request.passage)),
             n_best=[hypothesis.to_dict() for hypothesis in hypotheses],
             attention=attention_record(best),
-            decoding=serving.decoding_used("rc", request.question, serving.rc_decode),
+            decoding=serving.decoding_used("rc", (request.question, request.passage), serving.rc_decode),
             latency_ms=latency_ms,
         )
         return job_store.question_outcome(db, question_id=question_id)
@@ -189,7 +190,7 @@ def answer_items(engine: Engine, serving: Serving, job_id: str, item_ids: Sequen
                     item_id=item.item_id,
                     answer=best.text,
                     score=best.score,
-                    model_version=serving.version("rc", item.question + " " + item.passage[:500]),
+                    model_version=serving.version("rc", (item.question, item.passage)),
                 )
                 outcome["answered"] += int(stored)
             outcome["skipped"] += int(not stored)  # cancelled while it was decoding

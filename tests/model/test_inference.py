@@ -189,3 +189,10 @@ def test_sampled_candidates_make_replies_reproducible_and_ranked(predictor):
         assert hyps[0].score >= hyps[1].score >= hyps[2].score
     beam_only = predictor.reply(HISTORIES, decode.replace(sample_count=0))
     assert [[h.text for h in hyps] for hyps in first] != [[h.text for h in hyps] for hyps in beam_only]
+    # One rule routes a request, for decoding and for what the workers record about it: an RC request by its
+    # question and the start of its passage, a chat request by its last message.
+    zh, en = models.predictor_for("rc", "zh"), models.predictor_for("rc", "en")
+    assert models.predictor_for_request("rc", QUESTIONS[2]) is zh
+    assert models.predictor_for_request("rc", ("Where?", "小红出生在上海。后来小红去了北京工作。")) is zh
+    assert models.predictor_for_request("rc", QUESTIONS[0]) is en
+    assert models.predictor_for_request("chat", ["你好", "hello"]) is models.predictor_for("chat", "en")
