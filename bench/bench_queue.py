@@ -18,6 +18,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,8 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def direct_latency(checkpoint: str, count: int) -> dict[str, float]:
+def load_direct_model(checkpoint: str) -> Any:
+    """The models a worker serves, loaded in this process with one thread as a worker has, warmed up."""
     import torch
 
     from model.inference import ModelSet
@@ -41,38 +44,36 @@ def direct_latency(checkpoint: str, count: int) -> dict[str, float]:
     torch.set_num_threads(1)
     model = ModelSet.load(checkpoint, device="cpu")
     model.warm_up()
-    decode = model.default_decode("rc")  # what a worker decodes with when S2S_BEAM_SIZE etc. are unset
+    return model
+
+
+def latency_of(calls: Iterable[Callable[[], object]]) -> dict[str, float]:
     times = []
-    for _ in range(count):
+    for call in calls:
         started = time.perf_counter()
-        model.answer([(QUESTION, PASSAGE)], decode)
+        call()
         times.append((time.perf_counter() - started) * 1000)
     return {"p50_ms": percentile(times, 0.5), "p99_ms": percentile(times, 0.99)}
 
 
-def direct_job_latency(checkpoint: str, database_url: str, count: int) -> dict[str, float]:
+def direct_latency(model: Any, count: int) -> dict[str, float]:
+    """The bare decode, with each model's own defaults (what a worker uses when S2S_BEAM_SIZE etc. are unset)."""
+    return latency_of(lambda: model.answer([(QUESTION, PASSAGE)]) for _ in range(count))
+
+
+def direct_job_latency(model: Any, database_url: str, count: int) -> dict[str, float]:
     """The worker's whole job in-process (read the question, decode, store the n-best and attention) with no
     queue: what a request costs without Celery and Redis, storage included."""
-    import torch
-
-    from model.inference import ModelSet
     from storage.db import make_engine
     from workers import jobs
 
-    torch.set_num_threads(1)
-    model = ModelSet.load(checkpoint, device="cpu")
-    model.warm_up()
     serving = jobs.Serving(model=model, decoder=model, batch_decoder=model)
     engine = make_engine(database_url)
-    times = []
     try:
-        for question_id in make_questions(engine, count):
-            started = time.perf_counter()
-            jobs.answer_question(engine, serving, question_id)
-            times.append((time.perf_counter() - started) * 1000)
+        return latency_of(partial(jobs.answer_question, engine, serving, question_id)
+                          for question_id in make_questions(engine, count))
     finally:
         engine.dispose()
-    return {"p50_ms": percentile(times, 0.5), "p99_ms": percentile(times, 0.99)}
 
 
 def make_questions(engine: Any, count: int) -> list[str]:
@@ -154,12 +155,14 @@ def main() -> int:
     from tests.workers.service_fixtures import redis_for_tests, service_env, start_worker, stop_worker
 
     report: dict[str, Any] = {"checkpoint": args.checkpoint, "cpus": os.cpu_count()}
-    report["direct"] = direct_latency(args.checkpoint, args.latency_requests)
+    direct_model = load_direct_model(args.checkpoint)
+    report["direct"] = direct_latency(direct_model, args.latency_requests)
     with tempfile.TemporaryDirectory() as tmp_name, redis_for_tests(Path(tmp_name)) as redis_url:
         tmp = Path(tmp_name)
         database_url = f"sqlite:///{tmp / 'bench.sqlite3'}"
         migrate.upgrade(database_url)
-        report["direct_job"] = direct_job_latency(args.checkpoint, database_url, args.latency_requests)
+        report["direct_job"] = direct_job_latency(direct_model, database_url, args.latency_requests)
+        del direct_model  # its memory is not needed while the workers run
         os.environ.update(REDIS_URL=redis_url, DATABASE_URL=database_url)
         get_settings.cache_clear()
         engine = make_engine(database_url)
