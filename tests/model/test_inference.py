@@ -136,6 +136,12 @@ def test_model_set_routes_by_task_and_language(tmp_path, tiny_model_dir):
     assert models.predictor_for("chat", "zh") is models.predictor_for("rc", "en")
     answers = models.answer(QUESTIONS[:3], DecodeConfig(beam_size=2))
     assert [a[0].text for a in answers] == ["Oslo", "Tokyo", "上海"]
+    # One rule routes a request, for decoding and for what the workers record about it: an RC request by its
+    # question and the start of its passage (a chat request by its last message).
+    zh, en = models.predictor_for("rc", "zh"), models.predictor_for("rc", "en")
+    assert models.predictor_for_request("rc", QUESTIONS[2]) is zh
+    assert models.predictor_for_request("rc", ("Where?", "小红出生在上海。后来小红去了北京工作。")) is zh
+    assert models.predictor_for_request("rc", QUESTIONS[0]) is en
 
 
 def test_mmi_reranking_returns_the_requested_n_best_sorted_by_the_new_score(predictor):
@@ -189,10 +195,3 @@ def test_sampled_candidates_make_replies_reproducible_and_ranked(predictor):
         assert hyps[0].score >= hyps[1].score >= hyps[2].score
     beam_only = predictor.reply(HISTORIES, decode.replace(sample_count=0))
     assert [[h.text for h in hyps] for hyps in first] != [[h.text for h in hyps] for hyps in beam_only]
-    # One rule routes a request, for decoding and for what the workers record about it: an RC request by its
-    # question and the start of its passage, a chat request by its last message.
-    zh, en = models.predictor_for("rc", "zh"), models.predictor_for("rc", "en")
-    assert models.predictor_for_request("rc", QUESTIONS[2]) is zh
-    assert models.predictor_for_request("rc", ("Where?", "小红出生在上海。后来小红去了北京工作。")) is zh
-    assert models.predictor_for_request("rc", QUESTIONS[0]) is en
-    assert models.predictor_for_request("chat", ["你好", "hello"]) is models.predictor_for("chat", "en")
