@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -118,3 +120,21 @@ def test_a_naive_timestamp_is_refused(db: Session) -> None:
     conversation.updated_at = datetime(2024, 5, 1, 12, 0)
     with pytest.raises(Exception, match="naive datetime"), db.begin_nested():
         db.flush()
+
+
+def test_sessions_share_one_session_class_and_bind_to_their_own_engine(tmp_path: Path) -> None:
+    first = make_engine(f"sqlite:///{tmp_path / 'a.sqlite3'}")
+    second = make_engine(f"sqlite:///{tmp_path / 'b.sqlite3'}")
+    try:
+        with transaction(first) as a, transaction(second) as b:
+            assert a.get_bind() is first and b.get_bind() is second
+            assert type(a) is type(b)  # not a new Session subclass per transaction
+        with session_factory(second)() as c:
+            assert c.get_bind() is second and type(c) is type(a)
+    finally:
+        first.dispose()
+        second.dispose()
+    dropped = weakref.ref(first)
+    del first, a
+    gc.collect()
+    assert dropped() is None  # nothing keeps an engine alive
