@@ -14,7 +14,17 @@ from sqlalchemy.orm import Session
 
 from storage.db import update_rows
 from storage.errors import NotFound
-from storage.models import ItemStatus, JobStatus, QAJob, QAJobItem, Question, Turn, utcnow
+from storage.models import (
+    ItemStatus,
+    JobStatus,
+    QAJob,
+    QAJobItem,
+    Question,
+    QuestionStatus,
+    Turn,
+    TurnStatus,
+    utcnow,
+)
 
 ACTIVE_JOB = (JobStatus.QUEUED, JobStatus.RUNNING)
 
@@ -58,13 +68,22 @@ def turn_outcome(db: Session, *, turn_id: int) -> dict[str, Any]:
     turn = db.get(Turn, turn_id)
     if turn is None:
         raise NotFound("turn", turn_id)
+    return turn_outcome_of(turn_id=turn.id, status=turn.status, text=turn.text, model_version=turn.model_version,
+                           latency_ms=turn.latency_ms, error=turn.error)
+
+
+def turn_outcome_of(
+    *, turn_id: int, status: TurnStatus, text: str | None, model_version: str | None, latency_ms: float | None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """turn_outcome from the values themselves: a task that has just stored them need not read them back."""
     return {
-        "turn_id": turn.id,
-        "status": turn.status.value,
-        "text": turn.text,
-        "model_version": turn.model_version,
-        "latency_ms": turn.latency_ms,
-        "error": turn.error,
+        "turn_id": turn_id,
+        "status": status.value,
+        "text": text,
+        "model_version": model_version,
+        "latency_ms": latency_ms,
+        "error": error,
     }
 
 
@@ -73,14 +92,27 @@ def question_outcome(db: Session, *, question_id: str) -> dict[str, Any]:
     row = db.get(Question, question_id)
     if row is None:
         raise NotFound("question", question_id)
+    return question_outcome_of(
+        question_id=row.id, status=row.status, answer=row.answer, score=row.score,
+        span=(row.attention or {}).get("span"), n_best=row.n_best, model_version=row.model_version,
+        latency_ms=row.latency_ms, error=row.error,
+    )
+
+
+def question_outcome_of(
+    *, question_id: str, status: QuestionStatus, answer: str | None, score: float | None, span: Any,
+    n_best: list[dict[str, Any]] | None, model_version: str | None, latency_ms: float | None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """question_outcome from the values themselves: a task that has just stored them need not read them back."""
     return {
-        "question_id": row.id,
-        "status": row.status.value,
-        "answer": row.answer,
-        "score": row.score,
-        "span": (row.attention or {}).get("span"),
-        "n_best": [{"text": h.get("text"), "score": h.get("score")} for h in (row.n_best or [])],
-        "model_version": row.model_version,
-        "latency_ms": row.latency_ms,
-        "error": row.error,
+        "question_id": question_id,
+        "status": status.value,
+        "answer": answer,
+        "score": score,
+        "span": span,
+        "n_best": [{"text": h.get("text"), "score": h.get("score")} for h in (n_best or [])],
+        "model_version": model_version,
+        "latency_ms": latency_ms,
+        "error": error,
     }

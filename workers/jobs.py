@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from model.language import detect_language
 from storage import conversations, qa
 from storage.db import transaction
-from storage.models import TurnStatus
+from storage.models import QuestionStatus, TurnStatus
 from workers import job_store
 from workers.microbatch import Decoder
 
@@ -82,16 +82,20 @@ def reply_to_turn(engine: Engine, serving: Serving, turn_id: int, *, attempt: in
             return job_store.turn_outcome(db, turn_id=turn_id)
     latency_ms = (time.perf_counter() - started) * 1000.0
     best = hypotheses[0]
+    model_version = serving.version("chat", history)
     with transaction(engine) as db:
-        conversations.save_reply(
+        saved = conversations.save_reply(
             db,
             turn_id=turn_id,
             text=best.text,
-            model_version=serving.version("chat", history),
+            model_version=model_version,
             decoding=serving.decoding_used("chat", history, decode),
             latency_ms=latency_ms,
         )
-        return job_store.turn_outcome(db, turn_id=turn_id)
+        if not saved:  # answered or failed meanwhile (a redelivery raced it): report what is stored
+            return job_store.turn_outcome(db, turn_id=turn_id)
+    return job_store.turn_outcome_of(turn_id=turn_id, status=TurnStatus.DONE, text=best.text,
+                                     model_version=model_version, latency_ms=latency_ms)
 
 
 def answer_question(engine: Engine, serving: Serving, question_id: str, *, attempt: int = 1) -> dict[str, Any]:
@@ -114,19 +118,27 @@ def answer_question(engine: Engine, serving: Serving, question_id: str, *, attem
             return job_store.question_outcome(db, question_id=question_id)
     latency_ms = (time.perf_counter() - started) * 1000.0
     best = hypotheses[0]
+    pair = (request.question, request.passage)
+    model_version = serving.version("rc", pair)
+    n_best = [hypothesis.to_dict() for hypothesis in hypotheses]
     with transaction(engine) as db:
-        qa.save_answer(
+        saved = qa.save_answer(
             db,
             question_id=question_id,
             answer=best.text,
             score=best.score,
-            model_version=serving.version("rc", (request.question, request.passage)),
-            n_best=[hypothesis.to_dict() for hypothesis in hypotheses],
+            model_version=model_version,
+            n_best=n_best,
             attention=attention_record(best),
-            decoding=serving.decoding_used("rc", (request.question, request.passage), serving.rc_decode),
+            decoding=serving.decoding_used("rc", pair, serving.rc_decode),
             latency_ms=latency_ms,
         )
-        return job_store.question_outcome(db, question_id=question_id)
+        if not saved:  # answered or failed meanwhile (a redelivery raced it): report what is stored
+            return job_store.question_outcome(db, question_id=question_id)
+    return job_store.question_outcome_of(
+        question_id=question_id, status=QuestionStatus.DONE, answer=best.text, score=best.score,
+        span=n_best[0]["span"], n_best=n_best, model_version=model_version, latency_ms=latency_ms,
+    )
 
 
 def attention_record(best: Any) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from sqlalchemy import Engine, select
 
 from storage import conversations, qa
@@ -53,6 +55,32 @@ def test_answering_a_question_twice_stores_it_once(engine: Engine, serving: Serv
     first = jobs.answer_question(engine, serving, question_id)
     second = jobs.answer_question(engine, serving, question_id, attempt=2)
     assert first == second
+
+
+def test_a_reply_stored_and_the_reply_read_back_report_the_same(engine: Engine, serving: Serving) -> None:
+    turn_id = _turn(engine)
+    fresh = jobs.reply_to_turn(engine, serving, turn_id)
+    again = jobs.reply_to_turn(engine, serving, turn_id, attempt=2)  # not pending any more: read from storage
+    assert fresh == again
+
+
+def test_an_answer_stored_by_a_racing_delivery_is_what_the_late_one_reports(engine: Engine, serving: Serving) -> None:
+    question_id = _question(engine)
+
+    class RacedDecoder:
+        """Decodes, but another delivery of the same question stores its answer first."""
+
+        def answer(self, questions: list[tuple[str, str]], decode: object = None) -> list[list[object]]:
+            with transaction(engine) as db:
+                qa.save_answer(db, question_id=question_id, answer="Paris", score=-1.0, model_version="racer")
+            return serving.decoder.answer(questions, decode)
+
+        def reply(self, histories: list[list[str]], decode: object = None) -> list[list[object]]:
+            raise AssertionError("not a chat request")
+
+    raced = dataclasses.replace(serving, decoder=RacedDecoder())
+    outcome = jobs.answer_question(engine, raced, question_id)
+    assert (outcome["answer"], outcome["model_version"]) == ("Paris", "racer")
 
 
 def test_question_delivered_too_often_is_failed_not_decoded(engine: Engine, serving: Serving) -> None:
