@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery, signals
 from kombu import Queue
 
 from settings import Settings, get_settings
 from workers.metrics import SENT_AT_HEADER
+from workers.redis_transport import TRANSPORT
 from workers.service_discovery import resolve_redis_url
 
 INTERACTIVE_QUEUE = "interactive"
@@ -42,11 +44,18 @@ def chunk_task_id(job_id: str, index: int) -> str:
     return f"{job_id}-c{index}"
 
 
+def broker_transport_for(redis_url: str) -> str | None:
+    """Our Redis transport (workers/redis_transport.py: one client per channel, not one per message) for plain
+    redis:// URLs; None, kombu's choice by scheme, for everything else (rediss://, unix sockets, sentinel)."""
+    return TRANSPORT if urlsplit(redis_url).scheme == "redis" else None
+
+
 def build_config(settings: Settings, redis_url: str) -> dict[str, Any]:
     """Every Celery setting the service uses, with the reason for each that is not a default."""
     transport = {"visibility_timeout": settings.visibility_timeout_s}
     return {
         "broker_url": redis_url,
+        "broker_transport": broker_transport_for(redis_url),
         "result_backend": redis_url,  # the redis backend waits on results with pub/sub, not polling
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",
