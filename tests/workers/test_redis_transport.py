@@ -60,3 +60,18 @@ def test_messages_are_delivered_acknowledged_and_redelivered_when_not_acked(conn
     finally:
         queue.clear()
         queue.close()
+
+
+def test_a_message_its_consumer_left_unacked_comes_back_marked_redelivered(connection: Connection) -> None:
+    queue = connection.SimpleQueue("s2s-transport-test")
+    try:
+        queue.put({"n": 1})
+        first = queue.get(timeout=5)
+        assert not first.delivery_info.get("redelivered")
+        queue.channel.qos.restore_unacked()  # what a worker's shutdown (or recovery.py) does with unacked ones
+        again = queue.get(timeout=5)
+        assert again.payload == {"n": 1} and again.delivery_info["redelivered"] is True  # tasks.delivery_number
+        again.ack()
+    finally:
+        queue.clear()
+        queue.close()
