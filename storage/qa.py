@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Executable, func, insert, select
+from sqlalchemy import Executable, bindparam, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -150,14 +150,18 @@ def get_question(db: Session, *, question_id: str, owner: str) -> Question:
     return row
 
 
+# Built once: constructing this select costs more than running it (about 0.2 ms of a 0.5 ms read on SQLite),
+# and it runs for every interactive question a worker answers.
+_QUESTION_INPUT = (
+    select(Question.status, Question.question, Passage.text)
+    .join(Question.passage)
+    .where(Question.id == bindparam("question_id"))
+)
+
+
 def question_input(db: Session, *, question_id: str) -> QAInput | None:
     """Worker side: the question and passage to decode, or None if the question is no longer pending."""
-    query = (
-        select(Question.status, Question.question, Passage.text)
-        .join(Question.passage)
-        .where(Question.id == question_id)
-    )
-    row = db.execute(query).one_or_none()
+    row = db.execute(_QUESTION_INPUT, {"question_id": question_id}).one_or_none()
     if row is None:
         raise NotFound("question", question_id)
     status, question, passage = row
