@@ -23,6 +23,7 @@ PASSAGE_SEP = "<sep>"
 SPEAKER_USER, SPEAKER_BOT = "<usr>", "<bot>"
 CONTROL_SYMBOLS = (TASK_RC, TASK_CHAT, PASSAGE_SEP, SPEAKER_USER, SPEAKER_BOT)
 
+WORD_START = "\u2581"  # SentencePiece's mark of a piece that begins a word (carries the space before it)
 _CJK = re.compile(r"([\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef])")
 _PRETOKEN_DELIMITER = "\t"
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-F]{2})>$")
@@ -105,14 +106,22 @@ class Tokenizer:
         return list(self.sp.encode(text))
 
     def decode(self, ids: Sequence[int]) -> str:
+        """Text of generated ids: special ids dropped, and a bare space piece that comes right before a piece
+        with its own leading space left out (a model emitting both wrote "a  eat" with two spaces)."""
         special = {self.pad_id, self.bos_id, self.eos_id, *self.control_ids.values()}
-        return str(self.sp.decode([i for i in ids if i not in special]))
+        kept = [i for i in ids if i not in special]
+        space = self.sp.piece_to_id(WORD_START)
+        if self.sp.id_to_piece(space) == WORD_START:  # the bare space is a piece of this vocabulary
+            word_starts = [self.sp.id_to_piece(i).startswith(WORD_START) for i in kept]
+            kept = [i for i, next_starts_word in zip(kept, [*word_starts[1:], False], strict=True)
+                    if not (i == space and next_starts_word)]
+        return str(self.sp.decode(kept))
 
     def id_to_piece(self, token_id: int) -> str:
         return str(self.sp.id_to_piece(token_id))
 
     def is_cjk_char(self, piece: str) -> bool:
-        return bool(_CJK.fullmatch(piece.lstrip("\u2581")))
+        return bool(_CJK.fullmatch(piece.lstrip(WORD_START)))
 
 
 def _align(text: str, pieces: Sequence[str]) -> list[tuple[int, int]]:
@@ -135,7 +144,7 @@ def _align(text: str, pieces: Sequence[str]) -> list[tuple[int, int]]:
             pending_bytes.clear()
             pending_count = 0
             continue
-        surface = piece.replace("\u2581", " ").strip()
+        surface = piece.replace(WORD_START, " ").strip()
         if not surface:
             while position < len(text) and text[position].isspace():
                 position += 1

@@ -40,3 +40,12 @@ def test_a_foreign_model_file_is_refused(tmp_path):
     bogus.write_bytes(b"not a sentencepiece model")
     with pytest.raises((RuntimeError, OSError, ValueError)):
         Tokenizer(bogus)
+
+
+def test_decode_does_not_double_a_space_the_model_emitted_before_a_word(tokenizer):
+    space = tokenizer.sp.piece_to_id("\u2581")
+    assert tokenizer.id_to_piece(space) == "\u2581"
+    a, eat = tokenizer.encode_ids("a"), tokenizer.encode_ids(" eat")
+    assert tokenizer.id_to_piece(eat[0]).startswith("\u2581")
+    assert tokenizer.decode([*a, space, *eat]) == "a eat"  # "a  eat" before
+    assert tokenizer.decode([*a, space]) == "a "  # a space at the end is not before a word: kept
