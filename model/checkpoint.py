@@ -11,7 +11,6 @@ Loading always uses weights_only=True, so a checkpoint cannot run code.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from .config import DecodeConfig, ModelConfig
+from .decode_file import DECODE_FILE, read_decode_file
 from .seq2seq import Seq2Seq, build_model
 from .tokenizer import Tokenizer
 
@@ -27,7 +27,6 @@ FORMAT = 1
 MODEL_FILE = "model.pt"
 TOKENIZER_FILE = "tokenizer.model"
 TRAIN_STATE_FILE = "last.pt"
-DECODE_FILE = "decode.json"
 
 
 @dataclass
@@ -102,17 +101,8 @@ def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu", fil
 
 
 def apply_decode_file(decode: DecodeConfig, path: Path) -> DecodeConfig:
-    """`decode` with the settings of a decode.json beside the weights, if there is one. Unlike the copy inside
-    model.pt (written by this code), this file is edited by hand, so an unknown setting is an error."""
-    if not path.exists():
-        return decode
-    overrides = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(overrides, dict):
-        raise ValueError(f"{path} must hold a JSON object of decoding settings")
-    unknown = sorted(set(overrides) - set(DecodeConfig.__dataclass_fields__))
-    if unknown:
-        raise ValueError(f"{path}: unknown decoding setting(s): {', '.join(unknown)}")
-    return decode.replace(**overrides)
+    """`decode` with the settings of a decode.json beside the weights, if there is one."""
+    return decode.replace(**read_decode_file(path))
 
 
 def save_train_state(out_dir: str | Path, state: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ from .allocator import keep_freed_memory
 from .beam_search import BeamHypothesis, beam_search, normaliser
 from .checkpoint import MODEL_FILE, load_checkpoint
 from .config import DecodeConfig, ModelConfig
+from .decode_file import MODELS_FILE
 from .decoder import Memory
 from .device import resolve_device, resolve_output_precision
 from .formatting import Source, format_chat, format_rc
@@ -328,9 +329,9 @@ class ModelSet:
         if (root / MODEL_FILE).exists():
             predictor = Predictor.from_checkpoint(root, device, output_precision)
             return cls({"*": predictor})
-        manifest = root / "models.json"
+        manifest = root / MODELS_FILE
         if not manifest.exists():
-            raise FileNotFoundError(f"{root} holds neither {MODEL_FILE} nor models.json")
+            raise FileNotFoundError(f"{root} holds neither {MODEL_FILE} nor {MODELS_FILE}")
         table: dict[str, str] = json.loads(manifest.read_text(encoding="utf-8"))
         loaded: dict[str, Predictor] = {}
         routes = {}

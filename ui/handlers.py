@@ -21,6 +21,7 @@ import sqlalchemy.exc
 from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy import Engine
 
+from model.decode_file import decode_settings_for
 from settings import get_settings
 from storage import conversations, qa
 from storage.db import make_engine, transaction
@@ -91,10 +92,22 @@ def resolve_owner(*, username: str | None, owner_key: str | None) -> str:
 
 
 def decoding_panel_defaults() -> dict[str, Any]:
-    """Where the decoding sliders start. Left there, they ask for nothing: the model's own defaults apply."""
+    """Where the decoding sliders start. Left there, they ask for nothing: the model's own defaults apply.
+
+    They start at what a reply is decoded with: the operator's S2S_BEAM_SIZE / S2S_MAX_OUTPUT_TOKENS where set,
+    else the English chat model's decode.json (read without loading the model), else common values.
+    """
     settings = get_settings()
-    # Where the operator set no value the sliders start at common values; untouched, they still ask for nothing.
-    return {"beam_size": settings.beam_size or 5, "length_penalty": 1.0, "max_length": settings.max_output_tokens or 48}
+    try:
+        shipped = decode_settings_for(Path(settings.checkpoint_dir), "chat/en")
+    except (OSError, ValueError) as error:  # the workers report a broken file; the panel still opens
+        logger.warning("chat decoding defaults unreadable: %s", error)
+        shipped = {}
+    return {
+        "beam_size": settings.beam_size or shipped.get("beam_size", 5),
+        "length_penalty": float(shipped.get("length_penalty", 1.0)),
+        "max_length": settings.max_output_tokens or shipped.get("max_length", 48),
+    }
 
 
 def check_decoding(*, beam_size: float, length_penalty: float, max_length: float) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ import redis
 import sqlalchemy.exc
 from sqlalchemy import func, select
 
+from settings import get_settings
 from storage import conversations, qa
 from storage.db import transaction
 from storage.errors import EmptyInput, InputTooLong, NotFound
@@ -137,10 +138,27 @@ def test_owner_is_the_login_name_or_a_long_enough_browser_key() -> None:
 
 
 def test_decoding_settings_are_checked() -> None:
-    assert handlers.check_decoding(beam_size=4.0, length_penalty=0.6, max_length=40.0) == {
-        "beam_size": 4, "length_penalty": 0.6, "max_length": 40}
+    assert handlers.check_decoding(beam_size=4.0, length_penalty=0.6, max_length=30.0) == {
+        "beam_size": 4, "length_penalty": 0.6, "max_length": 30}
     with pytest.raises(handlers.UserError, match="beam size"):
         handlers.check_decoding(beam_size=0, length_penalty=1.0, max_length=10)
+
+
+def test_decoding_sliders_start_at_the_chat_models_own_settings(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "models.json").write_text(json.dumps({"rc/en": "rc", "chat/en": "talk", "chat/zh": "talk"}))
+    (tmp_path / "talk").mkdir()
+    (tmp_path / "talk" / "decode.json").write_text(json.dumps({"beam_size": 7, "max_length": 33, "top_p": 0.9}))
+    monkeypatch.setenv("S2S_CHECKPOINT", str(tmp_path))
+    get_settings.cache_clear()
+    assert handlers.decoding_panel_defaults() == {"beam_size": 7, "length_penalty": 1.0, "max_length": 33}
+    monkeypatch.setenv("S2S_BEAM_SIZE", "4")  # what the operator set is what workers decode with
+    get_settings.cache_clear()
+    assert handlers.decoding_panel_defaults()["beam_size"] == 4
+    (tmp_path / "talk" / "decode.json").write_text("[1, 2]")  # broken: common values, the panel still opens
+    monkeypatch.delenv("S2S_BEAM_SIZE")
+    get_settings.cache_clear()
+    assert handlers.decoding_panel_defaults() == {"beam_size": 5, "length_penalty": 1.0, "max_length": 48}
+    get_settings.cache_clear()
 
 
 def test_untouched_decoding_sliders_leave_the_model_defaults_alone() -> None:
