@@ -3,6 +3,9 @@
 Writes OUT/ (default .gpu/data):
   lccc_train.jsonl, lccc_heldout.jsonl   LCCC-base valid split 90/10 by a hash of each dialog (the held-out
                                          10% is our LCCC validation set: never trained on)
+  chatterbot_persona/                    the ChatterBot corpus without english/coding.yml (Python code answers,
+                                         "Sure. Here's quicksort in Python: ...") and english/tech_support.yml
+                                         (1,050 repeated troubleshooting pairs): greetings and bot persona only
   and copies of the source files the training commands read. Nothing here is committed.
 Usage: python scripts/prepare_training_data.py [--shared ../shared/data] [--out .gpu/data]
 """
@@ -27,6 +30,8 @@ COPIES = [
     "lccc/cdial-gpt-toy/toy_train.txt",
 ]
 
+NOT_PERSONA = {"coding.yml", "tech_support.yml"}  # left out of chatterbot_persona (see the docstring)
+
 
 def is_heldout(turns: tuple[str, ...]) -> bool:
     digest = hashlib.sha256("\n".join(turns).encode("utf-8")).digest()
@@ -43,6 +48,8 @@ def main() -> None:
     for name in COPIES:
         shutil.copyfile(shared / name, out / Path(name).name)
     shutil.copytree(shared / "chatterbot_corpus", out / "chatterbot_corpus", dirs_exist_ok=True)
+    shutil.copytree(shared / "chatterbot_corpus", out / "chatterbot_persona", dirs_exist_ok=True,
+                    ignore=lambda _folder, names: [name for name in names if name in NOT_PERSONA])
     dialogs, report = read_lccc(shared / "lccc" / "LCCC-base_valid.json")
     counts = {"train": 0, "heldout": 0}
     with (out / "lccc_train.jsonl").open("w", encoding="utf-8") as train, \
