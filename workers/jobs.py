@@ -49,11 +49,13 @@ class Serving:
         base = self.chat_decode or self.model.default_decode("chat", detect_language(message))
         return base.with_request(requested)
 
-    def decoding_used(self, task: str, request: Any, decode: Any) -> dict[str, Any]:
-        """The decoding settings `request` ran with, as stored beside its answer: `decode`, or (None) the
-        defaults of the model that decoded it (ModelSet.predictor_for_request routes it)."""
-        used = decode if decode is not None else self.model.predictor_for_request(task, request).default_decode
-        return dict(used.to_dict())
+    def provenance(self, task: str, request: Any, decode: Any) -> tuple[str, dict[str, Any]]:
+        """What is stored beside an answer: the version of the model that decoded `request` and the decoding
+        settings it ran with (`decode`, or with None that model's defaults). One routing for both
+        (ModelSet.predictor_for_request)."""
+        predictor = self.model.predictor_for_request(task, request)
+        used = decode if decode is not None else predictor.default_decode
+        return str(predictor.version), dict(used.to_dict())
 
     def version(self, task: str, request: Any) -> str:
         """The version of the model that decodes `request` ((question, passage) for "rc", a history for "chat")."""
@@ -82,14 +84,14 @@ def reply_to_turn(engine: Engine, serving: Serving, turn_id: int, *, attempt: in
             return job_store.turn_outcome(db, turn_id=turn_id)
     latency_ms = (time.perf_counter() - started) * 1000.0
     best = hypotheses[0]
-    model_version = serving.version("chat", history)
+    model_version, decoding = serving.provenance("chat", history, decode)
     with transaction(engine) as db:
         saved = conversations.save_reply(
             db,
             turn_id=turn_id,
             text=best.text,
             model_version=model_version,
-            decoding=serving.decoding_used("chat", history, decode),
+            decoding=decoding,
             latency_ms=latency_ms,
         )
         if not saved:  # answered or failed meanwhile (a redelivery raced it): report what is stored
@@ -119,7 +121,7 @@ def answer_question(engine: Engine, serving: Serving, question_id: str, *, attem
     latency_ms = (time.perf_counter() - started) * 1000.0
     best = hypotheses[0]
     pair = (request.question, request.passage)
-    model_version = serving.version("rc", pair)
+    model_version, decoding = serving.provenance("rc", pair, serving.rc_decode)
     n_best = [hypothesis.to_dict() for hypothesis in hypotheses]
     with transaction(engine) as db:
         saved = qa.save_answer(
@@ -130,7 +132,7 @@ def answer_question(engine: Engine, serving: Serving, question_id: str, *, attem
             model_version=model_version,
             n_best=n_best,
             attention=attention_record(best),
-            decoding=serving.decoding_used("rc", pair, serving.rc_decode),
+            decoding=decoding,
             latency_ms=latency_ms,
         )
         if not saved:  # answered or failed meanwhile (a redelivery raced it): report what is stored
