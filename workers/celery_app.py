@@ -18,6 +18,7 @@ from kombu import Queue
 from settings import Settings, get_settings
 from workers.metrics import SENT_AT_HEADER
 from workers.redis_transport import TRANSPORT
+from workers.result_backend import BACKEND
 from workers.service_discovery import resolve_redis_url
 
 INTERACTIVE_QUEUE = "interactive"
@@ -50,13 +51,19 @@ def broker_transport_for(redis_url: str) -> str | None:
     return TRANSPORT if urlsplit(redis_url).scheme == "redis" else None
 
 
+def result_backend_for(redis_url: str) -> str:
+    """Our result store (workers/result_backend.py: no read before a successful write) for plain redis://
+    URLs; Celery's own for everything else."""
+    return f"{BACKEND}+{redis_url}" if urlsplit(redis_url).scheme == "redis" else redis_url
+
+
 def build_config(settings: Settings, redis_url: str) -> dict[str, Any]:
     """Every Celery setting the service uses, with the reason for each that is not a default."""
     transport = {"visibility_timeout": settings.visibility_timeout_s}
     return {
         "broker_url": redis_url,
         "broker_transport": broker_transport_for(redis_url),
-        "result_backend": redis_url,  # the redis backend waits on results with pub/sub, not polling
+        "result_backend": result_backend_for(redis_url),  # Redis: callers wait with pub/sub, not polling
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",
         "result_serializer": "json",
