@@ -3,8 +3,13 @@
 Starts (in order) a private Redis unless REDIS_URL is set, the database migrations, one worker (`s2s worker`)
 and the UI (`python -m ui.app`, when ui/app.py exists), each in its own process group with its log in
 S2S_DATA_DIR/logs; writes S2S_DATA_DIR/service.json so commands in other terminals find the service. On
-SIGINT/SIGTERM, or when any child exits, it stops the children in reverse order (SIGTERM to the group, then
-SIGKILL after a grace period) and removes service.json, leaving no process behind.
+SIGINT/SIGTERM it stops the children in reverse order (SIGTERM to the group, then SIGKILL after a grace period)
+and removes service.json, leaving no process behind.
+
+A worker or UI that exits on its own (killed, out of memory, or stopped by its own watchdog after a stuck
+decode) is started again, at most RESTART_LIMIT times within RESTART_WINDOW_S; the new worker puts back the
+messages the dead one left unacknowledged, so nothing it held is lost. If Redis exits, or a child keeps
+exiting, the whole service stops.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from workers.service_discovery import remove_service_file, write_service_file
 logger = logging.getLogger(__name__)
 
 STOP_GRACE_S = 15.0
+RESTART_LIMIT = 5  # restarts of one child within RESTART_WINDOW_S; one more exit stops the service
+RESTART_WINDOW_S = 600.0
 
 
 @dataclass
@@ -35,6 +42,9 @@ class Child:
     name: str
     process: subprocess.Popen[bytes]
     log: IO[bytes] | None = None
+    command: list[str] | None = None  # how to start it again; None: not restarted (Redis)
+    env: dict[str, str] | None = None
+    restarts: list[float] = field(default_factory=list)  # monotonic times of its restarts
 
 
 @dataclass
@@ -44,6 +54,11 @@ class Service:
     ui_url: str | None = None
     redis_url: str = ""
     stopping: bool = False
+    record: dict[str, Any] = field(default_factory=dict)  # what service.json says
+
+    def write_record(self) -> None:
+        self.record["children"] = {child.name: child.process.pid for child in self.children}
+        write_service_file(self.settings, self.record)
 
 
 def child_env(settings: Settings, redis_url: str) -> dict[str, str]:
@@ -62,7 +77,7 @@ def spawn(name: str, command: list[str], *, env: dict[str, str], log_dir: Path) 
         command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         preexec_fn=terminate_with_parent,
     )
-    return Child(name=name, process=process, log=log)
+    return Child(name=name, process=process, log=log, command=command, env=env)
 
 
 def stop_child(child: Child, *, grace_s: float = STOP_GRACE_S) -> None:
@@ -106,17 +121,14 @@ def start_service(settings: Settings, *, with_ui: bool = True) -> Service:
         if with_ui and (REPO_ROOT / "ui" / "app.py").exists():
             service.children.append(spawn("ui", [sys.executable, "-m", "ui.app"], env=env, log_dir=log_dir))
             service.ui_url = f"http://{settings.ui_host}:{settings.ui_port}"
-        write_service_file(
-            settings,
-            {
-                "redis_url": service.redis_url,
-                "pid": os.getpid(),
-                "database_url": settings.resolved_database_url,
-                "ui_url": service.ui_url,
-                "started_at": datetime.now(UTC).isoformat(),
-                "children": {child.name: child.process.pid for child in service.children},
-            },
-        )
+        service.record = {
+            "redis_url": service.redis_url,
+            "pid": os.getpid(),
+            "database_url": settings.resolved_database_url,
+            "ui_url": service.ui_url,
+            "started_at": datetime.now(UTC).isoformat(),
+        }
+        service.write_record()
     except BaseException:
         stop_service(service)
         raise
@@ -142,8 +154,24 @@ def wait_for_worker(timeout_s: float) -> bool:
     return False
 
 
+def restart_child(service: Service, child: Child, *, now: float | None = None) -> bool:
+    """Start an exited child again if it may be restarted and has restarts left; False if not."""
+    now = time.monotonic() if now is None else now
+    child.restarts = [at for at in child.restarts if now - at < RESTART_WINDOW_S]
+    if child.command is None or child.env is None or len(child.restarts) >= RESTART_LIMIT:
+        return False
+    if child.log is not None:
+        child.log.close()
+    fresh = spawn(child.name, child.command, env=child.env, log_dir=service.settings.data_dir / "logs")
+    fresh.restarts = [*child.restarts, now]
+    service.children[service.children.index(child)] = fresh
+    service.write_record()
+    return True
+
+
 def run_until_stopped(service: Service, *, poll_s: float = 0.5) -> int:
-    """Block until SIGINT/SIGTERM (exit 0) or until a child exits on its own (exit 1); then stop everything."""
+    """Block until SIGINT/SIGTERM (exit 0), restarting a worker or UI that exits on its own; if Redis exits or a
+    child has used up its restarts, stop (exit 1). Everything is stopped on the way out."""
     stop_requested: list[int] = []
 
     def _request_stop(signum: int, _frame: Any) -> None:
@@ -152,13 +180,16 @@ def run_until_stopped(service: Service, *, poll_s: float = 0.5) -> int:
     previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     status = 0
     try:
-        while not stop_requested:
-            exited = [child for child in service.children if child.process.poll() is not None]
-            if exited:
-                for child in exited:
-                    logger.error("%s exited with status %s; stopping the service", child.name, child.process.returncode)
-                status = 1
-                break
+        while not stop_requested and status == 0:
+            for child in [child for child in service.children if child.process.poll() is not None]:
+                code = child.process.returncode
+                if restart_child(service, child):
+                    logger.warning("%s exited with status %s; started it again (restart %d of %d in %.0f min)",
+                                   child.name, code, len(child.restarts) + 1, RESTART_LIMIT, RESTART_WINDOW_S / 60)
+                else:
+                    logger.error("%s exited with status %s; stopping the service", child.name, code)
+                    status = 1
+                    break
             time.sleep(poll_s)
     finally:
         stop_service(service)

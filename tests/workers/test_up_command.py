@@ -19,29 +19,45 @@ from workers.service_discovery import pid_alive
 pytestmark = pytest.mark.slow
 
 
-def test_up_serves_and_stops_without_stray_processes(tmp_path: Path) -> None:
+def _up_env(tmp_path: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key not in {"REDIS_URL", "DATABASE_URL"}}
     env.update(S2S_DATA_DIR=str(tmp_path), S2S_CHECKPOINT=str(TINY_MODEL), S2S_TORCH_THREADS="1",
                PYTHONPATH=str(REPO_ROOT))
+    return env
+
+
+def _start_up(env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:
+    """`s2s up --no-ui`, returned once it says it is ready, with the lines it printed so far (and later)."""
     up = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--no-ui"], env=env, cwd=REPO_ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    # A reader thread, because `s2s up` may print several lines at once and a buffered pipe then holds
+    # the rest where select() cannot see them.
+    threading.Thread(target=lambda: lines.extend(up.stdout or []), daemon=True).start()
+    deadline = time.monotonic() + 90
+    while "press Ctrl-C" not in "".join(lines):
+        if time.monotonic() > deadline or up.poll() is not None:
+            os.killpg(up.pid, signal.SIGKILL)
+            raise AssertionError("".join(lines))
+        time.sleep(0.2)
+    return up, lines
+
+
+def _ask(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    ask = [sys.executable, "-m", "cli.main", "ask", "--passage", PASSAGE, "--question", QUESTION]
+    return subprocess.run(ask, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_up_serves_and_stops_without_stray_processes(tmp_path: Path) -> None:
+    env = _up_env(tmp_path)
+    up, lines = _start_up(env)
     try:
-        lines: list[str] = []
-        assert up.stdout is not None
-        # A reader thread, because `s2s up` may print several lines at once and a buffered pipe then holds
-        # the rest where select() cannot see them.
-        threading.Thread(target=lambda: lines.extend(up.stdout or []), daemon=True).start()
-        deadline = time.monotonic() + 90
-        while "press Ctrl-C" not in "".join(lines):
-            assert time.monotonic() < deadline and up.poll() is None, "".join(lines)
-            time.sleep(0.2)
         assert "worker: ready" in "".join(lines)
         info = json.loads((tmp_path / "service.json").read_text())
         assert info["redis_url"].startswith("redis://127.0.0.1:")
         children = list(info["children"].values())
 
-        ask = [sys.executable, "-m", "cli.main", "ask", "--passage", PASSAGE, "--question", QUESTION]
-        done = subprocess.run(ask, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+        done = _ask(env)
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines()[0] == "Oslo"
 
@@ -55,10 +71,30 @@ def test_up_serves_and_stops_without_stray_processes(tmp_path: Path) -> None:
             up.wait()
 
 
+def test_a_killed_worker_is_started_again_and_answers(tmp_path: Path) -> None:
+    env = _up_env(tmp_path)
+    up, lines = _start_up(env)
+    children: list[int] = []
+    try:
+        first_worker = json.loads((tmp_path / "service.json").read_text())["children"]["worker"]
+        os.kill(first_worker, signal.SIGKILL)
+        done = _ask(env, timeout=120)  # queued while no worker runs; the restarted one answers it
+        assert done.returncode == 0, done.stderr + "".join(lines)
+        assert done.stdout.splitlines()[0] == "Oslo"
+        children = list(json.loads((tmp_path / "service.json").read_text())["children"].values())
+        assert first_worker not in children and up.poll() is None
+        assert "worker exited with status -9; started it again" in "".join(lines)
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0
+        assert [pid for pid in children if pid_alive(pid)] == []
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
+
+
 def test_killing_up_with_sigkill_takes_its_children_down_too(tmp_path: Path) -> None:
-    env = {key: value for key, value in os.environ.items() if key not in {"REDIS_URL", "DATABASE_URL"}}
-    env.update(S2S_DATA_DIR=str(tmp_path), S2S_CHECKPOINT=str(TINY_MODEL), S2S_TORCH_THREADS="1",
-               PYTHONPATH=str(REPO_ROOT))
+    env = _up_env(tmp_path)
     up = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--no-ui"], env=env, cwd=REPO_ROOT,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     children: list[int] = []
