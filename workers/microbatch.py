@@ -10,6 +10,11 @@ It waits for companions only when more are known to be coming: task threads anno
 while announced requests have not arrived yet. One client alone therefore never pays the wait, and under load
 the requests that pile up during a decode form the next batch. If a batched call fails, every request of the
 group is decoded alone, so one bad input fails only itself. This module knows nothing of Celery or storage.
+
+Time limits: a task thread waits at most `timeout_s` for its result. A decode call itself cannot be interrupted
+(Celery's threads pool enforces no time limit), so with `stuck_after_s` a watchdog thread calls `on_stuck` once
+when one model call has run that long: the worker's runtime then exits the process, as prefork's hard time limit
+would, and its unacknowledged messages are delivered again to a fresh worker.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -63,13 +68,17 @@ class BatchStats:
 class MicroBatcher:
     """Collects requests from many threads and decodes them in batches on one thread."""
 
-    def __init__(self, model: Decoder, *, max_size: int, max_wait_ms: float, timeout_s: float) -> None:
+    def __init__(self, model: Decoder, *, max_size: int, max_wait_ms: float, timeout_s: float,
+                 stuck_after_s: float | None = None, on_stuck: Callable[[float], None] | None = None) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         self.model = model
         self.max_size = max_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.timeout_s = timeout_s
+        self.stuck_after_s = stuck_after_s
+        self.on_stuck = on_stuck
+        self._decoding_since: float | None = None  # monotonic start of the model call in progress
         self.stats = BatchStats()
         self._queues: tuple[deque[_Request], deque[_Request]] = (deque(), deque())
         self._cond = threading.Condition()
@@ -87,6 +96,8 @@ class MicroBatcher:
             self._running = True
         self._thread = threading.Thread(target=self._loop, name="s2s-microbatcher", daemon=True)
         self._thread.start()
+        if self.stuck_after_s is not None and self.on_stuck is not None:
+            threading.Thread(target=self._watch, name="s2s-microbatcher-watchdog", daemon=True).start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         with self._cond:
@@ -185,9 +196,11 @@ class MicroBatcher:
     def _decode_group(self, kind: str, decode: Any, group: list[_Request]) -> None:
         call = self.model.answer if kind == "answer" else self.model.reply
         started = time.perf_counter()
+        self._decoding_since = time.monotonic()
         try:
             results = call([request.payload for request in group], decode)
         except Exception as error:
+            self._decoding_since = None
             if len(group) == 1:
                 logger.warning("decoding one %s request failed: %s", kind, error)
                 metrics.count_error("decode", kind, error)
@@ -197,9 +210,21 @@ class MicroBatcher:
             for request in group:
                 self._decode_group(kind, decode, [request])
             return
+        self._decoding_since = None
         metrics.observe_decode(kind, time.perf_counter() - started)
         for request, result in zip(group, results, strict=True):
             request.future.set_result(result)
+
+    def _watch(self) -> None:
+        """Call on_stuck once if a model call runs longer than stuck_after_s."""
+        assert self.stuck_after_s is not None and self.on_stuck is not None
+        interval = min(1.0, self.stuck_after_s / 10)
+        while self._running:
+            since = self._decoding_since
+            if since is not None and time.monotonic() - since > self.stuck_after_s:
+                self.on_stuck(time.monotonic() - since)
+                return
+            time.sleep(interval)
 
     def _fail_leftovers(self) -> None:
         with self._cond:

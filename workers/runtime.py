@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,6 +51,20 @@ class _BatchPriority:
 
     def reply(self, histories: list[list[str]], decode: object = None) -> list[list[object]]:
         return self.batcher.reply(histories, decode, priority=BATCH)
+
+
+STUCK_EXIT_CODE = 70  # EX_SOFTWARE: the worker stopped itself after a decode ran past the time limit
+
+
+def exit_stuck_worker(elapsed_s: float) -> None:
+    """The micro-batcher's watchdog: a model call has outlived S2S_TASK_TIME_LIMIT_S (every task waiting on it has
+    already failed with a timeout). The threads pool cannot interrupt it, so the process exits, as prefork's hard
+    time limit would end a child: `s2s up` or the container's restart policy starts a fresh worker, which puts the
+    unacknowledged messages back, and a request that keeps doing this fails after S2S_MAX_TASK_ATTEMPTS."""
+    logger.critical("a decode has run for %.0f s, past S2S_TASK_TIME_LIMIT_S; exiting so that a fresh worker takes "
+                    "over", elapsed_s)
+    logging.shutdown()
+    os._exit(STUCK_EXIT_CODE)
 
 
 _lock = threading.Lock()
@@ -111,6 +126,8 @@ def _build(settings: Settings) -> Runtime:
         max_size=settings.microbatch_max_size,
         max_wait_ms=settings.microbatch_max_wait_ms,
         timeout_s=float(settings.task_time_limit_s),
+        stuck_after_s=float(settings.task_time_limit_s),
+        on_stuck=exit_stuck_worker,
     )
     batcher.start()
     overrides = decode_overrides(settings)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 from sqlalchemy import Engine, select
 
 from storage import conversations, qa
 from storage.db import transaction
 from storage.models import ItemStatus, JobStatus, QAJobItem
-from tests.workers.conftest import OWNER, PASSAGE, QUESTION
+from tests.workers.conftest import OWNER, PASSAGE, QUESTION, REPO_ROOT
 from workers import jobs
 from workers.jobs import Serving
+from workers.runtime import STUCK_EXIT_CODE
 
 
 def _question(engine: Engine, question: str = QUESTION) -> str:
@@ -196,3 +200,13 @@ def test_one_failing_request_does_not_fail_its_batch() -> None:
     results = jobs.decode_each(call, [1, 0, 2])
     assert results[0] == 10 and results[2] == 20
     assert isinstance(results[1], ValueError)
+
+
+def test_a_stuck_worker_exits_with_its_own_status_and_says_why() -> None:
+    code = ("import logging; logging.basicConfig(); from workers.runtime import exit_stuck_worker; "
+            "exit_stuck_worker(312.0); print('not reached')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert done.returncode == STUCK_EXIT_CODE
+    assert "a decode has run for 312 s, past S2S_TASK_TIME_LIMIT_S" in done.stderr
+    assert "not reached" not in done.stdout

@@ -90,3 +90,25 @@ def test_interactive_requests_overtake_batch_items() -> None:
         thread.join()
     batcher.stop()
     assert model.calls[1] == ["chat"] or model.calls[1][0] == "chat"
+
+
+def test_the_watchdog_reports_a_model_call_that_runs_past_the_limit_once() -> None:
+    stuck: list[float] = []
+    batcher = MicroBatcher(FakeModel(delay_s=0.6), max_size=4, max_wait_ms=0, timeout_s=5, stuck_after_s=0.2,
+                           on_stuck=stuck.append)
+    batcher.start()
+    assert batcher.answer([("slow", "p")]) == [["SLOW"]]  # the call still finishes; the worker decides what to do
+    batcher.stop()
+    assert len(stuck) == 1 and 0.2 < stuck[0] < 0.6
+
+
+def test_the_watchdog_stays_quiet_while_calls_finish_in_time() -> None:
+    stuck: list[float] = []
+    batcher = MicroBatcher(FakeModel(delay_s=0.05), max_size=4, max_wait_ms=0, timeout_s=5, stuck_after_s=0.3,
+                           on_stuck=stuck.append)
+    batcher.start()
+    for _ in range(10):  # 0.5 s of calls, each well under the limit
+        batcher.answer([("quick", "p")])
+    time.sleep(0.4)  # idle time between calls does not count
+    batcher.stop()
+    assert stuck == []
