@@ -2,7 +2,9 @@
 
 query = decoder state, keys = values = encoder states; the output is the softmax-weighted sum of the values.
 Padded source positions get a score of -inf and therefore exactly zero weight. Optional coverage
-(See et al. 2017) adds w_c * coverage to every score. Pure tensor code: no I/O.
+(See et al. 2017) adds w_c * coverage to every score. Several consecutive queries may share one source (the
+beams of one request): the encoder states are then read once for all of them, not copied per beam. Pure
+tensor code: no I/O.
 """
 
 from __future__ import annotations
@@ -40,25 +42,30 @@ class Attention(nn.Module):
         """Attend from one decoder step.
 
         Args:
-            query: (batch, hidden) decoder state h_t.
-            memory: (batch, src_len, hidden) encoder states (the values).
-            keys: (batch, src_len, hidden) from `precompute_keys(memory)`.
-            pad_mask: (batch, src_len) bool, True at padding.
-            coverage: (batch, src_len) sum of earlier attention weights, or None.
+            query: (rows, hidden) decoder state h_t; rows = sources * group, the `group` consecutive rows of a
+                source attending to it (group = 1 in training; the beams of a request in beam search).
+            memory: (sources, src_len, hidden) encoder states (the values).
+            keys: (sources, src_len, hidden) from `precompute_keys(memory)`.
+            pad_mask: (sources, src_len) bool, True at padding.
+            coverage: (rows, src_len) sum of earlier attention weights, or None.
         Returns:
-            weights (batch, src_len) summing to 1 with zeros at padding, and context (batch, hidden).
+            weights (rows, src_len) summing to 1 with zeros at padding, and context (rows, hidden).
         """
+        sources, src_len = pad_mask.shape
+        group = query.size(0) // sources
         if self.kind == "additive":
-            features = keys + self.query_proj(query).unsqueeze(1)  # (batch, src_len, hidden)
+            projected = self.query_proj(query).view(sources, group, 1, -1)
+            features = keys.unsqueeze(1) + projected  # (sources, group, src_len, hidden)
             if self.coverage_proj is not None and coverage is not None:
-                features = features + self.coverage_proj(coverage.unsqueeze(-1))
-            scores = self.v(torch.tanh(features)).squeeze(-1)  # (batch, src_len)
+                features = features + self.coverage_proj(coverage.view(sources, group, src_len, 1))
+            scores = self.v(torch.tanh(features)).view(sources, group, src_len)
         else:
             projected = self.query_proj(query) if self.kind == "general" else query
-            scores = torch.bmm(keys, projected.unsqueeze(-1)).squeeze(-1)  # (batch, src_len)
+            queries = projected.view(sources, group, -1).transpose(1, 2)  # (sources, hidden, group)
+            scores = torch.bmm(keys, queries).transpose(1, 2)  # (sources, group, src_len)
             if self.coverage_proj is not None and coverage is not None:
-                scores = scores + self.coverage_proj(coverage.unsqueeze(-1)).squeeze(-1)
-        scores = scores.float().masked_fill(pad_mask, float("-inf"))
-        weights = torch.softmax(scores, dim=-1)
-        context = torch.bmm(weights.unsqueeze(1).to(memory.dtype), memory).squeeze(1)  # (batch, hidden)
-        return weights, context
+                scores = scores + self.coverage_proj(coverage.view(sources, group, src_len, 1)).squeeze(-1)
+        scores = scores.float().masked_fill(pad_mask.unsqueeze(1), float("-inf"))
+        weights = torch.softmax(scores, dim=-1)  # (sources, group, src_len)
+        context = torch.bmm(weights.to(memory.dtype), memory)  # (sources, group, hidden)
+        return weights.view(-1, src_len), context.view(-1, context.size(-1))

@@ -8,6 +8,11 @@ average log-prob normalisation, min/max output length, and repeated n-gram block
 
 A request stops as soon as no live beam can still beat its n-th best finished hypothesis, using an exact bound,
 so a large enough beam returns the same best sequence as exhaustive search. No nn.Module in here.
+
+Given `select_requests`, the model is run only on the rows that can still change a result: one row per request
+at the first step (the other beams would be copies of it), then the beams of the requests still searching
+(requests that are done are dropped once they make up a quarter of the rows). A batch of requests of different
+lengths then costs about what its requests need, not what its slowest one needs.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from .config import DecodeConfig
 State = dict[str, torch.Tensor]
 StepFn = Callable[[torch.Tensor, State, int],
                   tuple[torch.Tensor, State, torch.Tensor | None, torch.Tensor | None]]
+SelectRequests = Callable[[torch.Tensor, int], None]
 
 
 @dataclass
@@ -88,7 +94,8 @@ def topk_rows(values: torch.Tensor, k: int, block: int = 128) -> tuple[torch.Ten
 
 def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, eos_id: int,
                 config: DecodeConfig, device: torch.device | str = "cpu",
-                record_attention: bool = True) -> list[list[BeamHypothesis]]:
+                record_attention: bool = True,
+                select_requests: SelectRequests | None = None) -> list[list[BeamHypothesis]]:
     """Decode `batch_size` requests with `config.beam_size` beams each.
 
     Args:
@@ -97,6 +104,11 @@ def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, 
             beam_search masks the returned log_probs in place, so return a fresh tensor each step.
         state: tensors with rows as first dimension, already repeated beam_size times per request.
         config: beam size, n-best, length limits and penalty, n-gram blocking.
+        select_requests: if given, step_fn is called with only some of the rows, and
+            select_requests(requests, rows_per_request) is called first whenever they change: step_fn will get
+            `rows_per_request` consecutive rows for each of `requests` (n,), in that order, so the caller can
+            narrow what its step_fn reads per row (encoder memory, masks) to match. Without it every step_fn
+            call gets all batch_size * beam_size rows.
     Returns:
         For each request, up to n_best hypotheses, best first.
 
@@ -118,6 +130,17 @@ def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, 
     final_norm = normaliser(config.max_length + 1, config)
     raw_scores = config.length_penalty == 0 and not config.length_normalize
 
+    # The rows step_fn computes (`active`, indices into the batch_size * beam layout that everything else here
+    # uses), and the state and prev_ids of those rows only. Without select_requests: every row, always.
+    compact = select_requests is not None
+    active = row_offset.view(-1) if compact else torch.arange(rows, device=device)
+    selected = torch.arange(batch_size, device=device)  # the requests whose rows step_fn computes
+    if compact:
+        state = {name: tensor.index_select(0, active) for name, tensor in state.items()}
+        prev_ids = prev_ids.index_select(0, active)
+        assert select_requests is not None
+        select_requests(selected, 1)
+
     for step in range(config.max_length + 1):
         log_probs, state, attention, p_gen = step_fn(prev_ids, state, step)
         log_probs = log_probs.float()
@@ -129,14 +152,18 @@ def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, 
             log_probs.fill_(neg_inf)
             log_probs[:, eos_id] = 0.0
         if config.no_repeat_ngram_size > 0:
-            _block_repeated_ngrams(log_probs, history[:, :step], config.no_repeat_ngram_size)
+            _block_repeated_ngrams(log_probs, history.index_select(0, active)[:, :step] if compact
+                                   else history[:, :step], config.no_repeat_ngram_size)
         if record_attention and attention is not None:
-            trace.record_attention(step, attention, p_gen)
+            trace.record_attention(step, attention, p_gen, rows=active if compact else None)
 
         # The best 2*beam continuations of a request are among the best 2*beam of each of its beams, so the
         # vocabulary-wide work is one top-k per row; adding the beam's score keeps the order within a row.
         row_width = min(2 * beam, vocab)
-        row_top, row_token = topk_rows(log_probs, row_width)  # (rows, row_width)
+        row_top, row_token = topk_rows(log_probs, row_width)  # (active rows, row_width)
+        if compact:  # rows step_fn did not compute are dead beams (-inf): no candidates from them
+            row_top = row_top.new_full((rows, row_width), neg_inf).index_copy_(0, active, row_top)
+            row_token = row_token.new_zeros((rows, row_width)).index_copy_(0, active, row_token)
         candidates = (scores.unsqueeze(-1) + row_top.view(batch_size, beam, row_width)).view(batch_size, -1)
         width = min(2 * beam, candidates.size(1))
         top_scores, top_index = candidates.topk(width, dim=1)  # (batch, width)
@@ -166,13 +193,31 @@ def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, 
             break
 
         trace.record_step(step, parent_row, next_token)
-        state = {name: tensor.index_select(0, parent_row) for name, tensor in state.items()}
         if config.no_repeat_ngram_size > 0:
             history = history.index_select(0, parent_row)
             history[:, step] = next_token
-        prev_ids = next_token
         # Requests already done keep no live beams, so they add no work to the decisions above.
         scores = scores.masked_fill(done.unsqueeze(1), neg_inf)
+        if compact:
+            assert select_requests is not None
+            # Drop the requests that are done from the rows step_fn computes, once they are a quarter of them
+            # (narrowing copies what the caller keeps per request, so not at every single request that ends).
+            searching = (~done).nonzero().squeeze(1)  # (n,) requests still searching
+            if step == 0 or 4 * (selected.numel() - searching.numel()) >= selected.numel():
+                selected = searching
+                select_requests(selected, beam)
+            next_active = (selected.unsqueeze(1) * beam + torch.arange(beam, device=device)).view(-1)
+            # row -> its index among `active`. A dead beam (score -inf) may descend from a row step_fn did not
+            # compute (a tie of -inf candidates at the first step); any row's state will do for it.
+            position = torch.zeros((rows,), dtype=torch.long, device=device)
+            position[active] = torch.arange(active.numel(), device=device)
+            parents = position.index_select(0, parent_row.index_select(0, next_active))
+            state = {name: tensor.index_select(0, parents) for name, tensor in state.items()}
+            prev_ids = next_token.index_select(0, next_active)
+            active = next_active
+        else:
+            state = {name: tensor.index_select(0, parent_row) for name, tensor in state.items()}
+            prev_ids = next_token
 
     return trace.hypotheses(config)
 
@@ -199,14 +244,21 @@ class _Trace:
         self.p_gen: torch.Tensor | None = None
         self.last_step = 0
 
-    def record_attention(self, step: int, attention: torch.Tensor, p_gen: torch.Tensor | None) -> None:
+    def record_attention(self, step: int, attention: torch.Tensor, p_gen: torch.Tensor | None,
+                         rows: torch.Tensor | None = None) -> None:
+        """Attention and p_gen of step `step`, for every row or (with `rows`) for those rows only."""
         if self.attention is None or self.p_gen is None:
-            steps, rows = self.parent.shape
-            self.attention = attention.new_zeros((steps, rows, attention.size(-1)), dtype=torch.float32)
-            self.p_gen = attention.new_ones((steps, rows), dtype=torch.float32)
-        self.attention[step] = attention
+            steps, all_rows = self.parent.shape
+            self.attention = attention.new_zeros((steps, all_rows, attention.size(-1)), dtype=torch.float32)
+            self.p_gen = attention.new_ones((steps, all_rows), dtype=torch.float32)
+        if rows is None:
+            self.attention[step] = attention
+            if p_gen is not None:
+                self.p_gen[step] = p_gen
+            return
+        self.attention[step].index_copy_(0, rows, attention.float())
         if p_gen is not None:
-            self.p_gen[step] = p_gen
+            self.p_gen[step].index_copy_(0, rows, p_gen.float())
 
     def record_ends(self, step: int, end_score: torch.Tensor, end_row: torch.Tensor) -> None:
         self.end_score[step] = end_score

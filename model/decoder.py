@@ -22,18 +22,27 @@ DecoderState = dict[str, torch.Tensor]
 
 @dataclass
 class Memory:
-    """What the decoder reads at every step; fixed for a source (beam search expands it once)."""
+    """What the decoder reads at every step; fixed for a source. The encoder states are kept once per source and
+    shared by its rows (the beams of a request); the token ids are per decoder row, for the copy distribution."""
 
-    states: torch.Tensor     # (rows, src_len, hidden)
-    keys: torch.Tensor       # (rows, src_len, hidden) attention keys precomputed from states
-    pad_mask: torch.Tensor   # (rows, src_len) True at padding
-    src_ids: torch.Tensor    # (rows, src_len) token ids, for the copy distribution
+    states: torch.Tensor     # (sources, src_len, hidden)
+    keys: torch.Tensor       # (sources, src_len, hidden) attention keys precomputed from states
+    pad_mask: torch.Tensor   # (sources, src_len) True at padding
+    src_ids: torch.Tensor    # (rows, src_len) token ids of each row's source
     first_position: torch.Tensor  # (rows, src_len) the first position holding the same token id
 
     def repeat_rows(self, times: int) -> Memory:
-        """Each row repeated `times` times in place (row b becomes rows b*times .. b*times+times-1)."""
-        return Memory(*(t.repeat_interleave(times, dim=0) for t in (self.states, self.keys, self.pad_mask,
-                                                                     self.src_ids, self.first_position)))
+        """`times` decoder rows per source (rows b*times .. b*times+times-1 read source b); states are not copied."""
+        return Memory(self.states, self.keys, self.pad_mask, self.src_ids.repeat_interleave(times, dim=0),
+                      self.first_position.repeat_interleave(times, dim=0))
+
+    def select_sources(self, sources: torch.Tensor, rows_per_source: int) -> Memory:
+        """Only the sources `sources` (n,) (of a Memory with one row per source), in that order, each read by
+        `rows_per_source` decoder rows: what beam search still decodes."""
+        rows = sources.repeat_interleave(rows_per_source) if rows_per_source > 1 else sources
+        return Memory(self.states.index_select(0, sources), self.keys.index_select(0, sources),
+                      self.pad_mask.index_select(0, sources), self.src_ids.index_select(0, rows),
+                      self.first_position.index_select(0, rows))
 
 
 def first_positions(src_ids: torch.Tensor) -> torch.Tensor:

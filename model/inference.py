@@ -193,28 +193,35 @@ class Predictor:
                       ) -> list[list[BeamHypothesis]]:
         device = self.torch_device
         beam = decode.beam_size
-        ids, lengths, features, passage, starts, ends = pad_sources(sources, self.tokenizer.pad_id, device)
-        memory, state = self.model.encode(ids, lengths, features)
-        memory = memory.repeat_rows(beam)
+        ids, lengths, features, passage_of_request, starts, ends_of_request = pad_sources(
+            sources, self.tokenizer.pad_id, device)
+        memory_of_request, state = self.model.encode(ids, lengths, features)
         state = {k: v.repeat_interleave(beam, dim=0) for k, v in state.items()}
-        passage = passage.repeat_interleave(beam, dim=0)  # (rows, src_len)
-        ends = ends.repeat_interleave(beam, dim=0)
         if extractive:
             state["candidates"] = starts.repeat_interleave(beam, dim=0)
         eos_id = self.tokenizer.eos_id
+        # What the step reads per row, for the rows beam search decodes now (it narrows them as requests end).
+        rows: dict[str, Any] = {}
+
+        def select_requests(requests: torch.Tensor, rows_per_request: int) -> None:
+            rows["memory"] = memory_of_request.select_sources(requests, rows_per_request)
+            row_requests = requests.repeat_interleave(rows_per_request)
+            rows["passage"] = passage_of_request.index_select(0, row_requests)  # (rows, src_len)
+            rows["ends"] = ends_of_request.index_select(0, row_requests)
 
         def step(prev_ids: torch.Tensor, state: dict[str, torch.Tensor], step_index: int):  # type: ignore[no-untyped-def]
+            memory = rows["memory"]
             decoder_state = {k: v for k, v in state.items() if k != "candidates"}
             out = self.model.decode_step(prev_ids, decoder_state, memory)
             log_probs = out.log_probs.index_fill_(1, self._banned_ids, float("-inf"))  # a fresh tensor each step
             new_state = dict(out.state)
             if extractive:
-                log_probs = self._constrain_to_passage(log_probs, prev_ids, state["candidates"], passage, ends,
-                                                       memory, step_index, eos_id, new_state)
+                log_probs = self._constrain_to_passage(log_probs, prev_ids, state["candidates"], rows["passage"],
+                                                       rows["ends"], memory, step_index, eos_id, new_state)
             return log_probs, new_state, out.attention, out.p_gen
 
         return beam_search(step, state, batch_size=len(sources), bos_id=self.tokenizer.bos_id, eos_id=eos_id,
-                           config=decode, device=device)
+                           config=decode, device=device, select_requests=select_requests)
 
     @torch.inference_mode()
     def _sample(self, sources: list[Source], decode: DecodeConfig) -> list[list[BeamHypothesis]]:

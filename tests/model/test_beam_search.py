@@ -165,3 +165,63 @@ def test_blocked_top_k_returns_the_values_of_a_plain_top_k(width, k):
     top, columns = topk_rows(values, k)
     assert torch.equal(top, values.topk(k, dim=1).values)
     assert torch.equal(values.gather(1, columns), top)
+
+
+def _per_request_step(tables, rows_per_request, selected):
+    """Step function in which row r follows the table of its request: r // rows_per_request, or, once
+    beam_search has narrowed the rows (selected["requests"], selected["rows"]), the request it names."""
+
+    def step(prev_ids, state, step_index):
+        log_probs, new_state, _, _ = scripted_step(lambda p: [0.25] * VOCAB)(prev_ids, state, step_index)
+        prefixes = new_state["prefix"]
+        out = []
+        for row in range(prev_ids.size(0)):
+            if "requests" in selected:
+                request = int(selected["requests"][row // selected["rows"]])
+            else:
+                request = row // rows_per_request
+            prefix = tuple(int(t) for t in prefixes[row] if t >= 0)
+            out.append(tables[request](prefix))
+        selected.setdefault("calls", []).append(prev_ids.size(0))
+        return torch.tensor(out).log(), new_state, None, None
+
+    return step
+
+
+@pytest.mark.parametrize("seeds", [(11, 12, 13), (5, 6, 7, 8, 9)])
+def test_decoding_only_the_rows_still_searching_gives_the_same_hypotheses(seeds):
+    tables = [random_table(s) for s in seeds]
+    config = DecodeConfig(beam_size=3, n_best=2, max_length=6)
+    batch = len(tables)
+
+    def decode(compact):
+        selected = {}
+
+        def select(requests, rows_per_request):
+            selected.update(requests=requests.clone(), rows=rows_per_request)
+
+        state = {"prefix": torch.full((batch * 3, 7), -1)}
+        hyps = beam_search(_per_request_step(tables, 3, selected), state, batch_size=batch, bos_id=BOS, eos_id=EOS,
+                           config=config, select_requests=select if compact else None)
+        return hyps, selected["calls"]
+
+    (full, full_calls), (narrow, narrow_calls) = decode(False), decode(True)
+    for request in range(batch):
+        assert [h.token_ids for h in narrow[request]] == [h.token_ids for h in full[request]]
+        assert [h.score for h in narrow[request]] == pytest.approx([h.score for h in full[request]], abs=1e-6)
+    assert set(full_calls) == {batch * 3}
+    assert narrow_calls[0] == batch  # one row per request at the first step: the other beams would be copies
+    assert sum(narrow_calls) < sum(full_calls)
+
+
+def test_narrowed_decoding_copes_with_fewer_candidates_than_beams_at_the_first_step():
+    def table(prefix):  # one possible first token, then eos
+        return [0.0, 0.0, 1.0, 0.0] if not prefix else [0.0, 1.0, 0.0, 0.0]
+
+    selected = {}
+    config = DecodeConfig(beam_size=4, n_best=4, max_length=3)
+    state = {"prefix": torch.full((2 * 4, 4), -1)}
+    hyps = beam_search(_per_request_step([table, table], 4, selected), state, batch_size=2, bos_id=BOS,
+                       eos_id=EOS, config=config,
+                       select_requests=lambda requests, rows: selected.update(requests=requests.clone(), rows=rows))
+    assert [[h.token_ids for h in request] for request in hyps] == [[[2]], [[2]]]

@@ -26,18 +26,35 @@ def tiny_batch():
                  tgt_ids=torch.randint(4, VOCAB, (3, 5)))
 
 
+def attention_and_sources(kind, seed):
+    """An attention module with coverage and two sources of 5 positions, the first with 2 of padding."""
+    torch.manual_seed(seed)
+    return (Attention(kind, 8, coverage=True), torch.randn(2, 5, 8),
+            torch.tensor([[False, False, False, True, True], [False] * 5]))
+
+
 @pytest.mark.parametrize("kind", ["dot", "general", "additive"])
 def test_attention_gives_padding_exactly_zero_weight(kind):
-    torch.manual_seed(0)
-    attention = Attention(kind, 8, coverage=True)
-    memory = torch.randn(2, 5, 8)
-    pad_mask = torch.tensor([[False, False, False, True, True], [False] * 5])
+    attention, memory, pad_mask = attention_and_sources(kind, 0)
     weights, context = attention(torch.randn(2, 8), memory, attention.precompute_keys(memory), pad_mask,
                                  torch.rand(2, 5))
     assert weights.shape == (2, 5) and context.shape == (2, 8)
     assert torch.all(weights[0, 3:] == 0)
     assert torch.allclose(weights.sum(-1), torch.ones(2))
     assert torch.allclose(context[0], weights[0] @ memory[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["dot", "general", "additive"])
+def test_rows_sharing_a_source_attend_as_if_it_were_copied_for_each(kind):
+    attention, memory, pad_mask = attention_and_sources(kind, 1)
+    query, coverage = torch.randn(6, 8), torch.rand(6, 5)  # three rows (beams) per source
+    shared = attention(query, memory, attention.precompute_keys(memory), pad_mask, coverage)
+    copied_memory = memory.repeat_interleave(3, dim=0)
+    copied = attention(query, copied_memory, attention.precompute_keys(copied_memory),
+                       pad_mask.repeat_interleave(3, dim=0), coverage)
+    for got, expected in zip(shared, copied):
+        assert got.shape == expected.shape
+        assert torch.allclose(got, expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["dot", "general", "additive"])
