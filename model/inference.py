@@ -232,19 +232,23 @@ class Predictor:
         for start in range(0, len(sources), per_batch):
             chunk = sources[start:start + per_batch]
             ids, lengths, features, *_ = pad_sources(chunk, self.tokenizer.pad_id, self.torch_device)
-            memory, state = self.model.encode(ids, lengths, features)
-            memory = memory.repeat_rows(count)
+            memory_of_request, state = self.model.encode(ids, lengths, features)
             state = {k: v.repeat_interleave(count, dim=0) for k, v in state.items()}
+            rows: dict[str, Memory] = {}
+
+            def select_requests(requests: torch.Tensor, rows_per_request: int, *, rows: dict[str, Memory] = rows,
+                                memory_of_request: Memory = memory_of_request) -> None:
+                rows["memory"] = memory_of_request.select_sources(requests, rows_per_request)
 
             def step(prev_ids: torch.Tensor, state: dict[str, torch.Tensor], step_index: int,
-                     memory: Memory = memory):  # type: ignore[no-untyped-def]
-                out = self.model.decode_step(prev_ids, state, memory)
+                     rows: dict[str, Memory] = rows):  # type: ignore[no-untyped-def]
+                out = self.model.decode_step(prev_ids, state, rows["memory"])
                 log_probs = out.log_probs.index_fill_(1, self._banned_ids, float("-inf"))
                 return log_probs, dict(out.state), out.attention, out.p_gen
 
             results.extend(sample(step, state, seeds=[seed_of(s.ids) for s in chunk], num_samples=count,
                                   bos_id=self.tokenizer.bos_id, eos_id=self.tokenizer.eos_id, config=decode,
-                                  device=self.torch_device))
+                                  device=self.torch_device, select_requests=select_requests))
         return results
 
     @staticmethod

@@ -18,7 +18,7 @@ import hashlib
 
 import torch
 
-from .beam_search import BeamHypothesis, StepFn, _block_repeated_ngrams, normaliser, topk_rows
+from .beam_search import BeamHypothesis, SelectRequests, StepFn, _block_repeated_ngrams, normaliser, topk_rows
 from .config import DecodeConfig
 
 
@@ -55,7 +55,8 @@ def nucleus_pick(log_probs: torch.Tensor, uniforms: torch.Tensor, *, top_p: floa
 
 
 def sample(step_fn: StepFn, state: dict[str, torch.Tensor], *, seeds: list[int], num_samples: int, bos_id: int,
-           eos_id: int, config: DecodeConfig, device: torch.device | str = "cpu") -> list[list[BeamHypothesis]]:
+           eos_id: int, config: DecodeConfig, device: torch.device | str = "cpu",
+           select_requests: SelectRequests | None = None) -> list[list[BeamHypothesis]]:
     """Draw `num_samples` outputs for each of len(seeds) requests.
 
     Args:
@@ -63,6 +64,10 @@ def sample(step_fn: StepFn, state: dict[str, torch.Tensor], *, seeds: list[int],
         state: tensors with rows as first dimension, already repeated num_samples times per request.
         seeds: one seed per request (see seed_of).
         config: top_p, top_k, temperature, min/max length, n-gram blocking, length penalty (for the score).
+        select_requests: as for beam_search: if given, step_fn gets one row per request at the first step (all
+            samples of a request start from the same state), then the rows of the requests with samples still
+            running; a request whose samples have all ended draws no more random numbers, so the others draw
+            what they would have drawn anyway.
     Returns:
         For each request, its samples in drawing order (duplicates included). log_prob is the model's own
         log p(T|S) (before temperature and the nucleus cut), eos included unless cut off at max_length; score
@@ -80,9 +85,25 @@ def sample(step_fn: StepFn, state: dict[str, torch.Tensor], *, seeds: list[int],
     attention_steps: list[torch.Tensor] = []
     p_gen_steps: list[torch.Tensor] = []
 
+    # The rows step_fn computes: `active` (indices into the rows layout above), their state and prev_ids only.
+    compact = select_requests is not None
+    selected = torch.arange(batch_size, device=device)  # the requests whose rows step_fn computes
+    active = selected * num_samples if compact else torch.arange(rows, device=device)
+    if compact:
+        assert select_requests is not None
+        state = {name: tensor.index_select(0, active) for name, tensor in state.items()}
+        select_requests(selected, 1)
+
     for step in range(config.max_length + 1):
-        log_probs, state, attention, p_gen = step_fn(prev_ids, state, step)
+        log_probs, state, attention, p_gen = step_fn(prev_ids.index_select(0, active) if compact else prev_ids,
+                                                     state, step)
         log_probs = log_probs.float()
+        if compact and step == 0:  # the one row of each request stands for all its samples
+            log_probs = log_probs.repeat_interleave(num_samples, dim=0)
+            attention = None if attention is None else attention.repeat_interleave(num_samples, dim=0)
+            p_gen = None if p_gen is None else p_gen.repeat_interleave(num_samples, dim=0)
+            state = {name: tensor.repeat_interleave(num_samples, dim=0) for name, tensor in state.items()}
+            active = (selected.unsqueeze(1) * num_samples + torch.arange(num_samples, device=device)).view(-1)
         log_probs[:, bos_id] = neg_inf
         if step < config.min_length:
             log_probs[:, eos_id] = neg_inf
@@ -90,22 +111,47 @@ def sample(step_fn: StepFn, state: dict[str, torch.Tensor], *, seeds: list[int],
             log_probs.fill_(neg_inf)
             log_probs[:, eos_id] = 0.0
         if config.no_repeat_ngram_size > 0:
-            _block_repeated_ngrams(log_probs, history[:, :step], config.no_repeat_ngram_size)
+            _block_repeated_ngrams(log_probs, history.index_select(0, active)[:, :step] if compact
+                                   else history[:, :step], config.no_repeat_ngram_size)
         if attention is not None:
-            attention_steps.append(attention.float().cpu())
-            p_gen_steps.append(p_gen.float().cpu() if p_gen is not None else torch.ones(rows))
-        uniforms = torch.cat([torch.rand(num_samples, generator=g) for g in generators]).to(device)  # (rows,)
+            attention_step = attention.float()
+            p_gen_step = p_gen.float() if p_gen is not None else torch.ones(attention.size(0))
+            if compact:  # rows of requests already done: no attention (their samples have all ended)
+                attention_step = attention_step.new_zeros((rows, attention.size(-1))).index_copy_(
+                    0, active, attention_step)
+                p_gen_step = p_gen_step.new_ones(rows).index_copy_(0, active, p_gen_step)
+            attention_steps.append(attention_step.cpu())
+            p_gen_steps.append(p_gen_step.cpu())
+        requests = selected.tolist() if compact else range(batch_size)
+        uniforms = torch.cat([torch.rand(num_samples, generator=generators[r]) for r in requests]).to(device)
         token = nucleus_pick(log_probs, uniforms, top_p=config.top_p, top_k=config.top_k,
                              temperature=config.temperature)
-        token = token.masked_fill(finished, eos_id)
-        picked = log_probs.gather(1, token.unsqueeze(1)).squeeze(1).double()
-        log_prob += picked.masked_fill(finished, 0.0)
+        ended = finished.index_select(0, active) if compact else finished
+        token = token.masked_fill(ended, eos_id)
+        picked = log_probs.gather(1, token.unsqueeze(1)).squeeze(1).double().masked_fill(ended, 0.0)
+        if compact:
+            token = torch.full((rows,), eos_id, dtype=torch.long, device=device).index_copy_(0, active, token)
+            picked = torch.zeros(rows, dtype=torch.float64, device=device).index_copy_(0, active, picked)
+        log_prob += picked
         lengths += (~finished & (token != eos_id)).long()
         finished |= token == eos_id
         history[:, step] = token
         prev_ids = token
         if bool(finished.all()):
             break
+        if compact:  # drop requests whose samples have all ended, once they are a quarter of the rows
+            running = (~finished.view(batch_size, num_samples).all(dim=1)).nonzero().squeeze(1)
+            if 4 * (selected.numel() - running.numel()) >= selected.numel():
+                assert select_requests is not None
+                keep = (running.unsqueeze(1) * num_samples + torch.arange(num_samples, device=device)).view(-1)
+                position = torch.zeros((rows,), dtype=torch.long, device=device)
+                position[active] = torch.arange(active.numel(), device=device)
+                state = {name: tensor.index_select(0, position.index_select(0, keep)) for name, tensor in state.items()}
+                selected, active = running, keep
+                select_requests(selected, num_samples)
+            elif step == 0:
+                assert select_requests is not None
+                select_requests(selected, num_samples)
 
     history_rows = history.cpu().tolist()
     lengths_list = lengths.cpu().tolist()

@@ -114,3 +114,31 @@ def test_decode_config_rejects_sampling_settings_out_of_range():
     with pytest.raises(ValueError, match="sample_count"):
         DecodeConfig().with_request({"sample_count": 1000})
     assert DecodeConfig().with_request({"sample_count": 8, "top_p": "0.8"}).top_p == 0.8
+
+
+def test_sampling_only_the_rows_still_running_draws_the_same_samples():
+    def short_or_long(prefix):  # eos is likely at once, so some requests end long before others
+        return [0.0, 0.5, 0.2, 0.2, 0.1] if prefix else [0.0, 0.0, 0.4, 0.3, 0.3]
+
+    config = DecodeConfig(beam_size=1, max_length=12, sample_count=2, top_p=1.0, no_repeat_ngram_size=2)
+    seeds = list(range(20, 36))
+
+    def run(compact):
+        calls, selections = [], []
+
+        def step(prev_ids, state, step_index):
+            calls.append(prev_ids.size(0))
+            return table_step(short_or_long)(prev_ids, state, step_index)
+
+        state = {"prefix": torch.full((len(seeds) * 2, config.max_length + 1), -1)}
+        hyps = sample(step, state, seeds=seeds, num_samples=2, bos_id=BOS, eos_id=EOS, config=config,
+                      select_requests=(lambda requests, rows: selections.append((requests.tolist(), rows)))
+                      if compact else None)
+        return hyps, calls, selections
+
+    (full, full_calls, _), (narrow, narrow_calls, selections) = run(False), run(True)
+    assert [[h.token_ids for h in r] for r in narrow] == [[h.token_ids for h in r] for r in full]
+    assert [h.log_prob for r in narrow for h in r] == pytest.approx([h.log_prob for r in full for h in r])
+    assert narrow_calls[0] == len(seeds)  # the first step: one row per request
+    assert selections[0] == (list(range(len(seeds))), 1) and selections[1] == (list(range(len(seeds))), 2)
+    assert sum(narrow_calls) < sum(full_calls) and len(selections) > 2  # finished requests were dropped
