@@ -83,6 +83,9 @@ class Tokenizer:
         missing = [s for s, i in self.control_ids.items() if i == self.unk_id]
         if self.pad_id < 0 or missing:
             raise ValueError(f"{self.path} was not trained by `s2s tokenizer train` (missing {missing or 'pad'})")
+        self._special_ids = {self.pad_id, self.bos_id, self.eos_id, *self.control_ids.values()}
+        space = self.sp.piece_to_id(WORD_START)
+        self._bare_space_id = space if self.sp.id_to_piece(space) == WORD_START else None  # None: not a piece
 
     @property
     def vocab_size(self) -> int:
@@ -108,10 +111,9 @@ class Tokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         """Text of generated ids: special ids dropped, and a bare space piece that comes right before a piece
         with its own leading space left out (a model emitting both wrote "a  eat" with two spaces)."""
-        special = {self.pad_id, self.bos_id, self.eos_id, *self.control_ids.values()}
-        kept = [i for i in ids if i not in special]
-        space = self.sp.piece_to_id(WORD_START)
-        if self.sp.id_to_piece(space) == WORD_START:  # the bare space is a piece of this vocabulary
+        kept = [i for i in ids if i not in self._special_ids]
+        space = self._bare_space_id
+        if space is not None:
             word_starts = [self.sp.id_to_piece(i).startswith(WORD_START) for i in kept]
             kept = [i for i, next_starts_word in zip(kept, [*word_starts[1:], False], strict=True)
                     if not (i == space and next_starts_word)]
