@@ -131,7 +131,7 @@ def answer_question(engine: Engine, serving: Serving, question_id: str, *, attem
             score=best.score,
             model_version=model_version,
             n_best=n_best,
-            attention=attention_record(best),
+            attention=attention_record(n_best[0]),
             decoding=decoding,
             latency_ms=latency_ms,
         )
@@ -143,9 +143,9 @@ def answer_question(engine: Engine, serving: Serving, question_id: str, *, attem
     )
 
 
-def attention_record(best: Any) -> dict[str, Any]:
-    """The best hypothesis's attention data, in the shape storage.models.Question.attention documents."""
-    data = best.to_dict()
+def attention_record(data: dict[str, Any]) -> dict[str, Any]:
+    """The attention data of a hypothesis (its to_dict()), in the shape storage.models.Question.attention
+    documents."""
     return {
         "source_tokens": data["source_tokens"],
         "output_tokens": data["tokens"],
