@@ -115,7 +115,7 @@ def sample(step_fn: StepFn, state: dict[str, torch.Tensor], *, seeds: list[int],
                                    else history[:, :step], config.no_repeat_ngram_size)
         if attention is not None:
             attention_step = attention.float()
-            p_gen_step = p_gen.float() if p_gen is not None else torch.ones(attention.size(0))
+            p_gen_step = p_gen.float() if p_gen is not None else attention.new_ones(attention.size(0), dtype=torch.float32)
             if compact:  # rows of requests already done: no attention (their samples have all ended)
                 attention_step = attention_step.new_zeros((rows, attention.size(-1))).index_copy_(
                     0, active, attention_step)
