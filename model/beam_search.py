@@ -68,6 +68,24 @@ def _block_repeated_ngrams(log_probs: torch.Tensor, history: torch.Tensor, size:
     log_probs.masked_fill_(banned > 0, float("-inf"))
 
 
+def rows_of(requests: torch.Tensor, per_request: int) -> torch.Tensor:
+    """The rows of `requests` (n,) where each request has `per_request` consecutive rows: (n * per_request,)."""
+    return (requests.unsqueeze(1) * per_request + torch.arange(per_request, device=requests.device)).view(-1)
+
+
+def index_among(active: torch.Tensor, rows: int) -> torch.Tensor:
+    """(rows,) the index of each row within `active` (the rows a step function computed); 0 for the others."""
+    position = torch.zeros((rows,), dtype=torch.long, device=active.device)
+    position[active] = torch.arange(active.numel(), device=active.device)
+    return position
+
+
+def worth_narrowing(selected: torch.Tensor, remaining: torch.Tensor) -> bool:
+    """Drop finished requests from the rows computed once they are a quarter of them: narrowing copies what the
+    caller keeps per request, so not at every single request that ends."""
+    return 4 * (selected.numel() - remaining.numel()) >= selected.numel()
+
+
 def topk_rows(values: torch.Tensor, k: int, block: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
     """The k largest values of each row of `values` (rows, width) and their columns, like values.topk(k, dim=1)
     (equal values may come back in another order), a few times faster on wide rows.
@@ -200,18 +218,14 @@ def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, 
         scores = scores.masked_fill(done.unsqueeze(1), neg_inf)
         if compact:
             assert select_requests is not None
-            # Drop the requests that are done from the rows step_fn computes, once they are a quarter of them
-            # (narrowing copies what the caller keeps per request, so not at every single request that ends).
             searching = (~done).nonzero().squeeze(1)  # (n,) requests still searching
-            if step == 0 or 4 * (selected.numel() - searching.numel()) >= selected.numel():
+            if step == 0 or worth_narrowing(selected, searching):
                 selected = searching
                 select_requests(selected, beam)
-            next_active = (selected.unsqueeze(1) * beam + torch.arange(beam, device=device)).view(-1)
-            # row -> its index among `active`. A dead beam (score -inf) may descend from a row step_fn did not
-            # compute (a tie of -inf candidates at the first step); any row's state will do for it.
-            position = torch.zeros((rows,), dtype=torch.long, device=device)
-            position[active] = torch.arange(active.numel(), device=device)
-            parents = position.index_select(0, parent_row.index_select(0, next_active))
+            next_active = rows_of(selected, beam)
+            # A dead beam (score -inf) may descend from a row step_fn did not compute (a tie of -inf candidates
+            # at the first step): index_among gives it row 0's state, and any state will do for it.
+            parents = index_among(active, rows).index_select(0, parent_row.index_select(0, next_active))
             state = {name: tensor.index_select(0, parents) for name, tensor in state.items()}
             prev_ids = next_token.index_select(0, next_active)
             active = next_active

@@ -18,7 +18,17 @@ import hashlib
 
 import torch
 
-from .beam_search import BeamHypothesis, SelectRequests, StepFn, _block_repeated_ngrams, normaliser, topk_rows
+from .beam_search import (
+    BeamHypothesis,
+    SelectRequests,
+    StepFn,
+    _block_repeated_ngrams,
+    index_among,
+    normaliser,
+    rows_of,
+    topk_rows,
+    worth_narrowing,
+)
 from .config import DecodeConfig
 
 
@@ -103,7 +113,7 @@ def sample(step_fn: StepFn, state: dict[str, torch.Tensor], *, seeds: list[int],
             attention = None if attention is None else attention.repeat_interleave(num_samples, dim=0)
             p_gen = None if p_gen is None else p_gen.repeat_interleave(num_samples, dim=0)
             state = {name: tensor.repeat_interleave(num_samples, dim=0) for name, tensor in state.items()}
-            active = (selected.unsqueeze(1) * num_samples + torch.arange(num_samples, device=device)).view(-1)
+            active = rows_of(selected, num_samples)
         log_probs[:, bos_id] = neg_inf
         if step < config.min_length:
             log_probs[:, eos_id] = neg_inf
@@ -139,18 +149,16 @@ def sample(step_fn: StepFn, state: dict[str, torch.Tensor], *, seeds: list[int],
         prev_ids = token
         if bool(finished.all()):
             break
-        if compact:  # drop requests whose samples have all ended, once they are a quarter of the rows
+        if compact:  # drop the requests whose samples have all ended
+            assert select_requests is not None
             running = (~finished.view(batch_size, num_samples).all(dim=1)).nonzero().squeeze(1)
-            if 4 * (selected.numel() - running.numel()) >= selected.numel():
-                assert select_requests is not None
-                keep = (running.unsqueeze(1) * num_samples + torch.arange(num_samples, device=device)).view(-1)
-                position = torch.zeros((rows,), dtype=torch.long, device=device)
-                position[active] = torch.arange(active.numel(), device=device)
-                state = {name: tensor.index_select(0, position.index_select(0, keep)) for name, tensor in state.items()}
+            if worth_narrowing(selected, running):
+                keep = rows_of(running, num_samples)
+                kept_rows = index_among(active, rows).index_select(0, keep)
+                state = {name: tensor.index_select(0, kept_rows) for name, tensor in state.items()}
                 selected, active = running, keep
                 select_requests(selected, num_samples)
             elif step == 0:
-                assert select_requests is not None
                 select_requests(selected, num_samples)
 
     history_rows = history.cpu().tolist()
