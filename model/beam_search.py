@@ -170,7 +170,7 @@ def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, 
             log_probs.fill_(neg_inf)
             log_probs[:, eos_id] = 0.0
         if config.no_repeat_ngram_size > 0:
-            _block_repeated_ngrams(log_probs, history.index_select(0, active)[:, :step] if compact
+            _block_repeated_ngrams(log_probs, history[:, :step].index_select(0, active) if compact
                                    else history[:, :step], config.no_repeat_ngram_size)
         if record_attention and attention is not None:
             trace.record_attention(step, attention, p_gen, rows=active if compact else None)

@@ -31,11 +31,6 @@ class Memory:
     src_ids: torch.Tensor    # (rows, src_len) token ids of each row's source
     first_position: torch.Tensor  # (rows, src_len) the first position holding the same token id
 
-    def repeat_rows(self, times: int) -> Memory:
-        """`times` decoder rows per source (rows b*times .. b*times+times-1 read source b); states are not copied."""
-        return Memory(self.states, self.keys, self.pad_mask, self.src_ids.repeat_interleave(times, dim=0),
-                      self.first_position.repeat_interleave(times, dim=0))
-
     def select_sources(self, sources: torch.Tensor, rows_per_source: int) -> Memory:
         """Only the sources `sources` (n,) (of a Memory with one row per source), in that order, each read by
         `rows_per_source` decoder rows: what beam search still decodes."""

@@ -121,7 +121,7 @@ def sample(step_fn: StepFn, state: dict[str, torch.Tensor], *, seeds: list[int],
             log_probs.fill_(neg_inf)
             log_probs[:, eos_id] = 0.0
         if config.no_repeat_ngram_size > 0:
-            _block_repeated_ngrams(log_probs, history.index_select(0, active)[:, :step] if compact
+            _block_repeated_ngrams(log_probs, history[:, :step].index_select(0, active) if compact
                                    else history[:, :step], config.no_repeat_ngram_size)
         if attention is not None:
             attention_step = attention.float()
