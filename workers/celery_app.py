@@ -30,7 +30,8 @@ QUESTION_TASK = "workers.answer_question"
 START_JOB_TASK = "workers.start_job"
 ITEMS_TASK = "workers.answer_items"
 
-JOB_CHUNKS_KEY = "s2s:job:{job_id}:chunks"  # how many chunk tasks start_job sent, for cancel_job
+JOB_CHUNKS_KEY = "s2s:job:{job_id}:chunks"  # how many chunk task ids a job has used, for cancel_job
+JOB_CHUNKS_TTL_S = 7 * 24 * 3600
 
 TASK_ROUTES = {
     REPLY_TASK: {"queue": INTERACTIVE_QUEUE},
@@ -43,6 +44,21 @@ TASK_ROUTES = {
 def chunk_task_id(job_id: str, index: int) -> str:
     """Chunk task ids derive from the job, so cancelling revokes them without a stored list."""
     return f"{job_id}-c{index}"
+
+
+def send_item_chunks(celery: Celery, client: Any, job_id: str, chunks: list[list[int]]) -> None:
+    """Queue one answer_items task per chunk of item ids, numbered after the job's earlier chunk tasks (the count
+    in JOB_CHUNKS_KEY, which cancel_job revokes up to)."""
+    if not chunks:
+        return
+    key = JOB_CHUNKS_KEY.format(job_id=job_id)
+    pipe = client.pipeline()
+    pipe.incrby(key, len(chunks))
+    pipe.expire(key, JOB_CHUNKS_TTL_S)
+    first = int(pipe.execute()[0]) - len(chunks)
+    for index, item_ids in enumerate(chunks, start=first):
+        celery.send_task(ITEMS_TASK, args=[job_id, item_ids], task_id=chunk_task_id(job_id, index),
+                         **TASK_ROUTES[ITEMS_TASK])
 
 
 def broker_transport_for(redis_url: str) -> str | None:

@@ -36,6 +36,11 @@ def job_status(db: Session, *, job_id: str) -> JobStatus:
     return status
 
 
+def active_job_ids(db: Session) -> list[str]:
+    """Ids of the jobs still queued or running."""
+    return list(db.scalars(select(QAJob.id).where(QAJob.status.in_(ACTIVE_JOB))))
+
+
 def mark_job_running(db: Session, *, job_id: str) -> bool:
     """queued -> running with started_at (what job_progress's ETA counts from); False if it was not queued."""
     matched = update_rows(

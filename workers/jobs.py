@@ -12,7 +12,7 @@ instead of decoded again. No Celery here: tests call these with a ModelSet and a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,14 +155,16 @@ def attention_record(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def plan_job(engine: Engine, job_id: str, *, chunk_size: int) -> list[list[int]]:
-    """The job's pending item ids in chunks of `chunk_size`, file order; [] if the job is no longer active."""
+def plan_job(engine: Engine, job_id: str, *, chunk_size: int, queued: Collection[int] = ()) -> list[list[int]]:
+    """The job's pending item ids in chunks of `chunk_size`, file order, leaving out those a queued message
+    already carries (`queued`); [] if the job is no longer active."""
     with transaction(engine) as db:
         if job_store.job_status(db, job_id=job_id) not in job_store.ACTIVE_JOB:
             return []
-        item_ids = job_store.pending_item_ids(db, job_id=job_id)
-        if not item_ids:
+        pending = job_store.pending_item_ids(db, job_id=job_id)
+        if not pending:
             qa.finish_job_if_complete(db, job_id=job_id)
+    item_ids = [item_id for item_id in pending if item_id not in queued]
     return [item_ids[start : start + chunk_size] for start in range(0, len(item_ids), chunk_size)]
 
 

@@ -6,17 +6,27 @@ whose worker was SIGKILLed would stall that long. A worker that starts while no 
 alive knows every entry there belongs to a dead worker (its own consumer has not started yet), and restores
 them all at once. With other workers alive it leaves the entries alone: they may be theirs, and the
 visibility timeout still covers a dead one. Redelivery is safe because tasks are idempotent.
+
+One message can escape that record: kombu pops a message (BRPOP) before it writes it to `unacked`, so a worker
+killed between the two loses it, and a batch job would wait for its items for ever. Once every recorded message
+is back on its queue, the batch queue holds all the batch work still owed; `resend_lost_items` sends again, as
+new chunk tasks, the pending items of active jobs that no queued message carries.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import socket
 
 import redis
 from celery import Celery
+from sqlalchemy import Engine
 
+from storage.db import transaction
+from workers import job_store, jobs
+from workers.celery_app import BATCH_QUEUE, ITEMS_TASK, START_JOB_TASK, send_item_chunks
 from workers.heartbeat import HEARTBEAT_PREFIX, heartbeat_key
 
 logger = logging.getLogger(__name__)
@@ -42,12 +52,20 @@ def other_live_workers(client: redis.Redis, *, nodename: str) -> list[str]:
     return live
 
 
-def restore_orphaned_messages(app: Celery, client: redis.Redis, *, nodename: str) -> int:
-    """Put every unacked message back on its queue if no other worker is alive; return how many."""
+def recover_from_dead_workers(app: Celery, client: redis.Redis, engine: Engine, *, nodename: str,
+                              chunk_size: int) -> tuple[int, int]:
+    """If no other worker is alive: put every unacked message back on its queue, then send again the batch
+    items no message carries. Returns (messages restored, items sent again)."""
     others = other_live_workers(client, nodename=nodename)
     if others:
         logger.info("not restoring unacked messages: other workers are alive (%s)", ", ".join(others))
-        return 0
+        return 0, 0
+    restored = restore_unacked_messages(app, client)
+    return restored, resend_lost_items(app, client, engine, chunk_size=chunk_size)
+
+
+def restore_unacked_messages(app: Celery, client: redis.Redis) -> int:
+    """Put every unacked message back on its queue; return how many."""
     tags = [tag.decode() if isinstance(tag, bytes) else str(tag) for tag in client.hkeys(UNACKED_KEY)]
     if not tags:
         return 0
@@ -57,3 +75,39 @@ def restore_orphaned_messages(app: Celery, client: redis.Redis, *, nodename: str
             qos.restore_by_tag(tag, leftmost=True)
     logger.warning("restored %d unacknowledged message(s) left by a worker that stopped", len(tags))
     return len(tags)
+
+
+def queued_batch_work(client: redis.Redis) -> tuple[set[str], set[int]]:
+    """What the batch queue still carries: ids of jobs with a start_job message (it plans all their pending
+    items), and the item ids of answer_items messages."""
+    jobs_to_plan: set[str] = set()
+    items: set[int] = set()
+    for raw in client.lrange(BATCH_QUEUE, 0, -1):
+        message = json.loads(raw)
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        task = message.get("headers", {}).get("task")
+        if task == START_JOB_TASK:
+            jobs_to_plan.add(args[0])
+        elif task == ITEMS_TASK:
+            items.update(args[1])
+    return jobs_to_plan, items
+
+
+def resend_lost_items(app: Celery, client: redis.Redis, engine: Engine, *, chunk_size: int) -> int:
+    """Send again the pending items of active jobs that no queued message carries; return how many. Only right
+    when no worker holds messages (recover_from_dead_workers)."""
+    jobs_to_plan, queued = queued_batch_work(client)
+    with transaction(engine) as db:
+        active = [job_id for job_id in job_store.active_job_ids(db) if job_id not in jobs_to_plan]
+    resent = 0
+    for job_id in active:
+        chunks = jobs.plan_job(engine, job_id, chunk_size=chunk_size, queued=queued)
+        send_item_chunks(app, client, job_id, chunks)
+        resent += sum(len(chunk) for chunk in chunks)
+    if resent:
+        logger.warning("sent %d batch item(s) again that no queued message carried (lost by a killed worker)",
+                       resent)
+    return resent

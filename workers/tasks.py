@@ -18,16 +18,14 @@ from celery import Task, signals
 from workers import jobs, metrics
 from workers.celery_app import (
     ITEMS_TASK,
-    JOB_CHUNKS_KEY,
     QUESTION_TASK,
     REPLY_TASK,
     START_JOB_TASK,
-    TASK_ROUTES,
     app,
-    chunk_task_id,
+    send_item_chunks,
 )
 from workers.heartbeat import Heartbeat
-from workers.recovery import restore_orphaned_messages
+from workers.recovery import recover_from_dead_workers
 from workers.runtime import get_runtime, init_runtime, shutdown_runtime
 
 logger = logging.getLogger(__name__)
@@ -71,11 +69,7 @@ def start_job(job_id: str) -> dict[str, Any]:
     """Fan a job out into chunk tasks of pending items (a redelivery re-sends only what is still pending)."""
     runtime = get_runtime()
     chunks = jobs.plan_job(runtime.engine, job_id, chunk_size=runtime.settings.batch_chunk_size)
-    runtime.redis.set(JOB_CHUNKS_KEY.format(job_id=job_id), len(chunks), ex=ATTEMPTS_TTL_S)
-    for index, item_ids in enumerate(chunks):
-        app.send_task(
-            ITEMS_TASK, args=[job_id, item_ids], task_id=chunk_task_id(job_id, index), **TASK_ROUTES[ITEMS_TASK]
-        )
+    send_item_chunks(app, runtime.redis, job_id, chunks)
     return {"job_id": job_id, "chunks": len(chunks), "items": sum(len(chunk) for chunk in chunks)}
 
 
@@ -102,7 +96,8 @@ def _start_serving(worker: Any) -> None:
     nodename = str(getattr(worker, "hostname", "") or "unknown")
     consume_from = getattr(app.amqp.queues, "consume_from", None) or {}
     queues = sorted(consume_from) or [q.name for q in app.conf.task_queues]
-    restore_orphaned_messages(app, runtime.redis, nodename=nodename)
+    recover_from_dead_workers(app, runtime.redis, runtime.engine, nodename=nodename,
+                              chunk_size=runtime.settings.batch_chunk_size)
     _heartbeat = Heartbeat(
         runtime.redis,
         nodename=nodename,
