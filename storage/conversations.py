@@ -21,7 +21,14 @@ from sqlalchemy.orm import Session
 
 from storage.db import update_rows
 from storage.errors import InputTooLong, NotFound
-from storage.limits import Limits, check_optional_text, check_owner, check_text, resolve_limits
+from storage.limits import (
+    Limits,
+    check_optional_text,
+    check_owner,
+    check_storable,
+    check_text,
+    resolve_limits,
+)
 from storage.models import (
     CLIENT_REQUEST_ID_MAX_CHARS,
     MODEL_VERSION_MAX_CHARS,
@@ -46,7 +53,7 @@ class NewTurns:
 def _check_title(title: str) -> str:
     if len(title) > TITLE_MAX_CHARS:
         raise InputTooLong("title", limit=TITLE_MAX_CHARS, length=len(title))
-    return title
+    return check_storable(title, field="title")
 
 
 def create_conversation(

@@ -37,6 +37,15 @@ class InputTooLong(StorageError, ValueError):
         self.length = length
 
 
+class UnstorableText(StorageError, ValueError):
+    """Text with a character a database cannot store (NUL, or a lone surrogate); rejected on every backend."""
+
+    def __init__(self, field: str, *, reason: str) -> None:
+        super().__init__(f"{field} contains {reason}, which cannot be stored; remove it and try again")
+        self.field = field
+        self.reason = reason
+
+
 class DuplicateKey(StorageError, ValueError):
     """Two batch items share an `item_key`; keys must be unique within a job."""
 

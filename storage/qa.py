@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from storage.db import update_rows
 from storage.errors import DuplicateKey, InputTooLong, NotFound
-from storage.limits import Limits, check_owner, check_text, resolve_limits
+from storage.limits import Limits, check_owner, check_storable, check_text, resolve_limits
 from storage.models import (
     FILENAME_MAX_CHARS,
     ITEM_KEY_MAX_CHARS,
@@ -230,6 +230,7 @@ def create_job(
     bounds = resolve_limits(limits)
     if len(filename) > FILENAME_MAX_CHARS:
         raise InputTooLong("filename", limit=FILENAME_MAX_CHARS, length=len(filename))
+    check_storable(filename, field="filename")
     for field, count in (("items", len(items)), ("parse errors", len(errors))):
         if count > bounds.max_batch_items:
             raise InputTooLong(field, limit=bounds.max_batch_items, length=count)

@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from storage.limits import unstorable_reason
+
 FORMATS = ("jsonl", "csv", "squad")
 REQUIRED_FIELDS = ("id", "question", "passage")
 
@@ -104,6 +106,9 @@ def _check(record: dict[str, Any], seen: set[str], limits: BatchLimits) -> str |
         if not isinstance(value, str | int) or isinstance(value, bool):
             return f"{name!r} must be a string"
     record["id"] = str(record["id"])
+    for name in REQUIRED_FIELDS:  # the storage layer's own check, so one bad line does not fail the whole job
+        if (unstorable := unstorable_reason(record[name])) is not None:
+            return f"{name} contains {unstorable}, which cannot be stored"
     if record["id"] in seen:
         return f"duplicate id {record['id']!r}"
     if len(record["question"]) > limits.max_question_chars:

@@ -72,3 +72,20 @@ def test_more_items_than_the_limit_is_refused() -> None:
     text = "\n".join(_line(i) for i in range(6))
     with pytest.raises(BatchFileError, match="too many items"):
         parse_batch_file(text.encode(), "x.jsonl", limits=LIMITS)
+
+
+def test_a_line_with_a_nul_or_a_lone_surrogate_is_reported_and_the_rest_kept() -> None:
+    text = "\n".join([_line("a", question="Who\u0000?"), '{"id": "b", "question": "Who?", "passage": "Bo\\ud800b."}',
+                      _line("d")])
+    parsed = parse_batch_file(text.encode(), "x.jsonl", limits=LIMITS)
+    assert [item["item_key"] for item in parsed.items] == ["d"]
+    assert "question contains a NUL character" in parsed.errors[0]["reason"]
+    assert parsed.errors[0]["line"] == 1
+    assert "passage contains a lone surrogate" in parsed.errors[1]["reason"]
+
+
+def test_a_nul_in_a_csv_field_is_reported_for_its_line() -> None:
+    text = "id,question,passage\na,Who?,Bob.\nb,Wh\x00o?,Bob.\n"
+    parsed = parse_batch_file(text.encode(), "x.csv", limits=LIMITS)
+    assert [item["item_key"] for item in parsed.items] == ["a"]
+    assert parsed.errors[0]["line"] == 3 and "NUL" in parsed.errors[0]["reason"]
