@@ -3,7 +3,9 @@
 Every command finds Redis with workers.service_discovery.resolve_redis_url (REDIS_URL, else the service.json
 of a live `s2s up` in S2S_DATA_DIR) and the database from DATABASE_URL (else the SQLite file in S2S_DATA_DIR).
 ask, chat and batch store their rows through storage, enqueue through workers.client and wait on the result
-store's pub/sub. Imports of Celery, SQLAlchemy and torch happen inside the handlers.
+store's pub/sub. A command that enqueues checks that it can reach Redis before it stores anything, so a missing
+service leaves no row behind that no worker would ever see. Imports of Celery, SQLAlchemy and torch happen
+inside the handlers.
 """
 
 from __future__ import annotations
@@ -65,21 +67,39 @@ def register(subparsers: Any) -> None:
 
 
 def _guarded(handler: Any) -> Any:
-    """Turn the errors a user can fix into one clear line on stderr and exit status 2."""
+    """Turn the errors a user can fix, and an unreachable Redis or database, into one clear line on stderr and
+    exit status 2."""
 
     def run(args: argparse.Namespace) -> int:
+        import redis
+        from kombu.exceptions import OperationalError as BrokerError
+        from sqlalchemy.exc import DBAPIError
+
         from storage.errors import StorageError
         from workers.batch_files import BatchFileError
         from workers.client import NoWorker, ResultTimeout
         from workers.service_discovery import ServiceNotRunning
+        from workers.service_lock import ServiceAlreadyRunning
+        from workers.supervisor import PortInUse
 
+        expected = (ServiceNotRunning, ServiceAlreadyRunning, PortInUse, NoWorker, ResultTimeout, BatchFileError,
+                    StorageError, OSError)
         try:
             return int(handler(args) or 0)
-        except (ServiceNotRunning, NoWorker, ResultTimeout, BatchFileError, StorageError, OSError) as error:
-            print(f"s2s {args.command}: {error}", file=sys.stderr)
-            return 2
+        except expected as error:
+            message = str(error)
+        except (redis.RedisError, BrokerError) as error:
+            message = f"Redis is not answering ({type(error).__name__}: {error}); is the service up?"
+        except DBAPIError as error:  # locked, unreachable or refusing: not the traceback of a bug
+            message = f"the database is not answering ({type(error.orig).__name__}: {error.orig})"
+        print(f"s2s {args.command}: {_one_line(message)}", file=sys.stderr)
+        return 2
 
     return run
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
 
 
 def _engine() -> Any:
@@ -197,8 +217,8 @@ def _ask(args: argparse.Namespace) -> int:
     from storage.db import transaction
     from workers import client
 
-    engine = _engine()
     client.require_worker(client.INTERACTIVE_QUEUE)
+    engine = _engine()
     with transaction(engine) as db:
         passage_id = qa.upsert_passage(db, text=args.passage)
         question_id = qa.create_question(db, owner=CLI_OWNER, passage_id=passage_id, question=args.question).id
@@ -215,10 +235,11 @@ def _ask(args: argparse.Namespace) -> int:
 def _chat(args: argparse.Namespace) -> int:
     from storage import conversations
     from storage.db import transaction
+    from storage.errors import EmptyInput, InputTooLong, UnstorableText
     from workers import client
 
-    engine = _engine()
     client.require_worker(client.INTERACTIVE_QUEUE)
+    engine = _engine()
     with transaction(engine) as db:
         conversation_id = conversations.create_conversation(db, owner=CLI_OWNER, title="terminal chat").id
     print(f"conversation {conversation_id}; /quit or Ctrl-D ends", file=sys.stderr)
@@ -232,8 +253,12 @@ def _chat(args: argparse.Namespace) -> int:
             return 0
         if not text:
             continue
-        with transaction(engine) as db:
-            turns = conversations.add_user_turn(db, conversation_id=conversation_id, owner=CLI_OWNER, text=text)
+        try:
+            with transaction(engine) as db:
+                turns = conversations.add_user_turn(db, conversation_id=conversation_id, owner=CLI_OWNER, text=text)
+        except (EmptyInput, InputTooLong, UnstorableText) as error:  # this message only; the chat goes on
+            print(f"s2s chat: {error}", file=sys.stderr, flush=True)
+            continue
         outcome = client.wait_for_turn(client.enqueue_reply(turns.reply_turn_id), timeout=_timeout(args))
         if outcome["status"] == "done":
             print(f"bot> {outcome['text']}", flush=True)
@@ -258,20 +283,31 @@ def _batch_submit(args: argparse.Namespace) -> int:
         print(f"s2s batch: {args.file} is too large: {size} bytes > limit {limits.max_bytes}", file=sys.stderr)
         return 2
     parsed = parse_batch_file(args.file.read_bytes(), args.file.name, limits=limits)
+    if not parsed.items:  # nothing to run: fail, and store nothing
+        print(f"s2s batch: {args.file} has no valid record ({len(parsed.errors)} bad record(s)); nothing submitted",
+              file=sys.stderr)
+        _print_bad_records(parsed.errors)
+        return 2
+    client.require_broker()
     engine = _engine()
     with transaction(engine) as db:
         job_id = qa.create_job(
             db, owner=CLI_OWNER, filename=args.file.name, items=parsed.items, errors=parsed.errors
         )
-    if parsed.items:
-        client.enqueue_job(job_id)
+    client.enqueue_job(job_id)
     print(job_id)
     print(f"{len(parsed.items)} item(s) queued ({parsed.format}), {len(parsed.errors)} bad record(s)", file=sys.stderr)
-    for error in parsed.errors[:20]:
-        print(f"  line {error['line']}: {error['reason']}", file=sys.stderr)
+    _print_bad_records(parsed.errors)
     if not any(client.BATCH_QUEUE in worker.get("queues", []) for worker in client.list_workers()):
         print("note: no worker consumes the batch queue yet; the job waits for one", file=sys.stderr)
     return 0
+
+
+def _print_bad_records(errors: list[dict[str, Any]], *, shown: int = 20) -> None:
+    for error in errors[:shown]:
+        print(f"  line {error['line']}: {_one_line(str(error['reason']))}", file=sys.stderr)
+    if len(errors) > shown:
+        print(f"  ... and {len(errors) - shown} more", file=sys.stderr)
 
 
 def _batch_status(args: argparse.Namespace) -> int:
@@ -326,6 +362,7 @@ def _batch_cancel(args: argparse.Namespace) -> int:
     from storage.db import transaction
     from workers import client
 
+    client.require_broker()
     with transaction(_engine()) as db:
         cancelled = qa.cancel_job(db, job_id=args.job_id, owner=CLI_OWNER)
     if cancelled:

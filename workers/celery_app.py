@@ -2,7 +2,7 @@
 
 Nothing connects at import. The configuration is built the first time `app.conf` is read (the on_configure
 hook), from `get_settings()` and the Redis URL `resolve_redis_url` finds, so a test or a command can set the
-environment first. Task names live here as constants, so the client sends tasks by name without importing
+environment first. Without a Redis to use, that read raises ServiceNotRunning: there is no default broker. Task names live here as constants, so the client sends tasks by name without importing
 tasks.py (and torch).
 """
 
@@ -108,13 +108,26 @@ def build_config(settings: Settings, redis_url: str) -> dict[str, Any]:
     }
 
 
-app = Celery("s2s", include=["workers.tasks"], set_as_current=False)
+class ServiceCelery(Celery):
+    """Celery configured by a method rather than the on_configure signal.
+
+    Celery's signal dispatch only logs a receiver's exception, so a ServiceNotRunning raised there left the app
+    on Celery's built-in broker, amqp://guest@localhost:5672//, and work went to whatever AMQP server answered
+    on this machine. Celery calls an `on_configure` method directly (Celery._load_config, its pre-4.0 path), so
+    the error reaches whoever read `app.conf` first (sending a task, starting a worker), and the configuration
+    stays pending: the next read tries again, e.g. once REDIS_URL is set.
+
+    The values go into the constructor's settings (`_preconf`, what `Celery(broker=...)` fills), not through
+    `conf.update`: that notifies observers such as `app.amqp`, which read `app.conf` again while it is still
+    pending, and Celery recursed until RecursionError once a failed first read had created `app.amqp`.
+    """
+
+    def on_configure(self) -> None:  # type: ignore[override]
+        settings = get_settings()
+        self._preconf.update(build_config(settings, resolve_redis_url(settings)))
 
 
-@app.on_configure.connect
-def _configure(sender: Celery, **_kwargs: Any) -> None:
-    settings = get_settings()
-    sender.conf.update(build_config(settings, resolve_redis_url(settings)))
+app = ServiceCelery("s2s", include=["workers.tasks"], set_as_current=False)
 
 
 def get_app() -> Celery:

@@ -12,6 +12,8 @@ from typing import Any
 
 import redis
 from celery.result import AsyncResult
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from settings import get_settings
 from workers.celery_app import (
@@ -39,8 +41,22 @@ class ResultTimeout(TimeoutError):
     """The answer did not arrive in time (the request stays queued and will still be answered)."""
 
 
+# A stalled Redis raises redis.TimeoutError after about (1 + REDIS_RETRIES) * REDIS_TIMEOUT_S instead of hanging
+# the caller for good (redis-py's default: no socket timeout, then 10 retries).
+REDIS_TIMEOUT_S = 5.0
+REDIS_RETRIES = 1
+
+
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(resolve_redis_url(get_settings()))
+    return redis.Redis.from_url(resolve_redis_url(get_settings()), socket_timeout=REDIS_TIMEOUT_S,
+                                socket_connect_timeout=REDIS_TIMEOUT_S,
+                                retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), REDIS_RETRIES))
+
+
+def require_broker() -> None:
+    """Raise ServiceNotRunning (no REDIS_URL, no live `s2s up`) or a redis.RedisError (not answering) unless
+    Redis answers: a caller checks this before storing rows it will enqueue."""
+    _redis().ping()
 
 
 def _send(name: str, *args: Any) -> str:
@@ -133,6 +149,7 @@ __all__ = [
     "enqueue_reply",
     "list_workers",
     "queue_depths",
+    "require_broker",
     "require_worker",
     "wait_for_question",
     "wait_for_result",

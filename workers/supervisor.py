@@ -1,10 +1,12 @@
 """`s2s up`: run the whole service on one machine as child processes, and stop all of them cleanly.
 
-Starts (in order) a private Redis unless REDIS_URL is set, the database migrations, one worker (`s2s worker`)
-and the UI (`python -m ui.app`, when ui/app.py exists), each in its own process group with its log in
-S2S_DATA_DIR/logs; writes S2S_DATA_DIR/service.json so commands in other terminals find the service. On
-SIGINT/SIGTERM it stops the children in reverse order (SIGTERM to the group, then SIGKILL after a grace period)
-and removes service.json, leaving no process behind.
+Takes the data directory's lock first (workers/service_lock.py: a second `s2s up` there refuses before it
+touches anything) and checks that the UI port is free. Then starts (in order) a private Redis unless REDIS_URL
+is set, the database migrations, one worker (`s2s worker`) and the UI (`python -m ui.app`, when ui/app.py
+exists), each in its own process group with its log in S2S_DATA_DIR/logs; writes S2S_DATA_DIR/service.json
+so commands in other terminals find the service. On SIGINT/SIGTERM it stops the children in reverse order
+(SIGTERM to the group, then SIGKILL after a grace period), removes service.json and releases the lock, leaving
+no process behind.
 
 A worker or UI that exits on its own (killed, out of memory, or stopped by its own watchdog after a stuck
 decode) is started again, at most RESTART_LIMIT times within RESTART_WINDOW_S; the new worker puts back the
@@ -14,9 +16,11 @@ exiting, the whole service stops.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,12 +33,17 @@ from settings import REPO_ROOT, Settings
 from workers.embedded_redis import start_redis
 from workers.orphans import terminate_with_parent
 from workers.service_discovery import remove_service_file, write_service_file
+from workers.service_lock import ServiceLock, acquire_service_lock
 
 logger = logging.getLogger(__name__)
 
 STOP_GRACE_S = 15.0
 RESTART_LIMIT = 5  # restarts of one child within RESTART_WINDOW_S; one more exit stops the service
 RESTART_WINDOW_S = 600.0
+
+
+class PortInUse(RuntimeError):
+    """The UI's address is already taken by another process."""
 
 
 @dataclass
@@ -55,6 +64,7 @@ class Service:
     redis_url: str = ""
     stopping: bool = False
     record: dict[str, Any] = field(default_factory=dict)  # what service.json says
+    lock: ServiceLock | None = None  # the data directory's lock, held until stop_service
 
     def write_record(self) -> None:
         self.record["children"] = {child.name: child.process.pid for child in self.children}
@@ -101,13 +111,33 @@ def stop_child(child: Child, *, grace_s: float = STOP_GRACE_S) -> None:
         child.log.close()
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Raise PortInUse if nothing can listen on host:port now (the UI would only fail later, in its log)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the UI's server does
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+            raise PortInUse(f"the UI port {host}:{port} is already in use; free it or set S2S_UI_PORT") from None
+
+
 def start_service(settings: Settings, *, with_ui: bool = True) -> Service:
-    """Start every part; on a failure half-way, stop what was started and re-raise."""
+    """Start every part; on a failure half-way, stop what was started and re-raise.
+
+    Raises ServiceAlreadyRunning (another `s2s up` holds this data directory) or PortInUse before starting
+    anything, and without touching the running service's files.
+    """
     from storage import migrate
 
-    service = Service(settings=settings)
+    lock = acquire_service_lock(settings)
+    service = Service(settings=settings, lock=lock)
     log_dir = settings.data_dir / "logs"
+    with_ui = with_ui and (REPO_ROOT / "ui" / "app.py").exists()
     try:
+        if with_ui:
+            check_port_free(settings.ui_host, settings.ui_port)
         if settings.redis_url:
             service.redis_url = settings.redis_url
         else:
@@ -118,7 +148,7 @@ def start_service(settings: Settings, *, with_ui: bool = True) -> Service:
         env = child_env(settings, service.redis_url)
         worker_command = [sys.executable, "-m", "cli.main", "worker", "--queues", "interactive,batch"]
         service.children.append(spawn("worker", worker_command, env=env, log_dir=log_dir))
-        if with_ui and (REPO_ROOT / "ui" / "app.py").exists():
+        if with_ui:
             service.children.append(spawn("ui", [sys.executable, "-m", "ui.app"], env=env, log_dir=log_dir))
             service.ui_url = f"http://{settings.ui_host}:{settings.ui_port}"
         service.record = {
@@ -140,6 +170,8 @@ def stop_service(service: Service) -> None:
     for child in reversed(service.children):  # UI and worker first, Redis (which saves its data) last
         stop_child(child)
     remove_service_file(service.settings, pid=os.getpid())
+    if service.lock is not None:
+        service.lock.release()
 
 
 def wait_for_worker(timeout_s: float) -> bool:

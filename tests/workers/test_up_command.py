@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -127,3 +128,44 @@ def test_commands_without_a_service_say_how_to_start_one(tmp_path: Path) -> None
                           env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "no service running" in done.stderr and "s2s up" in done.stderr
+
+
+def test_a_second_up_on_the_same_data_dir_refuses_at_once_and_leaves_the_first_alone(tmp_path: Path) -> None:
+    env = _up_env(tmp_path)
+    up, _lines = _start_up(env)
+    try:
+        record = (tmp_path / "service.json").read_bytes()
+        redis_starts = (tmp_path / "logs" / "redis.log").read_text().count("Ready to accept connections")
+        started = time.monotonic()
+        second = subprocess.run([sys.executable, "-m", "cli.main", "up", "--no-ui"], env=env, cwd=REPO_ROOT,
+                                capture_output=True, text=True, timeout=60)
+        assert time.monotonic() - started < 30
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert second.stdout == "" and "Traceback" not in second.stderr
+        message = second.stderr.strip().splitlines()
+        assert len(message) == 1 and "already running" in message[0] and f"pid {up.pid}" in message[0]
+        assert json.loads(record)["redis_url"] in message[0]
+        assert (tmp_path / "service.json").read_bytes() == record
+        # no second Redis on its files
+        assert (tmp_path / "logs" / "redis.log").read_text().count("Ready to accept connections") == redis_starts
+        done = _ask(env)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[0] == "Oslo"
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=60)
+
+
+@pytest.mark.skipif(not (REPO_ROOT / "ui" / "app.py").exists(), reason="no UI to start")
+def test_up_with_the_ui_port_in_use_fails_at_once_and_starts_nothing(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        env = {**_up_env(tmp_path), "S2S_UI_HOST": "127.0.0.1", "S2S_UI_PORT": str(port)}
+        done = subprocess.run([sys.executable, "-m", "cli.main", "up"], env=env, cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"the UI port 127.0.0.1:{port} is already in use" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "service.json").exists()
+    assert not (tmp_path / "logs" / "redis.log").exists()
