@@ -48,13 +48,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     rc.add_argument("--batch-size", type=int, default=64, help="questions per decoding batch")
     add_decode_arguments(rc)
     rc.set_defaults(handler=eval_rc_command)
-    chat = ev_sub.add_parser("chat", help="chat: perplexity, BLEU-1/2, distinct-1/2, top-reply share")
+    chat = ev_sub.add_parser("chat", help="chat: perplexity, BLEU-1/2, distinct-1/2, top-reply share, quality panel")
     chat.add_argument("--checkpoint", help="checkpoint directory (default: the shipped models)")
     chat.add_argument("--data", required=True, help="dialog file (DailyDialog, LCCC, ChatterBot, JSONL)")
     chat.add_argument("--limit", type=int, help="first N (history, reply) pairs only")
     chat.add_argument("--batch-size", type=int, default=64, help="pairs per decoding batch")
     chat.add_argument("--outputs", help="write the generated replies (JSONL) here")
     chat.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    chat.add_argument("--panel-train", nargs="+", default=[], metavar="FILE",
+                      help="training dialog files: add the quality panel (trigram LM, word vectors and common "
+                           "replies built from them), for the replies and for the references")
+    chat.add_argument("--drop-seen-pairs", action="store_true",
+                      help="leave out evaluation pairs whose (history, reply) occurs verbatim in --panel-train")
+    chat.add_argument("--panel-seed", type=int, default=0, help="seed of the random training replies (relevance)")
     add_decode_arguments(chat)
     chat.set_defaults(handler=eval_chat_command)
 
@@ -201,7 +207,8 @@ def eval_chat_command(args: argparse.Namespace) -> int:
     models = load_models(args)
     started = time.monotonic()
     result = evaluate_chat(models, args.data, limit=args.limit, batch_size=args.batch_size,
-                           decode_overrides=decode_overrides(args), outputs_path=args.outputs)
+                           decode_overrides=decode_overrides(args), outputs_path=args.outputs,
+                           panel_train=args.panel_train, drop_seen=args.drop_seen_pairs, panel_seed=args.panel_seed)
     result["seconds"] = round(time.monotonic() - started, 2)
     print(json.dumps(result, ensure_ascii=False))
     return 0

@@ -1,5 +1,6 @@
 """Evaluation of a ModelSet on files: reading comprehension (EM/F1, by answer length) and chat
-(perplexity, BLEU-1/2, distinct-1/2, top-reply share). Used by `s2s eval`, the benchmarks and model cards.
+(perplexity, BLEU-1/2, distinct-1/2, top-reply share, and the quality panel of model/chat_quality built from
+the training files it is given). Used by `s2s eval`, the benchmarks and model cards.
 """
 
 from __future__ import annotations
@@ -7,11 +8,13 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .chat_quality.panel import TrainingProfile, chat_panel
 from .data import chat_example, iterate_batches
 from .inference import ModelSet
 from .language import detect_language
@@ -98,12 +101,48 @@ def teacher_forced_nll(models: ModelSet, pairs: list[tuple[list[str], str]], lan
     return nll, tokens
 
 
+def read_dialogs(paths: Sequence[str | Path]) -> list[Dialog]:
+    """Every dialog in the given files (any format model/readers.py reads)."""
+    return [r for path in paths for r in read_any(path)[0] if isinstance(r, Dialog)]
+
+
+def drop_seen_pairs(pairs: list[tuple[list[str], str]], dialogs: Sequence[Dialog],
+                    max_history: int) -> tuple[list[tuple[list[str], str]], int]:
+    """The pairs whose (history, reply) is not verbatim a training pair of `dialogs` (same history window),
+    and how many were dropped. With a 4-turn history, DailyDialog validation repeats 818 of its 7,069 pairs from train."""
+    seen = set(dialogs_to_pairs(dialogs, max_history))
+    kept = [(history, reply) for history, reply in pairs if (tuple(history), reply) not in seen]
+    return kept, len(pairs) - len(kept)
+
+
+def chat_quality_panel(pairs: Sequence[tuple[list[str], str]], replies: Sequence[str],
+                       train_dialogs: Sequence[Dialog], language: str, *, seed: int = 0) -> dict[str, Any]:
+    """The panel (model/chat_quality/panel.py) for `replies` and for the references of `pairs`, with the LM
+    and vectors built from the training dialogs in `language`."""
+    dialogs = [d.turns for d in train_dialogs if detect_language(" ".join(d.turns)) == language]
+    if not dialogs:
+        raise ValueError(f"no {language} dialogs in the panel's training files")
+    profile = TrainingProfile.build(dialogs, seed=seed)
+    return chat_panel([history[-1] for history, _ in pairs], replies, [reply for _, reply in pairs], profile,
+                      seed=seed)
+
+
 def evaluate_chat(models: ModelSet, data_path: str | Path, *, limit: int | None = None, batch_size: int = 64,
                   decode_overrides: dict[str, Any] | None = None, outputs_path: str | None = None,
+                  panel_train: Sequence[str | Path] = (), drop_seen: bool = False, panel_seed: int = 0,
                   ) -> dict[str, Any]:
-    """Perplexity of the references, and BLEU-1/2, distinct-1/2 and top-reply share of the generated replies."""
+    """Perplexity of the references, and BLEU-1/2, distinct-1/2 and top-reply share of the generated replies;
+    with `panel_train` (training files) also the quality panel, and with `drop_seen` the evaluation pairs
+    seen verbatim in those files are left out first (then `limit` applies)."""
+    if drop_seen and not panel_train:
+        raise ValueError("dropping seen pairs needs the training files (panel_train)")
     probe = models.predictor_for("chat", "en")
-    pairs = read_chat_pairs(data_path, probe.config.max_history_turns, limit)
+    pairs = read_chat_pairs(data_path, probe.config.max_history_turns, None)
+    train_dialogs = read_dialogs(panel_train)
+    dropped = 0
+    if drop_seen:
+        pairs, dropped = drop_seen_pairs(pairs, train_dialogs, probe.config.max_history_turns)
+    pairs = pairs[:limit] if limit else pairs
     if not pairs:
         raise ValueError(f"{data_path}: no (history, reply) pairs")
     language = detect_language(" ".join(reply for _, reply in pairs[:50]))
@@ -124,12 +163,21 @@ def evaluate_chat(models: ModelSet, data_path: str | Path, *, limit: int | None 
             for (history, reference), reply in zip(pairs, replies):
                 handle.write(json.dumps({"history": history, "reference": reference, "reply": reply},
                                         ensure_ascii=False) + "\n")
-    return {
+    result: dict[str, Any] = {
         "count": len(pairs), "language": language, "perplexity": round(perplexity(nll, tokens), 3),
         "bleu1": round(corpus_bleu(replies, references, 1), 2), "bleu2": round(corpus_bleu(replies, references, 2), 2),
         "distinct1": round(distinct_n(replies, 1), 4), "distinct2": round(distinct_n(replies, 2), 4),
         "top_reply": top, "top_reply_share": round(share, 4), "decode_seconds": round(seconds, 2),
         "decode": decode.to_dict(),
     }
+    if drop_seen:
+        result["dropped_seen_pairs"] = dropped
+    if panel_train:
+        panel = chat_quality_panel(pairs, replies, train_dialogs, language, seed=panel_seed)
+        # Reference perplexity and BLEU belong to the model's side only: people score 100 BLEU against themselves.
+        panel["reply"].update({key: result[key] for key in ("perplexity", "bleu1", "bleu2")})
+        result["panel_train"] = [str(path) for path in panel_train]
+        result["panel"] = panel
+    return result
 
 
