@@ -71,12 +71,11 @@ def save_checkpoint(out_dir: str | Path, *, model: Seq2Seq, tokenizer: Tokenizer
     return target
 
 
-def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu", file_name: str = MODEL_FILE,
-                    ) -> LoadedCheckpoint:
-    """Load a checkpoint directory (or a model.pt inside one) onto `device`, in eval mode, as float32."""
+def read_payload(path: str | Path, file_name: str = MODEL_FILE) -> tuple[Path, dict[str, Any]]:
+    """(the weights file, its contents) for a checkpoint directory or a model.pt; weights_only=True, so the file
+    cannot run code. A missing, truncated or foreign file is an error that names it."""
     path = Path(path)
-    directory = path.parent if path.is_file() else path
-    model_file = path if path.is_file() else directory / file_name
+    model_file = path if path.is_file() else path / file_name
     if not model_file.exists():
         raise FileNotFoundError(f"no checkpoint at {model_file}")
     try:
@@ -85,6 +84,14 @@ def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu", fil
         raise ValueError(f"{model_file} is not a readable checkpoint: {error}") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{model_file} is not an s2s checkpoint (format {FORMAT})")
+    return model_file, payload
+
+
+def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu", file_name: str = MODEL_FILE,
+                    ) -> LoadedCheckpoint:
+    """Load a checkpoint directory (or a model.pt inside one) onto `device`, in eval mode, as float32."""
+    model_file, payload = read_payload(path, file_name)
+    directory = model_file.parent
     tokenizer = Tokenizer(directory / TOKENIZER_FILE)
     if tokenizer.checksum != payload["tokenizer_sha256"]:
         raise ValueError(f"{directory / TOKENIZER_FILE} is not the tokenizer this model was trained with")

@@ -27,6 +27,7 @@ from .metrics import (
     exact_match,
     f1,
     perplexity,
+    question_word,
     top_reply_share,
 )
 from .readers import Dialog, dialogs_to_pairs, read_any, read_squad
@@ -55,6 +56,7 @@ def evaluate_rc(models: ModelSet, data_path: str | Path, *, limit: int | None = 
             predictions[example.id] = hyps[0].text if hyps else ""
     seconds = time.monotonic() - started
     buckets: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    by_word: dict[str, list[tuple[float, float]]] = defaultdict(list)
     em_total = f1_total = 0.0
     substring = gold_substring = 0
     for example in examples:
@@ -63,20 +65,25 @@ def evaluate_rc(models: ModelSet, data_path: str | Path, *, limit: int | None = 
         em_total += em
         f1_total += f
         buckets[answer_length_bucket(example.answers[0])].append((em, f))
+        by_word[question_word(example.question)].append((em, f))
         substring += int(bool(prediction) and prediction in example.passage)
         gold_substring += int(example.answers[0] in example.passage)
     count = len(examples)
     return {
         "exact_match": round(100 * em_total / count, 2), "f1": round(100 * f1_total / count, 2), "count": count,
         "seconds": round(seconds, 2), "metric": metric, "skipped_records": report.skipped,
-        "by_answer_length": {b: {"count": len(v), "exact_match": round(100 * sum(e for e, _ in v) / len(v), 2),
-                                 "f1": round(100 * sum(x for _, x in v) / len(v), 2)}
-                             for b, v in sorted(buckets.items())},
+        "by_answer_length": _breakdown(buckets),
+        "by_question_word": _breakdown(by_word),
         "prediction_substring_share": round(substring / count, 4),
         "gold_substring_share": round(gold_substring / count, 4),
         "decode": decode.to_dict(),
         "predictions": predictions,
     }
+
+
+def _breakdown(groups: dict[str, list[tuple[float, float]]]) -> dict[str, dict[str, float]]:
+    return {name: {"count": len(v), "exact_match": round(100 * sum(e for e, _ in v) / len(v), 2),
+                   "f1": round(100 * sum(x for _, x in v) / len(v), 2)} for name, v in sorted(groups.items())}
 
 
 def read_chat_pairs(data_path: str | Path, max_history: int, limit: int | None) -> list[tuple[list[str], str]]:

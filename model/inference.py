@@ -47,9 +47,11 @@ class Hypothesis:
     attention: list[list[float]]
     p_gen: list[float]
     span: tuple[int, int] | None = None
+    pointer: dict[str, Any] | None = None  # span reader: question tokens, passage-to-question alignment
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        extra = {"pointer": self.pointer} if self.pointer is not None else {}
+        return {**extra,
             "text": self.text, "tokens": self.tokens, "score": round(self.score, 6),
             "log_prob": round(self.log_prob, 6), "source_tokens": self.source_tokens,
             "attention": [[round(w, 4) for w in row] for row in self.attention],
@@ -322,6 +324,16 @@ def _locate_span(token_ids: list[int], source: Source, attention: torch.Tensor) 
     return spans[0][0], spans[-1][1]
 
 
+def load_predictor(path: str | Path, device: str = "auto", output_precision: str = "float32") -> Any:
+    """The predictor for the checkpoint at `path`: a span reader (model.span) or a Seq2Seq model. Both answer
+    `answer`, `reply`, `warm_up` and carry `version`, `device`, `task` and `default_decode`."""
+    from .span.checkpoint import is_reader
+    if is_reader(path):
+        from .span.predictor import ReaderPredictor
+        return ReaderPredictor.from_checkpoint(path, device)
+    return Predictor.from_checkpoint(path, device, output_precision)
+
+
 class ModelSet:
     """The models a worker serves, chosen per request by task ("rc"/"chat") and language ("en"/"zh")."""
 
@@ -338,8 +350,7 @@ class ModelSet:
         """`path` is one checkpoint (used for every task and language) or a folder with models.json."""
         root = Path(path)
         if (root / MODEL_FILE).exists():
-            predictor = Predictor.from_checkpoint(root, device, output_precision)
-            return cls({"*": predictor})
+            return cls({"*": load_predictor(root, device, output_precision)})
         manifest = root / MODELS_FILE
         if not manifest.exists():
             raise FileNotFoundError(f"{root} holds neither {MODEL_FILE} nor {MODELS_FILE}")
@@ -348,7 +359,7 @@ class ModelSet:
         routes = {}
         for key, sub in table.items():
             if sub not in loaded:
-                loaded[sub] = Predictor.from_checkpoint(root / sub, device, output_precision)
+                loaded[sub] = load_predictor(root / sub, device, output_precision)
             routes[key] = loaded[sub]
         return cls(routes)
 

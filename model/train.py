@@ -28,6 +28,7 @@ from .config import PRESETS, DecodeConfig, ModelConfig, TrainConfig
 from .data import build_examples, iterate_batches, read_records, record_texts
 from .device import autocast, resolve_device
 from .seq2seq import Seq2Seq, build_model
+from .span.train import add_reader_arguments, run_reader_training
 from .tokenizer import Tokenizer, train_tokenizer
 
 log = logging.getLogger("s2s.train")
@@ -65,6 +66,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="one batch, one step, save, stop")
     parser.add_argument("--decode", type=json.loads, default=None,
                         help='default decoding settings stored in the checkpoint, JSON, e.g. {"beam_size": 5}')
+    parser.add_argument("--arch", choices=["seq2seq", "reader"], default="seq2seq",
+                        help="seq2seq: the attention encoder-decoder (chat, abstractive RC); reader: the "
+                        "boundary-pointer span reader (extractive RC, SQuAD/CMRC JSON)")
+    add_reader_arguments(parser)
 
 
 def configs_from_args(args: argparse.Namespace, vocab_size: int, special: dict[str, int],
@@ -137,6 +142,8 @@ def evaluate_loss(model: Seq2Seq, examples: Sequence[Any], config: TrainConfig, 
 
 
 def run_training(args: argparse.Namespace) -> dict[str, Any]:
+    if getattr(args, "arch", "seq2seq") == "reader":
+        return run_reader_training(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     train_records, reports = read_records(args.train)

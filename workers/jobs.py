@@ -152,6 +152,7 @@ def attention_record(data: dict[str, Any]) -> dict[str, Any]:
         "attention": data["attention"],
         "p_gen": data["p_gen"],
         "span": data["span"],
+        **({"pointer": data["pointer"]} if data.get("pointer") else {}),
     }
 
 
