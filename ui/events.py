@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -183,7 +184,11 @@ def answer_views(result: dict[str, Any]) -> tuple[Any, ...]:
               for rank, h in enumerate(result["n_best"], start=1)]
     record = result["attention"]
     details = f"model: {result['model_version']}"
-    if record.get("p_gen"):
+    pointer = record.get("pointer")
+    if pointer:  # the span reader: its answer is where its start and end pointers landed
+        details += (f" · start pointer {math.exp(pointer['start_log_prob']):.0%} sure,"
+                    f" end pointer {math.exp(pointer['end_log_prob']):.0%} sure")
+    elif record.get("p_gen"):
         copied = 1.0 - sum(record["p_gen"]) / len(record["p_gen"])
         details += f" · copied from the passage: {copied:.0%}"
     return (result["answer"], round(float(result["score"] or 0.0), 4), n_best,

@@ -26,6 +26,8 @@ from .vocab import Vocab
 
 SEPARATOR = "<sep>"
 MAX_BATCH_WINDOWS = 64
+# Marks an answer never starts or ends with (sentence and clause punctuation, Latin and CJK); "$" or a quote may.
+NOT_A_BOUNDARY = frozenset(".,;:?!。，、；：？！…")
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ def merge_spans(windows: list[tuple[int, ReaderInput]], read: list[tuple[torch.T
     """The n_best spans of all windows of one request, best first, one per distinct character span."""
     found: dict[tuple[int, int], Span] = {}
     for window, ((_, item), (start, end, _)) in enumerate(zip(windows, read)):
+        punctuation = torch.tensor([w in NOT_A_BOUNDARY for w in item.passage.words], dtype=torch.bool)
+        if not bool(punctuation.all()):
+            start, end = start.masked_fill(punctuation, float("-inf")), end.masked_fill(punctuation, float("-inf"))
         for score, first, last in best_spans(start.unsqueeze(0), end.unsqueeze(0), max_words=max_words,
                                              n_best=n_best)[0]:
             chars = (item.passage.spans[first][0], item.passage.spans[last][1])

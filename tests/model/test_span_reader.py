@@ -186,3 +186,13 @@ def test_checkpoint_round_trip_in_fp16_loads_through_model_set(tmp_path):
     (tmp_path / "rc" / "model.pt").write_bytes(b"broken")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         ModelSet.load(tmp_path / "rc", device="cpu")
+
+
+def test_answers_never_start_or_end_on_punctuation():
+    predictor = tiny_predictor()
+    passage = "Bob , . ; Oslo . Lima , 1874 ! 北京 。 上海 ，"
+    for hyps in predictor.answer([("Where?", passage), ("When?", passage)], DecodeConfig(beam_size=8, n_best=8,
+                                                                                          max_length=4)):
+        assert hyps
+        for hyp in hyps:
+            assert hyp.text[0] not in ".,;!。，" and hyp.text[-1] not in ".,;!。，"
