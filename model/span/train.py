@@ -4,7 +4,8 @@ Length-bucketed batches (shuffle, sort chunks of 50 batches by passage length, s
 unpacked LSTMs; one torch thread by default (--threads); Adamax (DrQA); -log P(start) - log P(end). Every
 --eval-every steps and at each epoch's end the reader answers the held-out questions: EM/F1 and CPU-minutes
 go into train_log.json (the learning curve) and the best F1 is model.pt. --max-minutes stops cleanly; --resume
-continues mid-epoch from last.pt (weights, optimizer, position in the epoch, RNG).
+continues mid-epoch from last.pt (weights, optimizer, position in the epoch, RNG); --init-from CKPT continues
+a shipped or exported reader (weights, words, learning curve; a fresh optimizer), for runs on another machine.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ..device import resolve_device
 from ..language import detect_language
 from ..metrics import cmrc_exact_match, cmrc_f1, exact_match, f1
 from ..readers import QAExample, read_squad
-from .checkpoint import save_reader
+from .checkpoint import load_reader, save_reader
 from .examples import training_input
 from .features import ReaderInput, collate
 from .network import ReaderConfig, SpanReader
@@ -197,10 +198,13 @@ def run_reader_training(args: argparse.Namespace) -> dict[str, Any]:
     else:
         train_examples, held_out = split_held_out(examples, min(args.valid_size, len(examples) // 10), seed)
     state = load_train_state(out) if args.resume else None
+    initial = load_reader(args.init_from) if state is None and getattr(args, "init_from", None) else None
+    initial_rows: torch.Tensor | None = None
     if state is not None:
         vocab = Vocab(words=tuple(state["vocab"]), tuned_count=int(state["tuned_count"]))
         config = ReaderConfig.from_dict(state["reader_config"])
-        initial_rows = None
+    elif initial is not None:  # continue a shipped (or exported) reader: its words, config and weights
+        vocab, config = initial.vocab, initial.model.config
     else:
         vocab, initial_rows = make_vocab(train_examples, args, language)
         config = reader_config(args, vocab, language, None if initial_rows is None else int(initial_rows.size(1)))
@@ -229,6 +233,14 @@ def run_reader_training(args: argparse.Namespace) -> dict[str, Any]:
     optimizer = torch.optim.Adamax([p for p in model.parameters() if p.requires_grad], lr=settings["learning_rate"])
     step, epoch, position, best, cpu_seconds = 0, 0, 0, -1.0, 0.0
     history: list[dict[str, Any]] = []
+    if initial is not None:
+        model.load_state_dict(initial.model.state_dict())
+        progress_so_far = initial.meta.get("progress", {})
+        step, epoch = int(progress_so_far.get("step", initial.step)), int(progress_so_far.get("epoch", 0))
+        cpu_seconds = float(progress_so_far.get("cpu_seconds", 0.0))
+        history = list(initial.meta.get("history", []))
+        best = max([float(h["f1"]) for h in history] or [-1.0])
+        log.info("continuing %s from step %d (epoch %d); the optimizer starts afresh", args.init_from, step, epoch)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -253,7 +265,9 @@ def run_reader_training(args: argparse.Namespace) -> dict[str, Any]:
         score = float(metrics["f1"])
         if score > best or not (out / "model.pt").exists():
             best = max(best, score)
-            save_reader(out, model, vocab, step=step, decode=decode, meta={**meta, "held_out": metrics})
+            save_reader(out, model, vocab, step=step, decode=decode,
+                        meta={**meta, "held_out": metrics, "history": history,
+                              "progress": {"step": step, "epoch": epoch, "cpu_seconds": cpu_seconds}})
         return metrics
 
     def save_state() -> None:

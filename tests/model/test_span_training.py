@@ -57,3 +57,8 @@ def test_a_tiny_reader_learns_a_span_task_through_the_cli(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["count"] == 100 and result["exact_match"] >= 90
     assert set(result["by_question_word"]) == {"what"}
+    # Another machine continues the exported reader: same words and weights, the step count and curve go on.
+    assert s2s([*common[:7], "--out", str(tmp_path / "ck2"), "--init-from", str(tmp_path / "ck"), "--device",
+                "cpu", "--eval-every", "1000", "--valid-size", "50", "--max-steps", "420", "--no-glove"]) == 0
+    continued = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert continued["step"] == 420 and continued["best_f1"] >= 90
