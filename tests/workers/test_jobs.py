@@ -210,3 +210,25 @@ def test_a_stuck_worker_exits_with_its_own_status_and_says_why() -> None:
     assert done.returncode == STUCK_EXIT_CODE
     assert "a decode has run for 312 s, past S2S_TASK_TIME_LIMIT_S" in done.stderr
     assert "not reached" not in done.stdout
+
+
+def test_a_span_reader_answers_through_the_job_and_its_pointer_is_stored(engine: Engine, tmp_path) -> None:
+    """A ModelSet routing RC to a (random, tiny) span reader: the worker's job stores a passage span, the two
+    pointer distributions as the attention record, and the pointer's question alignment."""
+    from model.inference import ModelSet
+    from model.span.checkpoint import save_reader
+    from tests.model.test_span_reader import tiny_predictor
+
+    reader = tiny_predictor()
+    save_reader(tmp_path / "rc", reader.model, reader.vocab, step=1, decode=reader.default_decode, meta={})
+    models = ModelSet.load(tmp_path / "rc", device="cpu")
+    serving = Serving(model=models, decoder=models, batch_decoder=models, max_attempts=3)
+    question_id = _question(engine)
+    outcome = jobs.answer_question(engine, serving, question_id)
+    assert outcome["status"] == "done" and outcome["model_version"].startswith("rc@")
+    assert PASSAGE[slice(*outcome["span"])] == outcome["answer"]
+    with transaction(engine) as db:
+        stored = qa.get_question(db, question_id=question_id, owner=OWNER)
+        record = stored.attention
+        assert record is not None and len(record["attention"]) == 2 == len(record["output_tokens"])
+        assert record["pointer"]["question_tokens"] == QUESTION.rstrip("?").split() + ["?"]
