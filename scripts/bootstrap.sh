@@ -15,12 +15,33 @@ extras=""
 installed="$stamp$extras"
 [ "$want_test" = 0 ] && [ -f "$stamp[test]" ] && installed="$stamp[test]"  # a test install has it all
 if [ ! -f "$installed" ] || [ pyproject.toml -nt "$installed" ]; then
+  say() { echo "bootstrap: $*" >&2; }
+  say "installing into .venv (first start, or pyproject.toml changed): PyTorch 2.13, then the service and its"
+  say "dependencies${extras:+ and the test extras}; a first install takes about 2-4 minutes"
   .venv/bin/python -m pip install -q --upgrade pip
-  # The CPU build of PyTorch first, so nothing pulls a multi-GB CUDA build on a machine without a GPU.
-  .venv/bin/python -m pip install -q "torch==2.13.0" || .venv/bin/python -m pip install -q "torch==2.13.0" \
-      --index-url https://download.pytorch.org/whl/cpu
-  .venv/bin/python -m pip install -q -e ".$extras"
+  pip_install() { .venv/bin/python -m pip install --progress-bar on "$@"; }
+  if .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
+    say "PyTorch 2.13.0 is already installed"
+  elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    say "a GPU is present: installing PyTorch 2.13.0 with CUDA (a large download)"
+    pip_install "torch==2.13.0"
+  else
+    # No GPU: the CPU build only. PyPI's Linux wheel of torch is the multi-GB CUDA build, so ask PyTorch's CPU
+    # index first; pip's configured local wheels and indexes still apply when that index cannot be reached.
+    say "no GPU: installing the CPU build of PyTorch 2.13.0"
+    pip_install --retries 1 --timeout 15 --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0" \
+      || pip_install "torch==2.13.0"
+    .venv/bin/python -c "import torch, sys; sys.exit(torch.version.cuda is not None)" \
+      || { say "refusing a CUDA build of PyTorch on a machine without a GPU"; exit 1; }
+  fi
+  # torch stays the version just installed: no dependency may replace it with another build.
+  constraint=$(mktemp)
+  trap 'rm -f "$constraint"' EXIT
+  .venv/bin/python -c "import torch; print('torch==' + torch.__version__)" > "$constraint"
+  say "installing the service"
+  pip_install -c "$constraint" -e ".$extras"
   touch "$stamp$extras"
+  say "installed"
 fi
 if [ "$want_test" = 1 ] && [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   (apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && \
