@@ -62,24 +62,31 @@ def save_checkpoint(out_dir: str | Path, *, model: Seq2Seq, tokenizer: Tokenizer
         "meta": dict(meta or {}),
     }
     target = out / file_name
-    tmp = target.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(target)
+    save_atomically(payload, target)
     tokenizer_target = out / TOKENIZER_FILE
     if tokenizer.path.resolve() != tokenizer_target.resolve():
         shutil.copyfile(tokenizer.path, tokenizer_target)
     return target
 
 
-def read_payload(path: str | Path, file_name: str = MODEL_FILE) -> tuple[Path, dict[str, Any]]:
+def save_atomically(payload: dict[str, Any], target: Path) -> None:
+    """torch.save to a temporary file, then rename: a reader never sees half a file."""
+    tmp = target.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(target)
+
+
+def read_payload(path: str | Path, file_name: str = MODEL_FILE, *, mmap: bool = False,
+                 ) -> tuple[Path, dict[str, Any]]:
     """(the weights file, its contents) for a checkpoint directory or a model.pt; weights_only=True, so the file
-    cannot run code. A missing, truncated or foreign file is an error that names it."""
+    cannot run code. A missing, truncated or foreign file is an error that names it. With `mmap` the tensors
+    are mapped, not read (enough to look at the header fields)."""
     path = Path(path)
     model_file = path if path.is_file() else path / file_name
     if not model_file.exists():
         raise FileNotFoundError(f"no checkpoint at {model_file}")
     try:
-        payload = torch.load(model_file, map_location="cpu", weights_only=True)
+        payload = torch.load(model_file, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # a truncated or foreign file: say which
         raise ValueError(f"{model_file} is not a readable checkpoint: {error}") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -100,11 +107,16 @@ def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu", fil
     state_dict = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
     model.load_state_dict(state_dict)
     model.to(device).eval()
-    known = set(DecodeConfig.__dataclass_fields__)
-    decode = DecodeConfig(**{k: v for k, v in payload.get("decode", {}).items() if k in known})
-    decode = apply_decode_file(decode, directory / DECODE_FILE)
+    decode = decode_of(payload, directory)
     return LoadedCheckpoint(model=model, tokenizer=tokenizer, config=config, step=int(payload["step"]),
                             decode=decode, meta=dict(payload.get("meta", {})))
+
+
+def decode_of(payload: dict[str, Any], directory: Path) -> DecodeConfig:
+    """The decoding defaults stored in a checkpoint's payload, with a decode.json beside it applied on top."""
+    known = set(DecodeConfig.__dataclass_fields__)
+    decode = DecodeConfig(**{k: v for k, v in payload.get("decode", {}).items() if k in known})
+    return apply_decode_file(decode, directory / DECODE_FILE)
 
 
 def apply_decode_file(decode: DecodeConfig, path: Path) -> DecodeConfig:
@@ -113,10 +125,7 @@ def apply_decode_file(decode: DecodeConfig, path: Path) -> DecodeConfig:
 
 
 def save_train_state(out_dir: str | Path, state: dict[str, Any]) -> None:
-    target = Path(out_dir) / TRAIN_STATE_FILE
-    tmp = target.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(target)
+    save_atomically(state, Path(out_dir) / TRAIN_STATE_FILE)
 
 
 def load_train_state(out_dir: str | Path) -> dict[str, Any] | None:

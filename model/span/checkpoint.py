@@ -10,9 +10,8 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import FORMAT, MODEL_FILE, apply_decode_file, read_payload
+from ..checkpoint import FORMAT, MODEL_FILE, decode_of, read_payload, save_atomically
 from ..config import DecodeConfig
-from ..decode_file import DECODE_FILE
 from .network import ReaderConfig, SpanReader
 from .vocab import Vocab
 
@@ -42,15 +41,13 @@ def save_reader(out_dir: str | Path, model: SpanReader, vocab: Vocab, *, step: i
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     target = out / file_name
-    tmp = target.with_suffix(".tmp")
-    torch.save(reader_payload(model, vocab, step=step, decode=decode, meta=meta, half=half), tmp)
-    tmp.replace(target)
+    save_atomically(reader_payload(model, vocab, step=step, decode=decode, meta=meta, half=half), target)
     return target
 
 
 def is_reader(path: str | Path) -> bool:
-    """Whether the checkpoint at `path` is a span reader (read from the file's header, weights_only)."""
-    return read_payload(path)[1].get("kind") == KIND
+    """Whether the checkpoint at `path` is a span reader (its header fields; the tensors are mapped, not read)."""
+    return read_payload(path, mmap=True)[1].get("kind") == KIND
 
 
 def load_reader(path: str | Path, *, device: torch.device | str = "cpu") -> LoadedReader:
@@ -64,8 +61,6 @@ def load_reader(path: str | Path, *, device: torch.device | str = "cpu") -> Load
     model = SpanReader(config)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()})
     model.to(device).eval()
-    known = set(DecodeConfig.__dataclass_fields__)
-    decode = DecodeConfig(**{k: v for k, v in payload.get("decode", {}).items() if k in known})
-    decode = apply_decode_file(decode, model_file.parent / DECODE_FILE)
+    decode = decode_of(payload, model_file.parent)
     return LoadedReader(model=model, vocab=vocab, step=int(payload["step"]), decode=decode,
                         meta=dict(payload.get("meta", {})))

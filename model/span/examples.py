@@ -36,14 +36,10 @@ def training_input(question: str, passage: str, answer_start: int, answer: str, 
     q_words = question_words(question, config)
     if not q_words.words:
         return "the question has no words"
-    chosen = None
-    for start, end in windows(len(p_words), config.max_passage_words, config.window_stride):
-        if start <= first and last < end:
-            middle = (start + end) / 2
-            if chosen is None or abs((first + last) / 2 - middle) < abs((first + last) / 2 - sum(chosen) / 2):
-                chosen = (start, end)
-    if chosen is None:
+    holding = [(start, end) for start, end in windows(len(p_words), config.max_passage_words, config.window_stride)
+               if start <= first and last < end]
+    if not holding:
         return "the answer is longer than a window"
-    start, end = chosen
+    start, end = min(holding, key=lambda window: abs(first + last - window[0] - window[1]))  # most central
     return build_input(q_words, p_words.window(start, end), vocab, char_buckets=config.char_buckets,
                        start=first - start, end=last - start)

@@ -107,7 +107,7 @@ def count_words(examples: Sequence[QAExample]) -> tuple[Counter[str], Counter[st
 
 def make_vocab(examples: Sequence[QAExample], args: argparse.Namespace, language: str,
                ) -> tuple[Vocab, torch.Tensor | None]:
-    """The vocabulary and, with GloVe, the (len(vocab) - tuned_count... full) initial rows for every word."""
+    """The vocabulary and, with GloVe, the initial (len(vocab), dim) rows of every word (zeros where GloVe has none)."""
     questions, passages = count_words(examples)
     if language != "en" or args.no_glove:
         return build_vocab(questions, passages, None, min_count=1 if args.preset == "tiny" else 2), None
@@ -128,17 +128,15 @@ def reader_config(args: argparse.Namespace, vocab: Vocab, language: str, embed_s
     model_values, _ = READER_PRESETS[args.preset]
     values: dict[str, Any] = {**LANGUAGE_DEFAULTS[language], **model_values, "language": language}
     if args.preset == "tiny":
-        values.update(char_buckets=256 if language == "en" else 0, embed_size=model_values["embed_size"])
-    if embed_size is not None:
-        values["embed_size"] = embed_size
+        values["char_buckets"] = 256 if language == "en" else 0
+    if embed_size is not None or args.embed_size is not None:  # pretrained vectors fix the width
+        values["embed_size"] = embed_size if embed_size is not None else args.embed_size
     for flag, name in (("hidden_size", "hidden_size"), ("encoder_layers", "passage_layers"),
                        ("max_source_len", "max_passage_words"), ("max_answer_words", "max_answer_words")):
         if getattr(args, flag, None) is not None:
             values[name] = getattr(args, flag)
     if args.encoder_layers is not None:
         values["question_layers"] = args.encoder_layers
-    if args.embed_size is not None and embed_size is None:
-        values["embed_size"] = args.embed_size
     values["window_stride"] = min(values["window_stride"], max(1, values["max_passage_words"] // 2))
     return ReaderConfig(vocab_size=len(vocab), tuned_count=vocab.tuned_count, **values)
 
