@@ -37,6 +37,15 @@ class InputError(ValueError):
     """A request the model cannot answer as given (empty text, no turns); the message says why."""
 
 
+def check_questions(questions: list[tuple[str, str]]) -> None:
+    """InputError naming the first (question, passage) request with an empty question or passage."""
+    for index, (question, passage) in enumerate(questions):
+        if not question.strip():
+            raise InputError(f"request {index}: the question is empty")
+        if not passage.strip():
+            raise InputError(f"request {index}: the passage is empty")
+
+
 @dataclass(frozen=True)
 class Hypothesis:
     text: str
@@ -112,11 +121,7 @@ class Predictor:
     def answer(self, questions: list[tuple[str, str]], decode: DecodeConfig | None = None) -> list[list[Hypothesis]]:
         """(question, passage) pairs -> n-best answers each, best first."""
         decode = decode or self.default_decode
-        for index, (question, passage) in enumerate(questions):
-            if not question.strip():
-                raise InputError(f"request {index}: the question is empty")
-            if not passage.strip():
-                raise InputError(f"request {index}: the passage is empty")
+        check_questions(questions)
         budget = min(self.config.max_source_len, decode.max_source_len or self.config.max_source_len)
         sources = [format_rc(self.tokenizer, q, p, max_source_len=budget) for q, p in questions]
         extractive = True if decode.extractive is None else decode.extractive

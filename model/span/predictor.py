@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..config import DecodeConfig
-from ..inference import Hypothesis, InputError
+from ..inference import Hypothesis, InputError, check_questions
 from .examples import request_inputs
 from .features import ReaderInput, collate
 from .network import ReaderConfig, SpanReader
@@ -107,12 +107,9 @@ class ReaderPredictor:
 
     def answer(self, questions: list[tuple[str, str]], decode: DecodeConfig | None = None) -> list[list[Hypothesis]]:
         decode = decode or self.default_decode
+        check_questions(questions)
         requests = []
         for index, (question, passage) in enumerate(questions):
-            if not question.strip():
-                raise InputError(f"request {index}: the question is empty")
-            if not passage.strip():
-                raise InputError(f"request {index}: the passage is empty")
             windows = request_inputs(question, passage, self.vocab, self.config)
             if not windows[0][1].question_ids:
                 raise InputError(f"request {index}: the question has no words")
