@@ -14,8 +14,7 @@ import secrets
 import gradio as gr
 
 from settings import Settings, get_settings
-from ui import api, events, handlers
-from ui.attention import COLOR_MAP
+from ui import api, attention, events, handlers
 
 logger = logging.getLogger(__name__)
 
@@ -107,11 +106,13 @@ def _reading_tab(owner_key: gr.BrowserState) -> None:
             score = gr.Number(label="Score (length-penalised log-prob)", interactive=False)
             details = gr.Textbox(label="Details", interactive=False, max_lines=1)
             n_best = gr.Dataframe(headers=events.NBEST_HEADERS, label="n-best", interactive=False)
-    highlighted = gr.HighlightedText(label="Passage: the answer and what it attended to", color_map=COLOR_MAP,
-                                     show_legend=True, combine_adjacent=True, elem_id="highlighted-passage")
-    heatmap = gr.Image(label="Attention: output tokens (rows) × input tokens (columns)", type="pil",
-                       interactive=False, elem_id="heatmap")
-    outputs = [answer, score, n_best, highlighted, heatmap, details]
+    highlighted = gr.HighlightedText(label="Passage: the answer and what it attended to",
+                                     color_map=attention.COLOR_MAP, show_legend=True, combine_adjacent=True,
+                                     elem_id="highlighted-passage")
+    # The attention view is HTML built from escaped text (ui/attention.py), so the browser's fonts draw CJK.
+    attention_view = gr.HTML(attention.PLACEHOLDER, css_template=attention.CSS, js_on_load=None,
+                             elem_id="attention-view", padding=True)
+    outputs = [answer, score, n_best, highlighted, attention_view, details]
     for trigger in (ask_button.click, question.submit):
         trigger(events.ask_question, [passage, question, owner_key], outputs, api_visibility="private",
                 concurrency_limit=None)

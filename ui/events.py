@@ -176,10 +176,10 @@ async def retry_reply(
 
 
 def answer_views(result: dict[str, Any]) -> tuple[Any, ...]:
-    """(answer, score, n-best rows, highlighted passage, heatmap image, details) for a settled question."""
+    """(answer, score, n-best rows, highlighted passage, attention HTML, details) for a settled question."""
     if result["status"] != "done":
         message = result["error"] or "no answer yet"
-        return f"({message})", None, [], [], None, f"status: {result['status']}"
+        return f"({message})", None, [], [], attention.PLACEHOLDER, f"status: {result['status']}"
     n_best = [[rank, h.get("text", ""), round(float(h.get("score", 0.0)), 4)]
               for rank, h in enumerate(result["n_best"], start=1)]
     record = result["attention"]
@@ -192,14 +192,15 @@ def answer_views(result: dict[str, Any]) -> tuple[Any, ...]:
         copied = 1.0 - sum(record["p_gen"]) / len(record["p_gen"])
         details += f" · copied from the passage: {copied:.0%}"
     return (result["answer"], round(float(result["score"] or 0.0), 4), n_best,
-            attention.highlight_segments(result["passage"], record), attention.heatmap_image(record), details)
+            attention.highlight_segments(result["passage"], record),
+            attention.attention_html(result["passage"], record), details)
 
 
 async def ask_question(passage: str, question: str, owner_key: str, request: gr.Request) -> AsyncIterator[tuple[Any, ...]]:
     try:
         owner = owner_of(request, owner_key)
         question_id = await asyncio.to_thread(handlers.ask_question, owner, passage or "", question or "")
-        yield handlers.PENDING_TEXT, None, [], [], None, "status: pending"
+        yield handlers.PENDING_TEXT, None, [], [], attention.PLACEHOLDER, "status: pending"
         result = await wait_until_settled(handlers.question_result, owner, question_id,
                                           timeout_s=get_settings().request_timeout_s)
     except Exception as error:

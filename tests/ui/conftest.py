@@ -16,6 +16,14 @@ from ui import handlers
 OWNER = "anon:" + "a" * 32
 OTHER = "anon:" + "b" * 32
 
+# An answer's attention record as a Seq2Seq worker stores it: SentencePiece pieces, one output row.
+PASSAGE = "Bob was born in Oslo. Later Bob moved to Lima for work."
+SOURCE = ["<rc>", "▁Where", "▁was", "▁Bob", "▁born", "?", "<sep>", "▁B", "o", "b", "▁was", "▁born", "▁", "in",
+          "▁Oslo", ".", "▁Later", "▁Bob", "▁moved", "▁to", "▁Lima", "▁for", "▁work", "."]
+ATTENTION = {"source_tokens": SOURCE, "output_tokens": ["▁Oslo"],
+             "attention": [[0.9 if token == "▁Oslo" else 0.1 / (len(SOURCE) - 1) for token in SOURCE]],
+             "p_gen": [0.1], "span": [16, 20]}
+
 
 class FakeQueue:
     """Records what was enqueued; `workers` is what list_workers reports."""

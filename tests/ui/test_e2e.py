@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import pytest
 from storage import migrate
 from tests.workers.conftest import REPO_ROOT
 from tests.workers.service_fixtures import redis_for_tests, service_env, start_worker, stop_worker
+from ui.handlers import PENDING_TEXT
 from workers.embedded_redis import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -33,6 +35,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 PASSAGE = "Bob was born in Oslo. Later Bob moved to Lima for work."
 QUESTION = "Where was Bob born?"
+ZH_PASSAGE = "小明出生在杭州。后来他搬到上海工作，每个周末都去公园跑步。"
+ZH_QUESTION = "小明出生在哪里？"
 TIMEOUT_MS = 30_000
 
 if not CHROMIUM.exists():
@@ -168,17 +172,76 @@ def test_markup_in_a_message_is_shown_as_text_and_never_runs(page: Any) -> None:
     assert "<script>" in shown and "onerror" in shown
 
 
-def test_a_question_shows_its_answer_and_attention(page: Any) -> None:
+def _ask(page: Any, passage: str, question: str) -> None:
     page.get_by_role("tab", name="Reading comprehension").click()
-    page.locator("#passage textarea").fill(PASSAGE)
-    page.locator("#question textarea").fill(QUESTION)
+    page.locator("#passage textarea").fill(passage)
+    page.locator("#question textarea").fill(question)
+    page.evaluate("() => document.querySelectorAll('#attention-view .attention').forEach(v => v.dataset.old = 1)")
     page.locator("#ask").click()
-    page.wait_for_function("() => document.querySelector('#answer textarea').value === 'Oslo'")
+    page.wait_for_function(  # the old view is gone (a new value re-renders it) and the new one has cells
+        "(pending) => document.querySelector('#attention-view .attention:not([data-old]) .t')"
+        " && document.querySelector('#answer textarea').value !== pending", arg=PENDING_TEXT)
+
+
+def _attention_cells(page: Any) -> list[dict[str, str]]:
+    return page.eval_on_selector_all(
+        "#attention-view .t", "cells => cells.map(c => ({text: c.textContent, title: c.title,"
+        " classes: c.className, size: getComputedStyle(c).fontSize}))")
+
+
+def _fits_the_width(page: Any, width: int) -> None:
+    """The page never scrolls sideways at `width` px, and the attention view's text stays 14 px or larger."""
+    page.set_viewport_size({"width": width, "height": 1000})
+    page.wait_for_timeout(300)
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= width
+    view = page.locator("#attention-view").bounding_box()
+    assert view["x"] >= 0 and view["x"] + view["width"] <= width
+    assert all(float(cell["size"].removesuffix("px")) >= 14 for cell in _attention_cells(page))
+
+
+def _screenshots_at_both_widths(page: Any, name: str) -> None:
+    for width in (1280, 390):
+        _fits_the_width(page, width)
+        page.locator("#attention-view").scroll_into_view_if_needed()
+        page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 1000})
+
+
+def test_a_question_shows_its_answer_and_attention(page: Any) -> None:
+    _ask(page, PASSAGE, QUESTION)
+    assert page.locator("#answer textarea").input_value() == "Oslo"
     highlighted = page.locator("#highlighted-passage")
     highlighted.get_by_text("Oslo", exact=True).first.wait_for()
     assert PASSAGE.replace(" ", "") in highlighted.inner_text().replace(" ", "").replace("\n", "")
-    page.locator("#heatmap img").wait_for()
-    page.screenshot(path=str(SCREENSHOTS / "reading-comprehension.png"), full_page=True)
+    view = page.locator("#attention-view")
+    assert "Most attended:" in view.inner_text() and "writing “" in view.inner_text()
+    cells = _attention_cells(page)
+    answer = [cell for cell in cells if "a" in cell["classes"].split()]
+    assert [cell["text"] for cell in answer][:1] == ["Oslo"]  # underlined as the answer
+    assert all(re.fullmatch(r".+: weight \d\.\d{3} while writing “.+”", cell["title"]) for cell in cells)
+    # every passage word is a cell, in order, under each output row
+    assert PASSAGE.replace(" ", "") in "".join(cell["text"] for cell in cells)
+    _screenshots_at_both_widths(page, "reading-comprehension")
+
+
+def test_chinese_and_a_long_passage_stay_readable(page: Any) -> None:
+    _ask(page, ZH_PASSAGE, ZH_QUESTION)
+    shown = "".join(cell["text"] for cell in _attention_cells(page))
+    assert "小明出生在杭州" in shown and "小明出生在哪里" in shown
+    assert not re.search(r"#\d", page.locator("#attention-view").inner_text())
+    _screenshots_at_both_widths(page, "reading-comprehension-zh")
+
+    long_passage = " ".join(f"Sentence {i} is about the town of Place{i}." for i in range(75)) + " " + PASSAGE
+    assert len(long_passage) > 3000
+    _ask(page, long_passage, QUESTION)
+    text = page.locator("#attention-view").inner_text()
+    # the model reads a window of a long passage: the view says which part, and draws only that part
+    assert re.search(r"read only part of this passage .*: characters \d+–\d+ of " + str(len(long_passage)), text)
+    assert "Sentence 0 " not in text and "Bob was born" in text
+    rows = page.locator("#attention-view .row")
+    for index in range(rows.count()):
+        assert rows.nth(index).locator(".t").count() <= 2 * 60 + 1 + 40  # not 3,000 characters' worth
+    _screenshots_at_both_widths(page, "reading-comprehension-long")
 
 
 def test_a_batch_upload_with_a_bad_line_runs_the_rest(page: Any, tmp_path: Path) -> None:

@@ -16,17 +16,10 @@ from storage import conversations, qa
 from storage.db import transaction
 from storage.errors import EmptyInput, InputTooLong, NotFound
 from storage.models import Passage
-from tests.ui.conftest import OTHER, OWNER, FakeQueue
+from tests.ui.conftest import ATTENTION, OTHER, OWNER, PASSAGE, FakeQueue
 from ui import attention, events, exports, handlers
 from workers.batch_files import BatchFileError
 from workers.client import NoWorker
-
-PASSAGE = "Bob was born in Oslo. Later Bob moved to Lima for work."
-SOURCE = ["<rc>", "▁Where", "▁was", "▁Bob", "▁born", "?", "<sep>", "▁B", "o", "b", "▁was", "▁born", "▁", "in",
-          "▁Oslo", ".", "▁Later", "▁Bob", "▁moved", "▁to", "▁Lima", "▁for", "▁work", "."]
-ATTENTION = {"source_tokens": SOURCE, "output_tokens": ["▁Oslo"],
-             "attention": [[0.9 if token == "▁Oslo" else 0.1 / (len(SOURCE) - 1) for token in SOURCE]],
-             "p_gen": [0.1], "span": [16, 20]}
 
 
 def _answer_as_worker(question_id: str) -> None:
@@ -181,12 +174,12 @@ def test_an_answer_comes_back_with_n_best_and_attention_views(queue: FakeQueue) 
     assert handlers.question_result(OWNER, question_id)["status"] == "pending"
     _answer_as_worker(question_id)
     result = handlers.question_result(OWNER, question_id)
-    answer, score, n_best, segments, image, details = events.answer_views(result)
+    answer, score, n_best, segments, view, details = events.answer_views(result)
     assert (answer, score) == ("Oslo", -0.01)
     assert n_best == [[1, "Oslo", -0.01], [2, "Oslo.", -6.6]]
     assert ("Oslo", attention.ANSWER) in segments
     assert "".join(text for text, _ in segments) == PASSAGE
-    assert image is not None and image.size[0] > len(SOURCE) * 10
+    assert 'title="Oslo: weight 0.900 while writing “Oslo”"' in view
     assert "rc-en@test" in details and "copied from the passage: 90%" in details
 
 
