@@ -62,12 +62,18 @@ class Decoder(nn.Module):
         self.config = config
         self.embedding = embedding
         self.dropout = nn.Dropout(config.dropout)
-        self.lstm = nn.LSTM(config.embed_size + hidden, hidden, num_layers=config.decoder_layers,
+        lstm_input = config.embed_size + (hidden if config.input_feeding else 0)
+        self.lstm = nn.LSTM(lstm_input, hidden, num_layers=config.decoder_layers,
                             batch_first=True, dropout=config.dropout if config.decoder_layers > 1 else 0.0)
         self.attention = Attention(config.attention, hidden, coverage=config.coverage)
         self.combine = nn.Linear(2 * hidden, hidden, bias=False)
-        self.to_embedding = nn.Linear(hidden, config.embed_size)
-        self.output_bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.adaptive: nn.AdaptiveLogSoftmaxWithLoss | None = None
+        if config.adaptive_cutoffs:
+            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(hidden, config.vocab_size, list(config.adaptive_cutoffs),
+                                                          div_value=4.0, head_bias=True)
+        else:
+            self.to_embedding = nn.Linear(hidden, config.embed_size)
+            self.output_bias = nn.Parameter(torch.zeros(config.vocab_size))
         self.copy_switch = nn.Linear(2 * hidden + config.embed_size, 1) if config.copy else None
         # Inference only: the output layer's weight and bias in a lower precision (see set_output_precision).
         # Plain attributes, not parameters: never saved, never trained, rebuilt after the model moves.
@@ -79,7 +85,7 @@ class Decoder(nn.Module):
         speed on CPUs with native bf16 (AVX512-BF16/AMX), at the price of logits rounded to 8 mantissa bits
         (about 0.02 absolute on this model's logits). torch.float32 (the default) restores exact computation.
         Call it after the model has moved to its device; training ignores it."""
-        if dtype == torch.float32:
+        if dtype == torch.float32 or self.adaptive is not None:  # the adaptive softmax stays in float32
             self._low_precision_output = None
         else:
             self._low_precision_output = (self.embedding.weight.detach().to(dtype),
@@ -116,13 +122,18 @@ class Decoder(nn.Module):
             attention weights (rows, src_len) and p_gen (rows,).
         """
         embedded = self.dropout(self.embedding(prev_ids))  # (rows, embed)
-        lstm_input = torch.cat([embedded, state["feed"]], dim=-1)  # (rows, embed+hidden)
+        lstm_input = torch.cat([embedded, state["feed"]], dim=-1) if self.config.input_feeding else embedded
         h1, c1 = self._lstm_step(lstm_input, state["h"], state["c"])  # (rows, layers, hidden)
         query = h1[:, -1]  # (rows, hidden)
         coverage = state.get("coverage")
         weights, context = self.attention(query, memory.states, memory.keys, memory.pad_mask, coverage)
         attentional = torch.tanh(self.combine(torch.cat([context, query], dim=-1)))  # (rows, hidden)
         attentional = self.dropout(attentional)
+        if self.adaptive is not None:
+            log_probs = self.adaptive.log_prob(attentional.float())
+            p_gen = log_probs.new_ones(log_probs.size(0))
+            return StepOutput(log_probs=log_probs, state=self._next_state(h1, c1, attentional, coverage, weights),
+                              attention=weights, p_gen=p_gen)
         logits = self.output_logits(attentional)  # (rows, vocab) float32
         if self.copy_switch is None:
             log_probs = torch.log_softmax(logits, dim=-1)
@@ -130,10 +141,53 @@ class Decoder(nn.Module):
         else:
             p_gen = torch.sigmoid(self.copy_switch(torch.cat([context, query, embedded], dim=-1)).float()).squeeze(-1)
             log_probs = _mix_copy(logits, p_gen, weights, memory)
-        new_state: DecoderState = {"h": h1, "c": c1, "feed": attentional}
+        return StepOutput(log_probs=log_probs, state=self._next_state(h1, c1, attentional, coverage, weights),
+                          attention=weights, p_gen=p_gen)
+
+    @staticmethod
+    def _next_state(h: torch.Tensor, c: torch.Tensor, attentional: torch.Tensor, coverage: torch.Tensor | None,
+                    weights: torch.Tensor) -> DecoderState:
+        state: DecoderState = {"h": h, "c": c, "feed": attentional}
         if coverage is not None:
-            new_state["coverage"] = coverage + weights
-        return StepOutput(log_probs=log_probs, state=new_state, attention=weights, p_gen=p_gen)
+            state["coverage"] = coverage + weights
+        return state
+
+    def teacher_force(self, inputs: torch.Tensor, targets: torch.Tensor, state: DecoderState, memory: Memory,
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Every target step at once, for a decoder without input feeding or coverage (training's fast path):
+        one LSTM call over the whole target, then attention, combination and output for all steps together.
+
+        Args: inputs, targets (batch, tgt_len) ids (tgt[:, :-1], tgt[:, 1:]); state from initial_state; memory
+            with one row per source.
+        Returns: (batch, tgt_len) log-probabilities of the targets and, for the tied output layer, the whole
+            (batch, tgt_len, vocab) distribution (None with the adaptive softmax, which never builds it).
+        """
+        assert not self.config.input_feeding and not self.config.coverage, "teacher_force needs step-free inputs"
+        batch, length = inputs.shape
+        embedded = self.dropout(self.embedding(inputs))  # (batch, tgt_len, embed)
+        h0 = state["h"].transpose(0, 1).contiguous()  # (layers, batch, hidden)
+        queries, _ = self.lstm(embedded, (h0, state["c"].transpose(0, 1).contiguous()))  # (batch, tgt_len, hidden)
+        flat = queries.reshape(batch * length, -1)  # rows of one source are consecutive: group = tgt_len
+        weights, context = self.attention(flat, memory.states, memory.keys, memory.pad_mask)
+        attentional = self.dropout(torch.tanh(self.combine(torch.cat([context, flat], dim=-1))))
+        if self.adaptive is not None:
+            flat_targets = targets.reshape(-1)
+            keep = flat_targets != self.config.pad_id
+            target_log_probs = attentional.new_zeros(batch * length, dtype=torch.float32)
+            target_log_probs[keep] = self.adaptive(attentional[keep].float(), flat_targets[keep]).output
+            return target_log_probs.view(batch, length), None
+        logits = self.output_logits(attentional)  # (batch * tgt_len, vocab)
+        if self.copy_switch is None:
+            log_probs = torch.log_softmax(logits, dim=-1)
+        else:
+            embedded_flat = embedded.reshape(batch * length, -1)
+            p_gen = torch.sigmoid(self.copy_switch(torch.cat([context, flat, embedded_flat], dim=-1)).float())
+            expanded = Memory(memory.states, memory.keys, memory.pad_mask,
+                              memory.src_ids.repeat_interleave(length, dim=0),
+                              memory.first_position.repeat_interleave(length, dim=0))
+            log_probs = _mix_copy(logits, p_gen.squeeze(-1), weights, expanded)
+        log_probs = log_probs.view(batch, length, -1)
+        return log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1), log_probs
 
     def _lstm_step(self, inputs: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One time step of self.lstm, layer by layer with its own weights: for a single step, torch.lstm_cell

@@ -79,13 +79,37 @@ class Encoder(nn.Module):
     @staticmethod
     def _run(lstm: nn.LSTM, inputs: torch.Tensor, lengths: torch.Tensor, src_len: int,
              ) -> tuple[torch.Tensor, torch.Tensor]:
-        if inputs.device.type == "cpu" and not torch.is_grad_enabled():
-            return Encoder._run_by_length(lstm, inputs, lengths, src_len)
+        if inputs.device.type == "cpu":
+            if not torch.is_grad_enabled():
+                return Encoder._run_by_length(lstm, inputs, lengths, src_len)
+            return Encoder._run_unpacked(lstm, inputs, lengths)
         packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
         outputs, (h_n, _) = lstm(packed)
         states, _ = pad_packed_sequence(outputs, batch_first=True, total_length=src_len)
         final = torch.cat([h_n[-2], h_n[-1]], dim=-1)  # last layer, forward and backward: (batch, hidden)
         return states, final
+
+    @staticmethod
+    def _run_unpacked(lstm: nn.LSTM, inputs: torch.Tensor, lengths: torch.Tensor,
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training on CPU: the padded batch through the LSTM's own weights without packing, one direction and
+        layer at a time; the backward direction reads every row reversed within its length, so padding never
+        reaches a real token's state. Equal to the packed result at every real position (padding stays zero)."""
+        lengths = lengths.to(inputs.device)
+        valid = (torch.arange(inputs.size(1), device=inputs.device).unsqueeze(0) < lengths.unsqueeze(1))
+        valid = valid.unsqueeze(-1).to(inputs.dtype)  # (batch, src_len, 1)
+        rows = torch.arange(inputs.size(0), device=inputs.device)
+        layer_input = inputs
+        for layer in range(lstm.num_layers):
+            if layer > 0:
+                layer_input = nn.functional.dropout(layer_input, lstm.dropout, lstm.training)
+            forward = _one_direction(lstm, layer, "", layer_input)
+            backward = reverse_padded(_one_direction(lstm, layer, "_reverse", reverse_padded(layer_input, lengths)),
+                                      lengths)
+            layer_input = torch.cat([forward, backward], dim=-1) * valid
+        final = torch.cat([layer_input[rows, lengths - 1, :lstm.hidden_size], layer_input[:, 0, lstm.hidden_size:]],
+                          dim=-1)
+        return layer_input, final
 
     @staticmethod
     def _run_by_length(lstm: nn.LSTM, inputs: torch.Tensor, lengths: torch.Tensor, src_len: int,
@@ -104,3 +128,20 @@ class Encoder(nn.Module):
             states[index, :length] = outputs
             final[index] = torch.cat([h_n[-2], h_n[-1]], dim=-1)
         return states, final
+
+
+def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each row of (batch, time, dim) within its length; padding stays where it is."""
+    steps = torch.arange(x.size(1), device=x.device).unsqueeze(0)
+    lengths = lengths.to(x.device).unsqueeze(1)
+    index = torch.where(steps < lengths, lengths - 1 - steps, steps)
+    return x.gather(1, index.unsqueeze(-1).expand_as(x))
+
+
+def _one_direction(lstm: nn.LSTM, layer: int, suffix: str, inputs: torch.Tensor) -> torch.Tensor:
+    """Layer `layer`'s forward (suffix "") or backward ("_reverse") weights of `lstm` run left to right over
+    (batch, time, in) -> (batch, time, hidden), from a zero state."""
+    weights = [getattr(lstm, f"{name}_l{layer}{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    zeros = inputs.new_zeros(1, inputs.size(0), lstm.hidden_size)
+    outputs, _, _ = torch.lstm(inputs, (zeros, zeros), weights, True, 1, 0.0, lstm.training, False, True)
+    return outputs

@@ -175,9 +175,7 @@ class Predictor:
             tgt[row, :len(target) + 2] = torch.tensor([self.tokenizer.bos_id, *target, self.tokenizer.eos_id])
         tgt = tgt.to(self.torch_device)
         out = self.model(Batch(src_ids=ids, src_lengths=lengths, src_features=features, tgt_ids=tgt))
-        gold = tgt[:, 1:]
-        token_log_probs = out.log_probs.gather(-1, gold.unsqueeze(-1)).squeeze(-1)  # (batch, tgt_len)
-        return (token_log_probs * (gold != self.tokenizer.pad_id)).sum(-1).tolist()
+        return out.target_log_probs.sum(-1).tolist()
 
     def warm_up(self) -> None:
         self.answer([("What is warm?", "The warm up run.")], DecodeConfig(beam_size=2, max_length=4))

@@ -164,7 +164,7 @@ def _squad_question(qa: Any, context: str, title: str, n: int, report: ReadRepor
     for answer in qa.get("answers") or []:
         text = answer.get("text") if isinstance(answer, dict) else None
         start = _anchor(context, text, answer.get("answer_start")) if isinstance(text, str) and text else -1
-        if start < 0:
+        if start < 0 or not isinstance(text, str):
             report.note(f"record {n} ({qid}): answer {text!r} not in context, dropped")
             continue
         answers.append(text)

@@ -2,7 +2,9 @@
 
 `encode()` reads a source batch, `decode_step()` advances the decoder by one token (used by beam search),
 and `forward()` runs teacher forcing and returns the per-step log-probabilities and the loss
-(label-smoothed NLL of the copy-mixed distribution, plus the coverage loss when coverage is on).
+(label-smoothed NLL of the copy-mixed distribution, plus the coverage loss when coverage is on). Without input
+feeding and coverage, teacher forcing runs every target step in one pass (`Decoder.teacher_force`); with
+them, step by step.
 `build_model(config)` is the one factory. Pure tensor code: no I/O.
 """
 
@@ -38,7 +40,8 @@ class ForwardOutput:
     loss: torch.Tensor          # scalar: mean over target tokens
     nll_sum: torch.Tensor       # scalar: summed NLL without smoothing (for perplexity)
     tokens: torch.Tensor        # scalar: number of target tokens
-    log_probs: torch.Tensor     # (batch, tgt_len, vocab)
+    target_log_probs: torch.Tensor  # (batch, tgt_len) log p of each target token (0 at padding)
+    log_probs: torch.Tensor | None  # (batch, tgt_len, vocab); None with the adaptive softmax
 
 
 class Seq2Seq(nn.Module):
@@ -69,6 +72,18 @@ class Seq2Seq(nn.Module):
         assert batch.tgt_ids is not None, "forward() needs target ids"
         memory, state = self.encode(batch.src_ids, batch.src_lengths, batch.src_features)
         inputs, targets = batch.tgt_ids[:, :-1], batch.tgt_ids[:, 1:]
+        target_mask = targets != self.config.pad_id
+        tokens = target_mask.sum()
+        if not self.config.input_feeding and not self.config.coverage:
+            target_log_probs, full = self.decoder.teacher_force(inputs, targets, state, memory)
+            target_log_probs = target_log_probs * target_mask
+            nll_sum = -target_log_probs.sum()
+            per_token = -target_log_probs
+            if label_smoothing > 0 and full is not None:
+                per_token = (1.0 - label_smoothing) * per_token - label_smoothing * full.mean(dim=-1) * target_mask
+            loss = per_token.sum() / tokens.clamp_min(1)
+            return ForwardOutput(loss=loss, nll_sum=nll_sum.detach(), tokens=tokens.detach(),
+                                 target_log_probs=target_log_probs, log_probs=full)
         step_log_probs = []
         coverage_loss = memory.states.new_zeros((), dtype=torch.float32)
         for t in range(inputs.size(1)):
@@ -80,8 +95,6 @@ class Seq2Seq(nn.Module):
             step_log_probs.append(out.log_probs)
             state = out.state
         log_probs = torch.stack(step_log_probs, dim=1)  # (batch, tgt_len, vocab)
-        target_mask = targets != self.config.pad_id
-        tokens = target_mask.sum()
         nll = -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (batch, tgt_len)
         nll_sum = (nll * target_mask).sum()
         if label_smoothing > 0:
@@ -92,7 +105,8 @@ class Seq2Seq(nn.Module):
         loss = (per_token * target_mask).sum() / tokens.clamp_min(1)
         if coverage_weight > 0:
             loss = loss + coverage_weight * coverage_loss / tokens.clamp_min(1)
-        return ForwardOutput(loss=loss, nll_sum=nll_sum.detach(), tokens=tokens.detach(), log_probs=log_probs)
+        return ForwardOutput(loss=loss, nll_sum=nll_sum.detach(), tokens=tokens.detach(),
+                             target_log_probs=-nll * target_mask, log_probs=log_probs)
 
 
 def build_model(config: ModelConfig) -> Seq2Seq:

@@ -56,6 +56,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder-layers", type=int, help="bi-LSTM encoder layers")
     parser.add_argument("--max-source-len", type=int, help="source budget in tokens")
     parser.add_argument("--no-copy", action="store_true", help="disable the copy mechanism")
+    parser.add_argument("--no-input-feeding", action="store_true",
+                        help="decoder without input feeding: teacher forcing in one LSTM call (faster training)")
+    parser.add_argument("--adaptive-softmax", metavar="CUTOFFS", type=lambda v: tuple(int(c) for c in v.split(",")),
+                        help="adaptive softmax cluster cutoffs, e.g. 1000,4000 (needs --no-copy)")
     parser.add_argument("--coverage", action="store_true", help="enable coverage (and its loss)")
     parser.add_argument("--label-smoothing", type=float, help="label smoothing epsilon")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
@@ -75,7 +79,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def configs_from_args(args: argparse.Namespace, vocab_size: int, special: dict[str, int],
                       ) -> tuple[ModelConfig, TrainConfig]:
     model_overrides, train_overrides = PRESETS[args.preset]
-    model_values: dict[str, Any] = {**model_overrides, **special, "vocab_size": vocab_size, "task": args.task}
+    model_values: dict[str, Any] = {**model_overrides, **special, "vocab_size": vocab_size}
+    if args.task != "any" or "task" not in model_values:
+        model_values["task"] = args.task
     for flag, field_name in (("attention", "attention"), ("hidden_size", "hidden_size"),
                              ("embed_size", "embed_size"), ("encoder_layers", "encoder_layers"),
                              ("max_source_len", "max_source_len")):
@@ -85,6 +91,10 @@ def configs_from_args(args: argparse.Namespace, vocab_size: int, special: dict[s
         model_values["copy"] = False
     if args.coverage:
         model_values["coverage"] = True
+    if args.no_input_feeding:
+        model_values["input_feeding"] = False
+    if args.adaptive_softmax:
+        model_values["adaptive_cutoffs"] = args.adaptive_softmax
     train_values: dict[str, Any] = dict(train_overrides)
     train_values["amp"] = bool(args.amp)
     for flag in ("max_steps", "max_minutes", "batch_size", "learning_rate", "eval_every", "seed", "label_smoothing"):
@@ -144,6 +154,7 @@ def evaluate_loss(model: Seq2Seq, examples: Sequence[Any], config: TrainConfig, 
 def run_training(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "arch", "seq2seq") == "reader":
         return run_reader_training(args)
+    torch.set_num_threads(max(1, getattr(args, "threads", 1)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     train_records, reports = read_records(args.train)

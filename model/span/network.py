@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..encoder import reverse_padded
 from .features import MATCH_FEATURES, ReaderBatch
 
 
@@ -62,14 +63,6 @@ class ReaderOutput:
     end_logits: torch.Tensor
     alignment: torch.Tensor      # (batch, p_len, q_len) passage-to-question attention
     loss: torch.Tensor | None = None
-
-
-def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Reverse each row of (batch, time, dim) within its length; padding stays where it is."""
-    steps = torch.arange(x.size(1), device=x.device).unsqueeze(0)
-    lengths = lengths.to(x.device).unsqueeze(1)
-    index = torch.where(steps < lengths, lengths - 1 - steps, steps)
-    return x.gather(1, index.unsqueeze(-1).expand_as(x))
 
 
 class StackedBiLSTM(nn.Module):

@@ -62,11 +62,15 @@ def add_reader_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-glove", action="store_true", help="learn every word vector (tests, toy data)")
     group.add_argument("--language", choices=["en", "zh"], help="default: detected from the training data")
     group.add_argument("--epochs", type=float, help="stop after this many passes over the training data")
-    group.add_argument("--threads", type=int, default=1, help="torch CPU threads (one is fastest on 2 cores)")
+    group.add_argument("--threads", type=int, default=1, help="torch CPU threads, both architectures (one is fastest on 2 cores)")
     group.add_argument("--valid-size", type=int, default=1000,
                        help="training questions held out (whole passages) when --valid is not given")
     group.add_argument("--max-answer-words", type=int, help="span search cap")
     group.add_argument("--no-bucketing", action="store_true", help="plain shuffled batches")
+    group.add_argument("--lr-decay-start", type=float,
+                       help="epoch (counted over all runs) after which the learning rate decays; default: never")
+    group.add_argument("--lr-decay-rate", type=float, default=0.5,
+                       help="learning-rate factor per epoch after --lr-decay-start (applied smoothly per step)")
 
 
 def read_questions(paths: Sequence[str]) -> list[QAExample]:
@@ -152,6 +156,13 @@ def bucketed_batches(inputs: Sequence[ReaderInput], batch_size: int, seed: int, 
     batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def learning_rate_at(base: float, epoch: float, decay_start: float | None, decay_rate: float) -> float:
+    """Constant until `decay_start`, then multiplied by `decay_rate` per epoch (smoothly, per step)."""
+    if decay_start is None or epoch <= decay_start:
+        return base
+    return base * decay_rate ** (epoch - decay_start)
 
 
 def evaluate(predictor: ReaderPredictor, examples: Sequence[QAExample], language: str) -> dict[str, float]:
@@ -289,6 +300,10 @@ def run_reader_training(args: argparse.Namespace) -> dict[str, Any]:
         batches = bucketed_batches(inputs, batch_size, seed + epoch, not args.no_bucketing)
         while position < len(batches):
             tick = time.process_time()
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate_at(float(settings["learning_rate"]), epoch + position / batches_per_epoch,
+                                               getattr(args, "lr_decay_start", None),
+                                               getattr(args, "lr_decay_rate", 0.5))
             batch = collate([inputs[i] for i in batches[position]]).to(device)
             loss = model(batch).loss
             assert loss is not None
@@ -306,8 +321,8 @@ def run_reader_training(args: argparse.Namespace) -> dict[str, Any]:
                 progress.set_postfix(loss=f"{last_loss:.3f}", ex_s=f"{rate:.1f}", epoch=epoch)
                 if progress.disable and step % 200 == 0:  # no terminal (a log file): say it in the log
                     eta = (total_steps - step) * batch_size / max(rate, 1e-9) / 60
-                    log.info("step %d/%d epoch %d loss %.3f %.1f examples/s, ETA %.0f min", step, total_steps,
-                             epoch, last_loss, rate, eta)
+                    log.info("step %d/%d epoch %d loss %.3f lr %.2g %.1f examples/s, ETA %.0f min", step,
+                             total_steps, epoch, last_loss, optimizer.param_groups[0]["lr"], rate, eta)
                 window_examples, window_start = 0, time.monotonic()
             timed_out = deadline is not None and time.monotonic() >= deadline
             if step % int(settings["eval_every"]) == 0 or position == len(batches):

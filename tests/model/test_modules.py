@@ -114,3 +114,71 @@ def test_requested_decoding_overrides_defaults_within_bounds():
         base.with_request({"beam_size": 64})
     with pytest.raises(ValueError):
         base.with_request({"beam_size": 0})
+
+
+# --- the CPU training path: unpacked encoder LSTMs, one-pass teacher forcing, adaptive softmax ---------------
+
+def test_unpacked_training_encoder_equals_the_packed_lstm_at_every_real_position():
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from model.encoder import Encoder
+    torch.manual_seed(3)
+    lstm = torch.nn.LSTM(6, 5, num_layers=2, bidirectional=True, batch_first=True)
+    inputs, lengths = torch.randn(3, 7, 6), torch.tensor([7, 4, 1])
+    states, final = Encoder._run_unpacked(lstm, inputs, lengths)
+    packed, (h_n, _) = lstm(pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False))
+    expected, _ = pad_packed_sequence(packed, batch_first=True, total_length=7)
+    assert torch.allclose(states, expected, atol=1e-6)  # padding included: zero in both
+    assert torch.allclose(final, torch.cat([h_n[-2], h_n[-1]], dim=-1), atol=1e-6)
+    states.sum().backward()
+    assert lstm.weight_hh_l1_reverse.grad is not None and lstm.weight_hh_l1_reverse.grad.abs().sum() > 0
+
+
+FAST_PATHS = [dict(input_feeding=False), dict(input_feeding=False, copy=False),
+              dict(input_feeding=False, copy=False, adaptive_cutoffs=(6, 12), hidden_size=16)]
+
+
+@pytest.mark.parametrize("overrides", FAST_PATHS, ids=["copy", "tied", "adaptive"])
+def test_one_pass_teacher_forcing_scores_targets_as_the_step_by_step_decoder_does(overrides):
+    model = build_model(tiny_config(**overrides)).eval()
+    batch = tiny_batch()
+    batch.tgt_ids[2, 3:] = 0  # a shorter target
+    with torch.no_grad():
+        out = model(batch)
+        memory, state = model.encode(batch.src_ids, batch.src_lengths, batch.src_features)
+        stepped = torch.zeros(3)
+        for t in range(batch.tgt_ids.size(1) - 1):
+            step = model.decode_step(batch.tgt_ids[:, t], state, memory)
+            gold = batch.tgt_ids[:, t + 1]
+            stepped += step.log_probs.gather(1, gold.unsqueeze(1)).squeeze(1) * (gold != 0)
+            state = step.state
+    assert torch.allclose(out.target_log_probs.sum(-1), stepped, atol=1e-4)
+    assert float(out.nll_sum) == pytest.approx(-float(stepped.sum()), rel=1e-4)
+    assert int(out.tokens) == int((batch.tgt_ids[:, 1:] != 0).sum())
+
+
+def test_adaptive_softmax_step_is_a_distribution_and_the_model_trains():
+    model = build_model(tiny_config(input_feeding=False, copy=False, adaptive_cutoffs=(6, 12), hidden_size=16))
+    out = model(tiny_batch())
+    assert out.log_probs is None and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.dim() > 1)
+    model.eval()
+    batch = tiny_batch()
+    memory, state = model.encode(batch.src_ids, batch.src_lengths, batch.src_features)
+    step = model.decode_step(torch.full((3,), 2), state, memory)
+    assert step.log_probs.shape == (3, VOCAB)
+    assert torch.allclose(step.log_probs.exp().sum(-1), torch.ones(3), atol=1e-5)
+
+
+def test_config_refuses_an_adaptive_softmax_with_copy_or_bad_cutoffs():
+    with pytest.raises(ValueError, match="copy"):
+        tiny_config(adaptive_cutoffs=(6, 12))
+    with pytest.raises(ValueError, match="cutoffs"):
+        tiny_config(copy=False, adaptive_cutoffs=(12, 6))
+    with pytest.raises(ValueError, match="cutoffs"):
+        tiny_config(copy=False, adaptive_cutoffs=(6, VOCAB))
+    with pytest.raises(ValueError, match="width"):
+        tiny_config(copy=False, adaptive_cutoffs=(6, 12))  # hidden 8: the second cluster would be 0 wide
+    config = tiny_config(copy=False, adaptive_cutoffs=[6, 12], hidden_size=16)
+    assert ModelConfig.from_dict(config.to_dict()).adaptive_cutoffs == (6, 12)
