@@ -171,6 +171,20 @@ def test_adaptive_softmax_step_is_a_distribution_and_the_model_trains():
     assert torch.allclose(step.log_probs.exp().sum(-1), torch.ones(3), atol=1e-5)
 
 
+def test_adaptive_softmax_model_fits_a_small_batch():
+    torch.manual_seed(0)
+    model = build_model(tiny_config(input_feeding=False, copy=False, adaptive_cutoffs=(6, 12), hidden_size=16))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    batch = tiny_batch()
+    first = float(model(batch).loss)
+    for _ in range(80):
+        loss = model(batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert float(model(batch).loss) < 0.3 * first
+
+
 def test_config_refuses_an_adaptive_softmax_with_copy_or_bad_cutoffs():
     with pytest.raises(ValueError, match="copy"):
         tiny_config(adaptive_cutoffs=(6, 12))
