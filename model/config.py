@@ -82,6 +82,8 @@ class DecodeConfig:
     top_p: float = 0.9               # nucleus of those samples (Holtzman et al. 2020)
     top_k: int = 50                  # ... taken within the k most likely tokens (Fan et al. 2018); 0 = no limit
     temperature: float = 1.0         # divides the log-probs the samples are drawn from
+    fluency_margin: float = 10.0     # chat reranking: a candidate (beam or sample) whose mean log-prob per token is
+    #                                  more than this many nats below the best candidate's is dropped before MMI
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
@@ -102,6 +104,8 @@ class DecodeConfig:
             raise ValueError("top_k must be >= 0")
         if not 0.0 < self.temperature <= 10.0:
             raise ValueError("temperature must be in (0, 10]")
+        if self.fluency_margin < 0:
+            raise ValueError("fluency_margin must be >= 0")
 
     def replace(self, **changes: Any) -> DecodeConfig:
         return dataclasses.replace(self, **changes)
@@ -135,7 +139,7 @@ class DecodeConfig:
 
 REQUESTABLE = frozenset({"beam_size", "n_best", "max_length", "min_length", "length_penalty", "length_normalize",
                          "no_repeat_ngram_size", "mmi_weight", "sample_count", "top_p", "top_k",
-                         "temperature"})
+                         "temperature", "fluency_margin"})
 
 
 @dataclass(frozen=True)

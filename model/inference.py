@@ -154,7 +154,10 @@ class Predictor:
 
         score = (log p(T|S) - mmi_weight * log p(T)) / lp(|T|), where log p(T) is the model's own score for T
         after a conversation with an empty message. With mmi_weight 0 this is plain length-penalised ranking.
-        All candidates are scored in batches; a request keeps its n_best."""
+        All candidates are scored in batches; a request keeps its n_best. First the fluency floor: a candidate
+        whose mean log p(T|S) per token is more than decode.fluency_margin below its request's best is dropped,
+        so neither a sample nor a low beam that MMI favours for being unusual can win when it is garbled."""
+        results = [fluent_candidates(hyps, decode.fluency_margin) for hyps in results]
         flat = [hyp for hyps in results for hyp in hyps if hyp.token_ids]
         neutral = format_chat(self.tokenizer, [""], max_source_len=8, max_turns=1)
         for start in range(0, len(flat), SCORE_ROWS):
@@ -295,6 +298,17 @@ class Predictor:
                 text = passage[span[0]:span[1]]
         return Hypothesis(text=text, tokens=tokens, score=hyp.score, log_prob=hyp.log_prob,
                           source_tokens=list(source.pieces), attention=attention.tolist(), p_gen=p_gen, span=span)
+
+
+def fluent_candidates(hyps: list[BeamHypothesis], margin: float) -> list[BeamHypothesis]:
+    """The candidates whose mean log-prob per token (eos included) is within `margin` nats of the best one's."""
+    def mean(hyp: BeamHypothesis) -> float:
+        return hyp.log_prob / (len(hyp.token_ids) + 1)
+
+    if not hyps:
+        return hyps
+    best = max(mean(h) for h in hyps)
+    return [h for h in hyps if mean(h) >= best - margin]
 
 
 def _unique(hyps: list[BeamHypothesis]) -> list[BeamHypothesis]:

@@ -195,3 +195,16 @@ def test_sampled_candidates_make_replies_reproducible_and_ranked(predictor):
         assert hyps[0].score >= hyps[1].score >= hyps[2].score
     beam_only = predictor.reply(HISTORIES, decode.replace(sample_count=0))
     assert [[h.text for h in hyps] for hyps in first] != [[h.text for h in hyps] for hyps in beam_only]
+
+
+def test_fluency_floor_drops_candidates_far_below_the_best_mean_log_prob():
+    from model.beam_search import BeamHypothesis
+    from model.inference import fluent_candidates
+
+    def hyp(tokens, log_prob):
+        return BeamHypothesis(token_ids=list(range(tokens)), score=0.0, log_prob=log_prob, attention=None, p_gen=None)
+
+    fluent, short_fluent, garbled = hyp(5, -6.0), hyp(1, -2.0), hyp(9, -40.0)  # means -1.0, -1.0, -4.0
+    assert fluent_candidates([fluent, garbled, short_fluent], 1.5) == [fluent, short_fluent]
+    assert fluent_candidates([fluent, garbled], 5.0) == [fluent, garbled]
+    assert fluent_candidates([], 1.0) == []
