@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 OWNER_STORAGE_KEY = "s2s-owner-key"
 QUEUE_SIZE_PER_SLOT = 8
+# The model version under each reply (ui/events.for_display): a quiet line of its own, not part of the reply.
+CSS = "#chatbot .model-version { font-size: 0.8em; opacity: 0.65; }"
 RC_EXAMPLES = [
     ["Bob was born in Oslo. Later Bob moved to Lima for work.", "Where was Bob born?"],
     ["The Gray Point lighthouse was built in 1887 by a shipwright named Ada Lund. It was painted red in 1920.",
@@ -65,7 +67,7 @@ def _chat_tab(owner_key: gr.BrowserState) -> tuple[gr.Dropdown, gr.Chatbot, gr.S
                                  max_lines=4, max_length=settings.max_message_chars, elem_id="chat-input")
             with gr.Row():
                 send_button = gr.Button("Send", variant="primary", elem_id="send")
-                retry_button = gr.Button("Retry failed reply", elem_id="retry")
+                retry_button = gr.Button("Retry failed reply", elem_id="retry", visible=False)  # shown on a failure
             with gr.Accordion("Decoding settings", open=False):
                 start = handlers.decoding_panel_defaults()
                 beam_size = gr.Slider(1, 16, value=start["beam_size"], step=1, label="Beam size")
@@ -75,20 +77,20 @@ def _chat_tab(owner_key: gr.BrowserState) -> tuple[gr.Dropdown, gr.Chatbot, gr.S
                 gr.Markdown("Settings you change are stored with each message and the worker decodes the reply "
                             "with them; untouched ones keep the model's own defaults.")
     decoding = [beam_size, length_penalty, max_length]
-    reply_outputs = [chatbot, conversation_id, message, conversations]
+    reply_outputs = [chatbot, conversation_id, message, conversations, retry_button]
     for trigger in (send_button.click, message.submit):
         trigger(events.send_message, [message, conversation_id, owner_key, *decoding], reply_outputs,
                 api_visibility="private", concurrency_limit=None)
     retry_button.click(events.retry_reply, [conversation_id, owner_key, *decoding], reply_outputs,
                        api_visibility="private", concurrency_limit=None)
-    conversations.input(events.open_conversation, [conversations, owner_key], [chatbot, conversation_id],
-                        api_visibility="private")
-    new_button.click(events.new_conversation, None, [chatbot, conversation_id, conversations, title],
+    conversations.input(events.open_conversation, [conversations, owner_key],
+                        [chatbot, conversation_id, retry_button], api_visibility="private")
+    new_button.click(events.new_conversation, None, [chatbot, conversation_id, conversations, title, retry_button],
                      api_visibility="private")
     rename_button.click(events.rename_conversation, [title, conversation_id, owner_key], conversations,
                         api_visibility="private")
     delete_button.click(events.delete_conversation, [conversation_id, owner_key],
-                        [chatbot, conversation_id, conversations], api_visibility="private")
+                        [chatbot, conversation_id, conversations, retry_button], api_visibility="private")
     return conversations, chatbot, conversation_id
 
 
@@ -127,12 +129,14 @@ def _batch_tab(owner_key: gr.BrowserState) -> None:
             submit_report = gr.Textbox(label="Submission", interactive=False, elem_id="batch-report")
     jobs = gr.Dataframe(headers=events.JOB_HEADERS, label="Your jobs (refreshes every 2 s)", interactive=False,
                         elem_id="jobs")
-    refresh_problem = gr.Textbox(label="Refresh problem", interactive=False, max_lines=1, visible=True)
+    refresh_problem = gr.Textbox(label="Refresh problem", interactive=False, max_lines=1, visible=False,
+                                 elem_id="refresh-problem")  # shown only while refreshing fails
     with gr.Row():
         selected = gr.Dropdown(label="Job", choices=[], value=None, interactive=True, elem_id="job-select")
         cancel_button = gr.Button("Cancel job", variant="stop", elem_id="job-cancel")
         export_button = gr.Button("Export results", elem_id="job-export")
-    action_report = gr.Textbox(label="Job action", interactive=False, max_lines=1)
+    action_report = gr.Textbox(label="Job action", interactive=False, max_lines=1, visible=False,
+                               elem_id="job-action")  # shown once an action has something to say
     downloads = gr.File(label="Results: JSONL, CSV, SQuAD predictions", file_count="multiple",
                         interactive=False, elem_id="job-downloads")
     errors = gr.Dataframe(headers=events.ERROR_HEADERS, label="Errors (bad lines and failed items)",
@@ -206,7 +210,7 @@ def main() -> None:
     _configure_queue_client()
     auth = (settings.ui_user, settings.ui_password) if settings.ui_user and settings.ui_password else None
     demo = build_app()
-    demo.launch(server_name=settings.ui_host, server_port=settings.ui_port, auth=auth, footer_links=["api"],
+    demo.launch(server_name=settings.ui_host, server_port=settings.ui_port, auth=auth, footer_links=["api"], css=CSS,
                 app_kwargs=metrics.app_kwargs(settings))  # GET /metrics for Prometheus (S2S_UI_METRICS)
 
 

@@ -60,13 +60,27 @@ async def wait_until_settled(poll: Callable[..., dict[str, Any]], *args: Any, ti
 # --- chat ---------------------------------------------------------------------------------------------------
 
 
-def for_display(history: list[dict[str, str]]) -> list[dict[str, str]]:
-    """Chat messages with <, > and & escaped: even with Markdown off, gr.Chatbot renders (sanitized) HTML."""
-    return [{"role": m["role"], "content": html.escape(m["content"], quote=False)} for m in history]
+def for_display(history: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Chatbot messages with <, > and & escaped (even with Markdown off, gr.Chatbot renders sanitized HTML);
+    a reply ends with the model version that wrote it, where the stored turn has one."""
+    shown = []
+    for message in history:
+        content = html.escape(message["content"], quote=False)
+        if message["role"] == "assistant" and message.get("model_version"):
+            content += f'\n<span class="model-version">model: {html.escape(message["model_version"])}</span>'
+        shown.append({"role": message["role"], "content": content})
+    return shown
 
 
-async def load_display_history(owner: str, conversation_id: str) -> list[dict[str, str]]:
-    return for_display(await asyncio.to_thread(handlers.load_history, owner, conversation_id))
+def retry_button(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Retry button's update: shown only while the conversation has a failed reply (what it asks again)."""
+    return gr.update(visible=any(message["status"] == "failed" for message in history))
+
+
+async def load_chat(owner: str, conversation_id: str) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """The conversation to show, and the Retry button's update."""
+    history = await asyncio.to_thread(handlers.load_history, owner, conversation_id)
+    return for_display(history), retry_button(history)
 
 
 def conversation_choices(owner: str) -> list[tuple[str, str]]:
@@ -90,16 +104,16 @@ async def start_session(owner_key: str | None, request: gr.Request) -> tuple[Any
 
 async def open_conversation(conversation_id: str | None, owner_key: str, request: gr.Request) -> tuple[Any, ...]:
     if not conversation_id:
-        return [], ""
+        return [], "", retry_button([])
     try:
-        history = await load_display_history(owner_of(request, owner_key), conversation_id)
+        history, retry = await load_chat(owner_of(request, owner_key), conversation_id)
     except Exception as error:
         raise user_error(error) from error
-    return history, conversation_id
+    return history, conversation_id, retry
 
 
 async def new_conversation() -> tuple[Any, ...]:
-    return [], "", gr.update(value=None), ""
+    return [], "", gr.update(value=None), "", retry_button([])
 
 
 async def rename_conversation(title: str, conversation_id: str, owner_key: str, request: gr.Request) -> Any:
@@ -124,17 +138,23 @@ async def delete_conversation(conversation_id: str, owner_key: str, request: gr.
     except Exception as error:
         raise user_error(error) from error
     gr.Info("Conversation deleted.")
-    return [], "", gr.update(choices=choices, value=None)
+    return [], "", gr.update(choices=choices, value=None), retry_button([])
+
+
+async def _chat_views(owner: str, conversation_id: str, *, relist: bool) -> tuple[Any, ...]:
+    """(chat, conversation id, cleared message box, conversation list, Retry button) for reply events."""
+    history, retry = await load_chat(owner, conversation_id)
+    listed = gr.update()
+    if relist:
+        listed = gr.update(choices=await asyncio.to_thread(conversation_choices, owner), value=conversation_id)
+    return history, conversation_id, "", listed, retry
 
 
 async def _reply_updates(owner: str, conversation_id: str, turn_id: int) -> AsyncIterator[tuple[Any, ...]]:
     """Show the pending reply at once, then the settled one (or a warning if it failed or is still late)."""
-    history = await load_display_history(owner, conversation_id)
-    choices = await asyncio.to_thread(conversation_choices, owner)
-    yield history, conversation_id, "", gr.update(choices=choices, value=conversation_id)
+    yield await _chat_views(owner, conversation_id, relist=True)
     outcome = await wait_until_settled(handlers.poll_reply, owner, turn_id, timeout_s=get_settings().request_timeout_s)
-    history = await load_display_history(owner, conversation_id)
-    yield history, conversation_id, "", gr.update()
+    yield await _chat_views(owner, conversation_id, relist=False)
     if outcome["status"] == "failed":
         gr.Warning(f"The reply failed: {outcome['error']}. Press Retry to ask again.")
     elif outcome["status"] == "pending":
@@ -148,8 +168,17 @@ async def send_message(
     try:
         owner = owner_of(request, owner_key)
         decoding = handlers.check_decoding(beam_size=beam_size, length_penalty=length_penalty, max_length=max_length)
-        sent = await asyncio.to_thread(handlers.send_message, owner, conversation_id or None, text or "",
+        sent = await asyncio.to_thread(handlers.store_message, owner, conversation_id or None, text or "",
                                        decoding=decoding)
+    except Exception as error:
+        raise user_error(error) from error
+    try:
+        try:
+            await asyncio.to_thread(handlers.queue_reply, sent.reply_turn_id)
+        except Exception:
+            # The reply is stored as failed: show it with the Retry button, then say why.
+            yield await _chat_views(owner, sent.conversation_id, relist=True)
+            raise
         async for update in _reply_updates(owner, sent.conversation_id, sent.reply_turn_id):
             yield update
     except Exception as error:
@@ -219,9 +248,17 @@ def _eta(seconds: float | None) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
+def _progress(job: dict[str, Any]) -> str:
+    """The share of items answered or failed; a cancelled job's skipped items do not count as progress."""
+    if job["state"] != "cancelled":
+        return f"{job['fraction']:.0%}"
+    ended = (job["done"] + job["failed"]) / job["total"] if job["total"] else 0.0
+    return f"cancelled at {ended:.0%}"
+
+
 def job_rows(jobs: list[dict[str, Any]]) -> list[list[Any]]:
     return [[j["job_id"], j["filename"], j["state"], j["done"], j["failed"], j["pending"],
-             sum(1 for e in j["errors"] if e["where"].startswith("line")), f"{j['fraction']:.0%}", _eta(j["eta_s"])]
+             sum(1 for e in j["errors"] if e["where"].startswith("line")), _progress(j), _eta(j["eta_s"])]
             for j in jobs]
 
 
@@ -256,19 +293,24 @@ async def refresh_jobs(selected: str | None, owner_key: str, request: gr.Request
         if selected and selected in job_ids:
             status = await asyncio.to_thread(handlers.job_status, owner, selected)
             errors = [[e["where"], e["reason"]] for e in status["errors"]]
-        return rows, gr.update(choices=job_ids), errors, ""
+        return rows, gr.update(choices=job_ids), errors, _note("")
     except Exception as error:
-        return gr.update(), gr.update(), gr.update(), handlers.describe_error(error)
+        return gr.update(), gr.update(), gr.update(), _note(handlers.describe_error(error))
 
 
-async def cancel_job(job_id: str | None, owner_key: str, request: gr.Request) -> str:
+def _note(text: str) -> dict[str, Any]:
+    """A message box's update: showing `text`, or hidden while there is nothing to say."""
+    return gr.update(value=text, visible=bool(text))
+
+
+async def cancel_job(job_id: str | None, owner_key: str, request: gr.Request) -> dict[str, Any]:
     try:
         if not job_id:
             raise handlers.UserError("Select a job first.")
         cancelled = await asyncio.to_thread(handlers.cancel_job, owner_of(request, owner_key), job_id)
     except Exception as error:
         raise user_error(error) from error
-    return f"Job {job_id} cancelled." if cancelled else f"Job {job_id} had already ended."
+    return _note(f"Job {job_id} cancelled." if cancelled else f"Job {job_id} had already ended.")
 
 
 async def export_job(job_id: str | None, owner_key: str, request: gr.Request) -> list[str]:

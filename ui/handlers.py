@@ -148,19 +148,22 @@ def delete_conversation(owner: str, conversation_id: str) -> None:
         conversations.delete_conversation(db, conversation_id=conversation_id, owner=owner)
 
 
-def load_history(owner: str, conversation_id: str) -> list[dict[str, str]]:
-    """The whole conversation from the database, as Chatbot messages ({"role", "content"}), oldest first."""
+def load_history(owner: str, conversation_id: str) -> list[dict[str, Any]]:
+    """The whole conversation from the database, oldest first: {"role", "content", "status", "model_version"}
+    per turn (content is what to show: the text, or a pending or failed notice; model_version is None for the
+    user's turns and for replies not answered yet)."""
     with transaction(engine()) as db:
         turns = conversations.list_turns(db, conversation_id=conversation_id, owner=owner)
-        return [_message(turn.role, turn.status, turn.text, turn.error) for turn in turns]
+        return [{"role": turn.role.value, "content": _content(turn.role, turn.status, turn.text, turn.error),
+                 "status": turn.status.value, "model_version": turn.model_version} for turn in turns]
 
 
-def _message(role: Role, status: TurnStatus, text: str | None, error: str | None) -> dict[str, str]:
+def _content(role: Role, status: TurnStatus, text: str | None, error: str | None) -> str:
     if role is Role.USER or status is TurnStatus.DONE:
-        return {"role": role.value, "content": text or ""}
+        return text or ""
     if status is TurnStatus.PENDING:
-        return {"role": "assistant", "content": PENDING_TEXT}
-    return {"role": "assistant", "content": FAILED_TEXT.format(error=error or "unknown error")}
+        return PENDING_TEXT
+    return FAILED_TEXT.format(error=error or "unknown error")
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,15 @@ def send_message(
     owner: str, conversation_id: str | None, text: str, *, decoding: dict[str, Any] | None = None
 ) -> SentMessage:
     """Store the user's message and a pending reply (a new conversation if none is open), then enqueue it."""
+    sent = store_message(owner, conversation_id, text, decoding=decoding)
+    queue_reply(sent.reply_turn_id)
+    return sent
+
+
+def store_message(
+    owner: str, conversation_id: str | None, text: str, *, decoding: dict[str, Any] | None = None
+) -> SentMessage:
+    """send_message's first half: check there is a worker, store the message and its pending reply."""
     check_text(text, limit=get_settings().max_message_chars, field="message")
     client.require_worker(client.INTERACTIVE_QUEUE)
     with transaction(engine()) as db:
@@ -181,11 +193,11 @@ def send_message(
             conversation_id = conversations.create_conversation(db, owner=owner, title=title).id
         turns = conversations.add_user_turn(db, conversation_id=conversation_id, owner=owner, text=text,
                                             decoding=decoding)
-    _enqueue_or_fail(turns.reply_turn_id)
     return SentMessage(conversation_id=conversation_id, reply_turn_id=turns.reply_turn_id)
 
 
-def _enqueue_or_fail(turn_id: int) -> None:
+def queue_reply(turn_id: int) -> None:
+    """send_message's second half: enqueue the pending reply; if that fails, the reply fails (retryable)."""
     try:
         client.enqueue_reply(turn_id)
     except Exception as error:
@@ -217,7 +229,7 @@ def retry_reply(owner: str, conversation_id: str, *, decoding: dict[str, Any] | 
     client.require_worker(client.INTERACTIVE_QUEUE)
     with transaction(engine()) as db:
         conversations.retry_reply(db, turn_id=turn_id, owner=owner, decoding=decoding)
-    _enqueue_or_fail(turn_id)
+    queue_reply(turn_id)
     return turn_id
 
 

@@ -146,6 +146,9 @@ def test_a_chat_exchange_survives_a_restart_of_the_service(page: Any, service: S
     _send(page, "你好")
     replies = _bot_messages(page)
     assert len(replies) == 2 and all(replies) and not any("failed" in reply for reply in replies)
+    versions = page.locator("#chatbot .model-version").all_inner_texts()  # which model wrote each reply
+    assert len(versions) == 2 and all(v.startswith("model: tiny-model@") for v in versions)
+    assert not page.locator("#retry").is_visible()  # nothing failed, nothing to retry
     page.screenshot(path=str(SCREENSHOTS / "chat.png"), full_page=True)
 
     service.restart()
@@ -170,6 +173,44 @@ def test_markup_in_a_message_is_shown_as_text_and_never_runs(page: Any) -> None:
     assert page.locator("#chatbot script").count() == 0
     shown = page.locator('#chatbot [data-testid="user"]').last.inner_text()
     assert "<script>" in shown and "onerror" in shown
+
+
+def _fail_last_reply(service: Service, error: str) -> None:
+    """What a worker stores when a reply fails, written straight to the service's database (a failed reply
+    keeps the decoding it was asked with: none here, where the worker had stored what it decoded with)."""
+    from sqlalchemy import select, update
+
+    from storage.db import make_engine, transaction
+    from storage.models import Role, Turn, TurnStatus
+
+    engine = make_engine(service.env["DATABASE_URL"])
+    try:
+        with transaction(engine) as db:
+            turn_id = db.scalar(select(Turn.id).where(Turn.role == Role.ASSISTANT).order_by(Turn.id.desc()).limit(1))
+            db.execute(update(Turn).where(Turn.id == turn_id).values(status=TurnStatus.FAILED, text=None,
+                                                                     model_version=None, decoding=None, error=error))
+    finally:
+        engine.dispose()
+
+
+def test_retry_is_offered_only_for_a_failed_reply(page: Any, service: Service) -> None:
+    page.locator("#new-conversation").click()
+    page.wait_for_function("() => !document.querySelector('#chatbot [data-testid=\"user\"]')")
+    _send(page, "please answer me")
+    assert not page.locator("#retry").is_visible()
+    _fail_last_reply(service, "the worker stopped")
+    page.locator("#new-conversation").click()
+    page.locator("#conversation-list input").click()
+    page.get_by_role("option").filter(has_text="please answer me").click()
+    page.locator('#chatbot [data-testid="bot"]').get_by_text("the worker stopped").wait_for()
+    page.locator("#retry").wait_for(state="visible")
+    page.screenshot(path=str(SCREENSHOTS / "chat-failed-reply.png"), full_page=True)
+    page.locator("#retry").click()
+    page.wait_for_function(
+        "() => { const bots = document.querySelectorAll('#chatbot [data-testid=\"bot\"]');"
+        " const last = bots[bots.length - 1]; return last && last.querySelector('.model-version'); }")
+    assert "failed" not in _bot_messages(page)[-1]
+    page.locator("#retry").wait_for(state="hidden")
 
 
 def _ask(page: Any, passage: str, question: str) -> None:
@@ -252,6 +293,9 @@ def test_a_batch_upload_with_a_bad_line_runs_the_rest(page: Any, tmp_path: Path)
         json.dumps({"id": "q2", "question": "小明出生在哪里？", "passage": "小明出生在杭州。"}, ensure_ascii=False),
     ]), encoding="utf-8")
     page.get_by_role("tab", name="Batch jobs").click()
+    page.locator("#batch-file input[type=file]").wait_for(state="attached")
+    assert not page.locator("#refresh-problem").is_visible()  # empty message boxes stay out of the way
+    assert not page.locator("#job-action").is_visible()
     page.locator("#batch-file input[type=file]").set_input_files(str(upload))
     page.locator("#batch-submit").click()
     page.wait_for_function("() => document.querySelector('#batch-report textarea').value.includes('1 bad line')")
@@ -264,6 +308,9 @@ def test_a_batch_upload_with_a_bad_line_runs_the_rest(page: Any, tmp_path: Path)
     assert page.locator("#job-downloads a[download]").count() == 3
     with urllib.request.urlopen(predictions.get_attribute("href"), timeout=10) as response:
         assert json.loads(response.read())["q1"] == "Oslo"
+    page.locator("#job-cancel").click()
+    page.wait_for_function("() => document.querySelector('#job-action input')?.value.includes('had already ended')")
+    assert page.locator("#job-action").is_visible() and not page.locator("#refresh-problem").is_visible()
     page.screenshot(path=str(SCREENSHOTS / "batch-jobs.png"), full_page=True)
 
 

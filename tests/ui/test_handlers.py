@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
+import gradio as gr
 import pytest
 import redis
 import sqlalchemy.exc
@@ -38,8 +40,8 @@ def test_send_message_stores_a_pending_reply_and_enqueues_it(queue: FakeQueue) -
     sent = handlers.send_message(OWNER, None, "hello there")
     assert queue.replies == [sent.reply_turn_id]
     assert handlers.load_history(OWNER, sent.conversation_id) == [
-        {"role": "user", "content": "hello there"},
-        {"role": "assistant", "content": handlers.PENDING_TEXT},
+        {"role": "user", "content": "hello there", "status": "done", "model_version": None},
+        {"role": "assistant", "content": handlers.PENDING_TEXT, "status": "pending", "model_version": None},
     ]
     assert handlers.poll_reply(OWNER, sent.reply_turn_id)["status"] == "pending"
 
@@ -49,7 +51,8 @@ def test_a_saved_reply_is_read_back_from_the_database_after_a_restart(queue: Fak
     _reply_as_worker(sent.reply_turn_id, "很好！")
     handlers.engine().dispose()
     handlers._engine_for.cache_clear()  # a new UI process: nothing but the database is left
-    assert handlers.load_history(OWNER, sent.conversation_id)[-1] == {"role": "assistant", "content": "很好！"}
+    assert handlers.load_history(OWNER, sent.conversation_id)[-1] == {
+        "role": "assistant", "content": "很好！", "status": "done", "model_version": "chat@test"}
     assert handlers.list_conversations(OWNER)[0]["title"] == "你好，今天怎么样？"
 
 
@@ -95,6 +98,61 @@ def test_a_reply_that_cannot_be_queued_fails_and_can_be_retried(queue: FakeQueue
     turn_id = handlers.retry_reply(OWNER, conversation_id)
     assert queue.replies == [turn_id]
     assert handlers.poll_reply(OWNER, turn_id)["status"] == "pending"
+
+
+def _events(generator: Any, *, most: int = 9) -> tuple[list[tuple[Any, ...]], BaseException | None]:
+    """Run one of ui.events' async generator events: what it yielded (up to `most` updates), what it raised."""
+    async def collect() -> tuple[list[tuple[Any, ...]], BaseException | None]:
+        updates = []
+        try:
+            async for update in generator:
+                updates.append(update)
+                if len(updates) == most:
+                    await generator.aclose()
+                    break
+        except Exception as error:
+            return updates, error
+        return updates, None
+
+    return asyncio.run(collect())
+
+
+KEY = OWNER.removeprefix("anon:")
+
+
+def test_the_retry_button_shows_only_while_a_reply_has_failed(queue: FakeQueue, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers import client
+
+    def broken(turn_id: int) -> str:
+        raise redis.ConnectionError("connection refused")
+
+    decoding = handlers.decoding_panel_defaults()
+    sent = handlers.send_message(OWNER, None, "hello")
+    _reply_as_worker(sent.reply_turn_id, "hi")
+    opened = asyncio.run(events.open_conversation(sent.conversation_id, KEY, None))  # type: ignore[arg-type]
+    assert opened[2] == {"__type__": "update", "visible": False}
+    monkeypatch.setattr(client, "enqueue_reply", broken)
+    updates, error = _events(events.send_message("again", sent.conversation_id, KEY, *decoding.values(), None))
+    assert isinstance(error, gr.Error) and "Redis" in error.message
+    chat, _, _, _, retry = updates[-1]  # the failed reply is shown, with the button to retry it
+    assert chat[-1]["content"].startswith("⚠️ The reply failed") and retry["visible"] is True
+    assert asyncio.run(events.open_conversation(sent.conversation_id, KEY, None))[2]["visible"] is True  # type: ignore[arg-type]
+    monkeypatch.setattr(client, "enqueue_reply", queue.enqueue_reply)
+    updates, error = _events(events.retry_reply(sent.conversation_id, KEY, *decoding.values(), None), most=1)
+    assert error is None and updates[0][-1]["visible"] is False  # pending again: nothing to retry
+    assert asyncio.run(events.new_conversation())[-1]["visible"] is False
+
+
+def test_each_reply_shows_the_model_version_that_wrote_it_escaped(queue: FakeQueue) -> None:
+    sent = handlers.send_message(OWNER, None, "hello")
+    with transaction(handlers.engine()) as db:
+        conversations.save_reply(db, turn_id=sent.reply_turn_id, text="hi <b>", model_version="chat-en@<i>1")
+    shown = events.for_display(handlers.load_history(OWNER, sent.conversation_id))
+    assert shown[0] == {"role": "user", "content": "hello"}
+    assert shown[1] == {"role": "assistant",
+                        "content": 'hi &lt;b&gt;\n<span class="model-version">model: chat-en@&lt;i&gt;1</span>'}
+    pending = handlers.send_message(OWNER, sent.conversation_id, "more")
+    assert "model-version" not in events.for_display(handlers.load_history(OWNER, pending.conversation_id))[-1]["content"]
 
 
 def test_retry_without_a_failed_reply_is_a_user_error(queue: FakeQueue) -> None:
@@ -239,10 +297,29 @@ def test_cancel_and_export_a_job(queue: FakeQueue, tmp_path: Path) -> None:
     assert handlers.cancel_job(OWNER, job_id) is False
     assert queue.cancelled == [job_id]
     assert handlers.job_status(OWNER, job_id)["state"] == "cancelled"
+    assert events.job_rows(handlers.list_jobs(OWNER))[0][-2] == "cancelled at 0%"  # not "100%": nothing answered
     jsonl, csv_path, squad = exports.write_exports(handlers.job_results(OWNER, job_id), job_id, tmp_path)
     assert json.loads(Path(jsonl).read_text().splitlines()[0])["status"] == "cancelled"
     assert Path(csv_path).read_text().startswith("id,question,answer,score,status,error")
     assert json.loads(Path(squad).read_text()) == {"q0": "", "q1": "", "q2": ""}
+
+
+def test_the_job_message_boxes_show_only_when_they_have_something_to_say(
+    queue: FakeQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _jsonl({"id": "q", "question": "Where was Bob born?", "passage": PASSAGE})
+    job_id = handlers.submit_batch(OWNER, data, "q.jsonl")["job_id"]
+    problem = asyncio.run(events.refresh_jobs(job_id, KEY, None))[-1]  # type: ignore[arg-type]
+    assert problem == {"__type__": "update", "value": "", "visible": False}
+    assert asyncio.run(events.cancel_job(job_id, KEY, None)) == {  # type: ignore[arg-type]
+        "__type__": "update", "value": f"Job {job_id} cancelled.", "visible": True}
+
+    def unreachable(owner: str) -> list[dict[str, Any]]:
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("unable to open database file"))
+
+    monkeypatch.setattr(handlers, "list_jobs", unreachable)
+    problem = asyncio.run(events.refresh_jobs(job_id, KEY, None))[-1]  # type: ignore[arg-type]
+    assert problem["visible"] is True and "database is unreachable" in problem["value"]
 
 
 def test_system_status_lists_workers_and_queue_depths(queue: FakeQueue) -> None:
