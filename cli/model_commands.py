@@ -119,8 +119,8 @@ def tokenizer_train(args: argparse.Namespace) -> int:
 
     _setup_logging()
     records, reports = read_records(args.inputs)
-    for path, report in reports:
-        logging.info("%s: read %d, skipped %d", path, report.read, report.skipped)
+    for name, report in reports:
+        logging.info("%s: read %d, skipped %d", name, report.read, report.skipped)
     path = train_tokenizer(record_texts(records), args.out, vocab_size=args.vocab_size)
     tokenizer = Tokenizer(path)
     print(json.dumps({"tokenizer": str(path), "vocab_size": tokenizer.vocab_size, "sha256": tokenizer.checksum}))
