@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     batch_chunk_size: int = Field(default=8, ge=1, le=256, alias="S2S_BATCH_CHUNK_SIZE",
                                   description="Batch QA items per queued task.")
     max_task_attempts: int = Field(default=3, ge=1, alias="S2S_MAX_TASK_ATTEMPTS",
-                                   description="Deliveries of one request before it is failed (poison guard).")
+                                   description="Decodes of one request its worker did not survive before it is failed (poison guard).")
     request_timeout_s: float = Field(default=60.0, gt=0, alias="S2S_REQUEST_TIMEOUT_S",
                                      description="How long `s2s ask`/`s2s chat` wait for an answer.")
 

@@ -1,4 +1,4 @@
-"""Small worker-side queries storage/ does not offer (yet): item ids of a job, attempt counters, job status.
+"""Small worker-side queries storage/ does not offer (yet): item ids of a job, job status, task outcomes.
 
 Kept apart from storage/ on purpose (another package owns it): every function follows its conventions
 (`db` first, keyword-only arguments, no commit) and uses its models and `update_rows`, so these can move into
@@ -57,15 +57,6 @@ def pending_item_ids(db: Session, *, job_id: str) -> list[int]:
         .order_by(QAJobItem.position)
     )
     return list(db.scalars(query))
-
-
-def count_attempts(db: Session, *, item_ids: list[int]) -> dict[int, int]:
-    """Raise the attempt counter of each still-pending item among `item_ids`; return the new counts."""
-    if not item_ids:
-        return {}
-    pending = (QAJobItem.id.in_(item_ids), QAJobItem.status == ItemStatus.PENDING)
-    update_rows(db, QAJobItem, *pending, attempts=QAJobItem.attempts + 1)
-    return {item_id: attempts for item_id, attempts in db.execute(select(QAJobItem.id, QAJobItem.attempts).where(*pending))}
 
 
 def turn_outcome(db: Session, *, turn_id: int) -> dict[str, Any]:

@@ -5,15 +5,19 @@ ids, and returns a JSON-safe outcome for whoever waits on the task. It opens sho
 decode instead of one around everything: SQLite's write lock (BEGIN IMMEDIATE) would otherwise serialise
 every request for the length of a beam search. Every write goes through storage's guarded functions, which
 change only rows still pending, so a redelivered task re-decodes at worst and never stores twice.
-A request delivered more than `max_attempts` times (a decode that keeps killing its worker) is failed
-instead of decoded again. No Celery here: tests call these with a ModelSet and a SQLite file.
+
+The poison guard counts decodes, not deliveries (workers/attempts.py): a request whose model call was cut short
+by its worker's death `max_attempts` times is failed instead of decoded again, and one cut short at least once
+is decoded in a model call of its own, so that it cannot take the requests batched with it down again. A request
+that only waited while its worker died costs nothing. No Celery here: tests call these with a ModelSet and a
+SQLite file.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
@@ -23,15 +27,17 @@ from storage import conversations, qa
 from storage.db import transaction
 from storage.models import QuestionStatus, TurnStatus
 from workers import job_store
-from workers.microbatch import Decoder
+from workers.attempts import AttemptLog, LocalAttempts, request_key
+from workers.microbatch import Decoder, TrackedDecoder, Unbatched
 
-GAVE_UP = "gave up after {attempts} deliveries (each stopped its worker)"
+GAVE_UP = "gave up after {attempts} decodes of it stopped its worker"
 
 
 @dataclass(frozen=True)
 class Serving:
     """What jobs decode with. `decoder` is the ModelSet itself or a MicroBatcher in front of it;
-    `batch_decoder` is the one batch items use (the batcher at batch priority)."""
+    `batch_decoder` is the one batch items use (the batcher at batch priority). `attempts` is the poison
+    guard's record, the one the batcher writes (a plain ModelSet is wrapped to write it, see `tracked`)."""
 
     model: Any  # model.inference.ModelSet (typed loosely: this module never imports torch)
     decoder: Decoder
@@ -40,6 +46,16 @@ class Serving:
     chat_decode: Any = None
     history_turns: int = 6
     max_attempts: int = 3
+    attempts: AttemptLog = field(default_factory=LocalAttempts)
+
+    def tracked(self, *, batch: bool = False) -> TrackedDecoder:
+        """The decoder (`batch_decoder` with batch) as one that records decodes in `attempts`."""
+        decoder = self.batch_decoder if batch else self.decoder
+        return decoder if isinstance(decoder, TrackedDecoder) else Unbatched(decoder, self.attempts)
+
+    def suspects(self, keys: Sequence[str]) -> dict[str, int]:
+        """Of `keys`, those whose decode was cut short before, with how often."""
+        return self.attempts.interrupted(keys)
 
     def chat_decode_for(self, message: str, requested: dict[str, Any] | None) -> Any:
         """The chat decoding settings for one reply: the configured ones (or the model's own defaults for the
@@ -62,20 +78,22 @@ class Serving:
         return str(self.model.predictor_for_request(task, request).version)
 
 
-def reply_to_turn(engine: Engine, serving: Serving, turn_id: int, *, attempt: int = 1) -> dict[str, Any]:
+def reply_to_turn(engine: Engine, serving: Serving, turn_id: int) -> dict[str, Any]:
     """Decode the reply for a pending assistant turn from its conversation history and store it."""
+    key = request_key("turn", turn_id)
+    cut_short = serving.suspects([key]).get(key, 0)
     with transaction(engine) as db:
         if conversations.turn_status(db, turn_id=turn_id) is not TurnStatus.PENDING:
             return job_store.turn_outcome(db, turn_id=turn_id)
-        if attempt > serving.max_attempts:
-            conversations.fail_reply(db, turn_id=turn_id, error=GAVE_UP.format(attempts=attempt - 1))
+        if cut_short >= serving.max_attempts:
+            conversations.fail_reply(db, turn_id=turn_id, error=GAVE_UP.format(attempts=cut_short))
             return job_store.turn_outcome(db, turn_id=turn_id)
         history = conversations.history_for(db, turn_id=turn_id, max_turns=serving.history_turns)
         requested = conversations.requested_decoding(db, turn_id=turn_id)
     started = time.perf_counter()
     try:
         decode = serving.chat_decode_for(history[-1] if history else "", requested)
-        hypotheses = serving.decoder.reply([history], decode)[0]
+        hypotheses = serving.tracked().reply([history], decode, keys=[key], alone={key} if cut_short else ())[0]
         if not hypotheses:
             raise ValueError("the model produced no reply")
     except Exception as error:  # InputError, timeout: the user sees the message
@@ -100,18 +118,22 @@ def reply_to_turn(engine: Engine, serving: Serving, turn_id: int, *, attempt: in
                                      model_version=model_version, latency_ms=latency_ms)
 
 
-def answer_question(engine: Engine, serving: Serving, question_id: str, *, attempt: int = 1) -> dict[str, Any]:
+def answer_question(engine: Engine, serving: Serving, question_id: str) -> dict[str, Any]:
     """Answer one pending interactive question about its passage and store the n-best list and attention."""
+    key = request_key("question", question_id)
+    cut_short = serving.suspects([key]).get(key, 0)
     with transaction(engine) as db:
         request = qa.question_input(db, question_id=question_id)
         if request is None:
             return job_store.question_outcome(db, question_id=question_id)
-        if attempt > serving.max_attempts:
-            qa.fail_question(db, question_id=question_id, error=GAVE_UP.format(attempts=attempt - 1))
+        if cut_short >= serving.max_attempts:
+            qa.fail_question(db, question_id=question_id, error=GAVE_UP.format(attempts=cut_short))
             return job_store.question_outcome(db, question_id=question_id)
     started = time.perf_counter()
     try:
-        hypotheses = serving.decoder.answer([(request.question, request.passage)], serving.rc_decode)[0]
+        pairs = [(request.question, request.passage)]
+        hypotheses = serving.tracked().answer(pairs, serving.rc_decode, keys=[key],
+                                              alone={key} if cut_short else ())[0]
         if not hypotheses:
             raise ValueError("the model produced no answer")
     except Exception as error:
@@ -172,19 +194,21 @@ def plan_job(engine: Engine, job_id: str, *, chunk_size: int, queued: Collection
 def answer_items(engine: Engine, serving: Serving, job_id: str, item_ids: Sequence[int]) -> dict[str, int]:
     """Answer the still-pending items among `item_ids` of an active job; return counts of what happened."""
     outcome = {"answered": 0, "failed": 0, "skipped": 0}
+    keys = {item_id: request_key("item", item_id) for item_id in item_ids}
+    cut_short = serving.suspects(list(keys.values()))
     with transaction(engine) as db:
         if job_store.job_status(db, job_id=job_id) not in job_store.ACTIVE_JOB:
             outcome["skipped"] = len(item_ids)
             return outcome  # cancelled or failed: the remaining items are not decoded
         job_store.mark_job_running(db, job_id=job_id)
-        attempts = job_store.count_attempts(db, item_ids=list(item_ids))
         inputs = []
         for item_id in item_ids:
             item = qa.pending_item(db, item_id=item_id)
+            times = cut_short.get(keys[item_id], 0)
             if item is None:
                 outcome["skipped"] += 1
-            elif attempts.get(item_id, 0) > serving.max_attempts:
-                qa.record_item_failure(db, item_id=item_id, error=GAVE_UP.format(attempts=attempts[item_id] - 1))
+            elif times >= serving.max_attempts:
+                qa.record_item_failure(db, item_id=item_id, error=GAVE_UP.format(attempts=times))
                 outcome["failed"] += 1
             else:
                 inputs.append(item)
@@ -192,8 +216,13 @@ def answer_items(engine: Engine, serving: Serving, job_id: str, item_ids: Sequen
             qa.finish_job_if_complete(db, job_id=job_id)
     if not inputs:
         return outcome
-    pairs = [(item.question, item.passage) for item in inputs]
-    results = decode_each(lambda batch: serving.batch_decoder.answer(batch, serving.rc_decode), pairs)
+    decoder = serving.tracked(batch=True)
+
+    def answer(batch: list[Any]) -> list[Any]:
+        pairs = [(item.question, item.passage) for item in batch]
+        return decoder.answer(pairs, serving.rc_decode, keys=[keys[item.item_id] for item in batch], alone=cut_short)
+
+    results = decode_each(answer, inputs)
     with transaction(engine) as db:
         for item, result in zip(inputs, results, strict=True):
             if isinstance(result, Exception) or not result:

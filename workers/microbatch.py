@@ -11,6 +11,12 @@ while announced requests have not arrived yet. One client alone therefore never 
 the requests that pile up during a decode form the next batch. If a batched call fails, every request of the
 group is decoded alone, so one bad input fails only itself. This module knows nothing of Celery or storage.
 
+The poison guard (workers/attempts.py): callers name their requests (`keys`), and the batcher thread records in
+its AttemptLog when the decode of each named request starts and when it ends, around the model call itself:
+a request that was only waiting when its worker died is never counted. Requests a caller names in `alone` (ones
+whose earlier decode did not end, so possibly what killed the worker) are decoded in a call of their own, so a
+poison input cannot take the requests batched with it down again and again.
+
 Time limits: a task thread waits at most `timeout_s` for its result. A decode call itself cannot be interrupted
 (Celery's threads pool enforces no time limit), so with `stuck_after_s` a watchdog thread calls `on_stuck` once
 when one model call has run that long: the worker's runtime then exits the process, as prefork's hard time limit
@@ -22,14 +28,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from workers import metrics
+from workers.attempts import AttemptLog
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +53,96 @@ class Decoder(Protocol):
     def reply(self, histories: list[list[str]], decode: Any = None) -> list[list[Any]]: ...
 
 
+Keys = Sequence[str | None] | None  # one per request: its name in the AttemptLog, or None for an unnamed one
+
+
+class TrackedDecoder(ABC):
+    """A Decoder told which request is which: it records in an AttemptLog when the decode of each named request
+    (`keys`) starts and ends, and decodes the requests named in `alone` each in a model call of its own."""
+
+    @abstractmethod
+    def answer(self, questions: list[tuple[str, str]], decode: Any = None, *, keys: Keys = None,
+               alone: Collection[str] = ()) -> list[list[Any]]: ...
+
+    @abstractmethod
+    def reply(self, histories: list[list[str]], decode: Any = None, *, keys: Keys = None,
+              alone: Collection[str] = ()) -> list[list[Any]]: ...
+
+
+def _keys_for(payloads: Sequence[Any], keys: Keys) -> list[str | None]:
+    named: list[str | None] = list(keys) if keys is not None else [None] * len(payloads)
+    if len(named) != len(payloads):
+        raise ValueError(f"{len(named)} keys for {len(payloads)} requests")
+    return named
+
+
+def _tracked_call(call: Callable[[list[Any], Any], list[list[Any]]], attempts: AttemptLog | None,
+                  payloads: list[Any], decode: Any, keys: Sequence[str | None]) -> list[list[Any]]:
+    """`call(payloads, decode)` with its named requests recorded as decoding while it runs. A record that cannot
+    be written (Redis down) is logged and the decode goes ahead: the guard is lost for it, not the request."""
+    named = [key for key in keys if key is not None]
+    _record(attempts, "started", named)
+    try:
+        return call(payloads, decode)
+    finally:
+        _record(attempts, "finished", named)
+
+
+def _record(attempts: AttemptLog | None, event: str, keys: list[str]) -> None:
+    if attempts is None or not keys:
+        return
+    try:
+        getattr(attempts, event)(keys)
+    except Exception as error:
+        logger.warning("could not record that %d decode(s) %s: %s", len(keys), event, error)
+
+
+class Unbatched(TrackedDecoder):
+    """A plain Decoder (a ModelSet) as a TrackedDecoder, for callers without a micro-batcher: one model call per
+    request list, the `alone` ones each in a call of their own."""
+
+    def __init__(self, model: Decoder, attempts: AttemptLog | None) -> None:
+        self.model = model
+        self.attempts = attempts
+
+    def answer(self, questions: list[tuple[str, str]], decode: Any = None, *, keys: Keys = None,
+               alone: Collection[str] = ()) -> list[list[Any]]:
+        return self._decode(self.model.answer, questions, decode, keys, alone)
+
+    def reply(self, histories: list[list[str]], decode: Any = None, *, keys: Keys = None,
+              alone: Collection[str] = ()) -> list[list[Any]]:
+        return self._decode(self.model.reply, histories, decode, keys, alone)
+
+    def _decode(self, call: Callable[[list[Any], Any], list[list[Any]]], payloads: Sequence[Any], decode: Any,
+                keys: Keys, alone: Collection[str]) -> list[list[Any]]:
+        named = _keys_for(payloads, keys)
+        results: list[list[Any] | None] = [None] * len(payloads)
+        for group in _groups(named, alone):
+            for index, result in zip(group, _tracked_call(call, self.attempts, [payloads[i] for i in group], decode,
+                                                          [named[i] for i in group]), strict=True):
+                results[index] = result
+        return [result for result in results if result is not None]
+
+
+def _groups(keys: Sequence[str | None], alone: Collection[str]) -> list[list[int]]:
+    """Indexes of `keys` in model calls: each one named in `alone` by itself, the rest together, in order."""
+    together: list[int] = []
+    groups: list[list[int]] = []
+    for index, key in enumerate(keys):
+        if key is not None and key in alone:
+            groups.append([index])
+        else:
+            together.append(index)
+    return ([together] if together else []) + groups
+
+
 @dataclass
 class _Request:
     kind: str  # "answer" | "reply"
     payload: Any  # (question, passage) or a history
     decode: Any
+    key: str | None = None  # its name in the AttemptLog
+    alone: bool = False  # decoded in a model call of its own
     future: Future[list[Any]] = field(default_factory=Future)
     submitted: float = field(default_factory=time.monotonic)
 
@@ -65,11 +158,12 @@ class BatchStats:
         return {"batches": self.batches, "requests": self.requests, "largest": self.largest, "mean_size": mean}
 
 
-class MicroBatcher:
+class MicroBatcher(TrackedDecoder):
     """Collects requests from many threads and decodes them in batches on one thread."""
 
     def __init__(self, model: Decoder, *, max_size: int, max_wait_ms: float, timeout_s: float,
-                 stuck_after_s: float | None = None, on_stuck: Callable[[float], None] | None = None) -> None:
+                 stuck_after_s: float | None = None, on_stuck: Callable[[float], None] | None = None,
+                 attempts: AttemptLog | None = None) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         self.model = model
@@ -78,6 +172,7 @@ class MicroBatcher:
         self.timeout_s = timeout_s
         self.stuck_after_s = stuck_after_s
         self.on_stuck = on_stuck
+        self.attempts = attempts
         self._decoding_since: float | None = None  # monotonic start of the model call in progress
         self.stats = BatchStats()
         self._queues: tuple[deque[_Request], deque[_Request]] = (deque(), deque())
@@ -119,13 +214,17 @@ class MicroBatcher:
         finally:
             self._withdraw()
 
-    def answer(
-        self, questions: list[tuple[str, str]], decode: Any = None, *, priority: int = INTERACTIVE
-    ) -> list[list[Any]]:
-        return self._wait(self._submit("answer", questions, decode, priority))
+    def answer(self, questions: list[tuple[str, str]], decode: Any = None, *, keys: Keys = None,
+               alone: Collection[str] = (), priority: int = INTERACTIVE) -> list[list[Any]]:
+        return self._wait(self._submit("answer", questions, decode, priority, keys, alone))
 
-    def reply(self, histories: list[list[str]], decode: Any = None, *, priority: int = INTERACTIVE) -> list[list[Any]]:
-        return self._wait(self._submit("reply", histories, decode, priority))
+    def reply(self, histories: list[list[str]], decode: Any = None, *, keys: Keys = None,
+              alone: Collection[str] = (), priority: int = INTERACTIVE) -> list[list[Any]]:
+        return self._wait(self._submit("reply", histories, decode, priority, keys, alone))
+
+    def at_priority(self, priority: int) -> TrackedDecoder:
+        """This batcher seen by callers of one priority (BATCH for batch items): the same calls, queued there."""
+        return _AtPriority(self, priority)
 
     def _withdraw(self) -> None:
         if getattr(self._local, "expected", False):
@@ -134,8 +233,10 @@ class MicroBatcher:
                 self._expected -= 1
                 self._cond.notify_all()
 
-    def _submit(self, kind: str, payloads: Sequence[Any], decode: Any, priority: int) -> list[_Request]:
-        requests = [_Request(kind=kind, payload=payload, decode=decode) for payload in payloads]
+    def _submit(self, kind: str, payloads: Sequence[Any], decode: Any, priority: int, keys: Keys = None,
+                alone: Collection[str] = ()) -> list[_Request]:
+        requests = [_Request(kind=kind, payload=payload, decode=decode, key=key, alone=key is not None and key in alone)
+                    for payload, key in zip(payloads, _keys_for(payloads, keys), strict=True)]
         announced = getattr(self._local, "expected", False)
         self._local.expected = False
         with self._cond:
@@ -187,10 +288,11 @@ class MicroBatcher:
             self.stats.largest = max(self.stats.largest, len(batch))
             taken = time.monotonic()
             metrics.observe_batch(len(batch), (taken - request.submitted for request in batch))
-            groups: dict[tuple[str, Any], list[_Request]] = {}
+            groups: dict[tuple[str, Any, int], list[_Request]] = {}
             for request in batch:
-                groups.setdefault((request.kind, request.decode), []).append(request)
-            for (kind, decode), group in groups.items():
+                alone = id(request) if request.alone else 0
+                groups.setdefault((request.kind, request.decode, alone), []).append(request)
+            for (kind, decode, _), group in groups.items():
                 self._decode_group(kind, decode, group)
 
     def _decode_group(self, kind: str, decode: Any, group: list[_Request]) -> None:
@@ -198,7 +300,8 @@ class MicroBatcher:
         started = time.perf_counter()
         self._decoding_since = time.monotonic()
         try:
-            results = call([request.payload for request in group], decode)
+            results = _tracked_call(call, self.attempts, [request.payload for request in group], decode,
+                                    [request.key for request in group])
         except Exception as error:
             self._decoding_since = None
             if len(group) == 1:
@@ -232,3 +335,17 @@ class MicroBatcher:
                 while queue:
                     queue.popleft().future.set_exception(RuntimeError("the worker is shutting down"))
 
+
+
+class _AtPriority(TrackedDecoder):
+    def __init__(self, batcher: MicroBatcher, priority: int) -> None:
+        self.batcher = batcher
+        self.priority = priority
+
+    def answer(self, questions: list[tuple[str, str]], decode: Any = None, *, keys: Keys = None,
+               alone: Collection[str] = ()) -> list[list[Any]]:
+        return self.batcher.answer(questions, decode, keys=keys, alone=alone, priority=self.priority)
+
+    def reply(self, histories: list[list[str]], decode: Any = None, *, keys: Keys = None,
+              alone: Collection[str] = ()) -> list[list[Any]]:
+        return self.batcher.reply(histories, decode, keys=keys, alone=alone, priority=self.priority)

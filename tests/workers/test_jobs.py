@@ -57,14 +57,14 @@ def test_question_is_answered_with_the_passage_span_and_stored(engine: Engine, s
 def test_answering_a_question_twice_stores_it_once(engine: Engine, serving: Serving) -> None:
     question_id = _question(engine)
     first = jobs.answer_question(engine, serving, question_id)
-    second = jobs.answer_question(engine, serving, question_id, attempt=2)
+    second = jobs.answer_question(engine, serving, question_id)
     assert first == second
 
 
 def test_a_reply_stored_and_the_reply_read_back_report_the_same(engine: Engine, serving: Serving) -> None:
     turn_id = _turn(engine)
     fresh = jobs.reply_to_turn(engine, serving, turn_id)
-    again = jobs.reply_to_turn(engine, serving, turn_id, attempt=2)  # not pending any more: read from storage
+    again = jobs.reply_to_turn(engine, serving, turn_id)  # not pending any more: read from storage
     assert fresh == again
 
 
@@ -87,11 +87,55 @@ def test_an_answer_stored_by_a_racing_delivery_is_what_the_late_one_reports(engi
     assert (outcome["answer"], outcome["model_version"]) == ("Paris", "racer")
 
 
-def test_question_delivered_too_often_is_failed_not_decoded(engine: Engine, serving: Serving) -> None:
+def _cut_short(serving: Serving, key: str, times: int) -> None:
+    """As if `times` decodes of the request named `key` had each ended with their worker's death."""
+    for _ in range(times):
+        serving.attempts.started([key])
+
+
+class CallLog:
+    """A decoder that records the questions of each model call it makes."""
+
+    def __init__(self, model: object) -> None:
+        self.model = model
+        self.calls: list[list[str]] = []
+
+    def answer(self, questions: list[tuple[str, str]], decode: object = None) -> list[list[object]]:
+        self.calls.append([question for question, _ in questions])
+        return self.model.answer(questions, decode)  # type: ignore[attr-defined]
+
+    def reply(self, histories: list[list[str]], decode: object = None) -> list[list[object]]:
+        self.calls.append([history[-1] for history in histories])
+        return self.model.reply(histories, decode)  # type: ignore[attr-defined]
+
+
+def test_a_question_whose_decode_killed_its_worker_too_often_is_failed_not_decoded(
+    engine: Engine, serving: Serving
+) -> None:
     question_id = _question(engine)
-    outcome = jobs.answer_question(engine, serving, question_id, attempt=serving.max_attempts + 1)
+    _cut_short(serving, f"question:{question_id}", serving.max_attempts)
+    outcome = jobs.answer_question(engine, serving, question_id)
     assert outcome["status"] == "failed"
-    assert "gave up" in outcome["error"]
+    assert outcome["error"] == f"gave up after {serving.max_attempts} decodes of it stopped its worker"
+
+
+def test_a_turn_cut_short_fewer_times_is_decoded_and_that_decode_adds_nothing(
+    engine: Engine, serving: Serving
+) -> None:
+    turn_id = _turn(engine)
+    _cut_short(serving, f"turn:{turn_id}", serving.max_attempts - 1)
+    assert jobs.reply_to_turn(engine, serving, turn_id)["status"] == "done"
+    assert serving.attempts.interrupted([f"turn:{turn_id}"]) == {f"turn:{turn_id}": serving.max_attempts - 1}
+
+
+def test_a_finished_decode_leaves_no_count_behind(engine: Engine, serving: Serving) -> None:
+    job_id = _job(engine, 3)
+    item_ids = _item_ids(engine, job_id)
+    question_id = _question(engine)
+    jobs.answer_items(engine, serving, job_id, item_ids)
+    jobs.answer_question(engine, serving, question_id)
+    keys = [f"item:{item_id}" for item_id in item_ids] + [f"question:{question_id}"]
+    assert serving.attempts.interrupted(keys) == {}
 
 
 def test_chat_turn_gets_a_stored_reply(engine: Engine, serving: Serving) -> None:
@@ -177,11 +221,13 @@ def test_a_cancelled_job_decodes_no_more_items(engine: Engine, serving: Serving)
     assert statuses == ["done", "done", "cancelled", "cancelled"]
 
 
-def test_items_delivered_too_often_fail_and_the_job_still_ends(engine: Engine, serving: Serving) -> None:
+def test_items_whose_decode_killed_the_worker_too_often_fail_and_the_job_still_ends(
+    engine: Engine, serving: Serving
+) -> None:
     job_id = _job(engine, 2)
     item_ids = _item_ids(engine, job_id)
-    with transaction(engine) as db:
-        db.execute(QAJobItem.__table__.update().values(attempts=serving.max_attempts))
+    for item_id in item_ids:
+        _cut_short(serving, f"item:{item_id}", serving.max_attempts)
     outcome = jobs.answer_items(engine, serving, job_id, item_ids)
     assert outcome["failed"] == 2
     with transaction(engine) as db:
@@ -189,6 +235,22 @@ def test_items_delivered_too_often_fail_and_the_job_still_ends(engine: Engine, s
         items = list(db.scalars(select(QAJobItem.status)))
     assert progress.status is JobStatus.DONE
     assert items == [ItemStatus.FAILED, ItemStatus.FAILED]
+
+
+def test_items_cut_short_before_are_decoded_each_alone_and_the_rest_together(
+    engine: Engine, serving: Serving
+) -> None:
+    job_id = _job(engine, 5)
+    item_ids = _item_ids(engine, job_id)
+    with transaction(engine) as db:  # tell the items apart in the model calls
+        for index, item_id in enumerate(item_ids):
+            db.execute(QAJobItem.__table__.update().where(QAJobItem.id == item_id).values(question=f"{QUESTION} {index}"))
+    _cut_short(serving, f"item:{item_ids[1]}", 1)
+    _cut_short(serving, f"item:{item_ids[3]}", serving.max_attempts - 1)
+    calls = CallLog(serving.model)
+    outcome = jobs.answer_items(engine, dataclasses.replace(serving, batch_decoder=calls), job_id, item_ids)
+    assert outcome == {"answered": 5, "failed": 0, "skipped": 0}
+    assert calls.calls == [[f"{QUESTION} {i}" for i in (0, 2, 4)], [f"{QUESTION} 1"], [f"{QUESTION} 3"]]
 
 
 def test_one_failing_request_does_not_fail_its_batch() -> None:

@@ -1,11 +1,18 @@
-"""The micro-batcher with a fake model: concurrent requests share one call, interactive goes first."""
+"""The micro-batcher with a fake model: concurrent requests share one call, interactive goes first, and each named
+request is recorded as decoding only while its model call runs."""
 
 from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
+import pytest
+import redis
+
+from tests.workers.service_fixtures import redis_for_tests
+from workers.attempts import ATTEMPTS_PREFIX, ATTEMPTS_TTL_S, LocalAttempts, RedisAttempts
 from workers.microbatch import BATCH, MicroBatcher
 
 
@@ -112,3 +119,55 @@ def test_the_watchdog_stays_quiet_while_calls_finish_in_time() -> None:
     time.sleep(0.4)  # idle time between calls does not count
     batcher.stop()
     assert stuck == []
+
+
+class SeenWhileDecoding(LocalAttempts):
+    """An AttemptLog that also notes what it holds at each model call (read by the model below)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.during_calls: list[dict[str, int]] = []
+
+
+def test_a_request_counts_as_decoding_only_during_its_model_call() -> None:
+    attempts = SeenWhileDecoding()
+
+    class Model(FakeModel):
+        def answer(self, questions: list[tuple[str, str]], decode: Any = None) -> list[list[Any]]:
+            attempts.during_calls.append(attempts.interrupted(["item:1", "item:2", "item:3"]))
+            return super().answer(questions, decode)
+
+    model = Model()
+    batcher = MicroBatcher(model, max_size=16, max_wait_ms=0, timeout_s=5, attempts=attempts)
+    batcher.start()
+    assert batcher.answer([("a", "p"), ("b", "p"), ("c", "p")], keys=["item:1", "item:2", "item:3"],
+                          alone={"item:2"}, priority=BATCH) == [["A"], ["B"], ["C"]]
+    assert batcher.answer([("d", "p")]) == [["D"]]  # an unnamed request is not recorded
+    batcher.stop()
+    assert model.calls == [["a", "c"], ["b"], ["d"]]  # the one named alone got a call of its own
+    assert attempts.during_calls[:2] == [{"item:1": 1, "item:3": 1}, {"item:2": 1}]
+    assert attempts.interrupted(["item:1", "item:2", "item:3"]) == {}  # every call ended: nothing counted
+
+
+def test_a_failed_model_call_is_not_counted_against_its_requests() -> None:
+    attempts = LocalAttempts()
+    batcher = MicroBatcher(FakeModel(), max_size=16, max_wait_ms=0, timeout_s=5, attempts=attempts)
+    batcher.start()
+    with pytest.raises(ValueError):
+        batcher.answer([("bad", "p")], keys=["question:q"])
+    batcher.stop()
+    assert attempts.interrupted(["question:q"]) == {}
+
+
+def test_a_redis_record_counts_unfinished_decodes_and_leaves_no_key_when_they_end(tmp_path: Path) -> None:
+    with redis_for_tests(tmp_path) as url:
+        client = redis.Redis.from_url(url)
+        attempts = RedisAttempts(client)
+        attempts.started(["item:1", "item:2"])
+        attempts.started(["item:1"])  # a second decode of item 1, e.g. after a worker died in the first
+        assert attempts.interrupted(["item:1", "item:2", "item:3"]) == {"item:1": 2, "item:2": 1}
+        assert 0 < client.ttl(ATTEMPTS_PREFIX + "item:1") <= ATTEMPTS_TTL_S
+        attempts.finished(["item:1", "item:2"])
+        assert attempts.interrupted(["item:1", "item:2"]) == {"item:1": 1}
+        attempts.finished(["item:1"])
+        assert client.keys(ATTEMPTS_PREFIX + "*") == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,59 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 
-from settings import get_settings
-from storage import conversations, migrate, qa
-from storage.db import make_engine, transaction
+from storage import conversations, qa
+from storage.db import transaction
 from storage.models import ItemStatus, QAJobItem
 from tests.workers.conftest import OWNER, PASSAGE, QUESTION, REPO_ROOT
-from tests.workers.service_fixtures import redis_for_tests, service_env, start_worker, stop_worker
+from tests.workers.service_fixtures import running_service, start_worker, stop_worker, submit_job, wait_job
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    tmp = tmp_path_factory.mktemp("service")
-    database_url = f"sqlite:///{tmp / 's2s.sqlite3'}"
-    migrate.upgrade(database_url)
-    with redis_for_tests(tmp) as redis_url:
-        env = service_env(redis_url, database_url)
-        saved = {key: os.environ.get(key) for key in ("REDIS_URL", "DATABASE_URL")}
-        os.environ.update(REDIS_URL=redis_url, DATABASE_URL=database_url)
-        get_settings.cache_clear()
-        engine = make_engine(database_url)
-        state: dict[str, Any] = {"env": env, "engine": engine, "tmp": tmp, "redis_url": redis_url}
-        state["worker"] = start_worker(env, tmp / "worker.log")
-        try:
-            yield state
-        finally:
-            stop_worker(state["worker"])
-            engine.dispose()
-            for key, value in saved.items():
-                os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
-            get_settings.cache_clear()
-
-
-def _wait_job(engine: Engine, job_id: str, *, timeout_s: float = 60.0) -> qa.JobProgress:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with transaction(engine) as db:
-            progress = qa.job_progress(db, job_id=job_id, owner=OWNER)
-        if progress.pending == 0 or time.monotonic() > deadline:
-            return progress
-        time.sleep(0.2)
-
-
-def _submit(engine: Engine, count: int) -> str:
-    from workers import client
-
-    items = [{"item_key": f"k{i}", "question": QUESTION, "passage": PASSAGE + f" Item {i}."} for i in range(count)]
-    with transaction(engine) as db:
-        job_id = qa.create_job(db, owner=OWNER, filename="big.jsonl", items=items)
-    client.enqueue_job(job_id)
-    return job_id
+    with running_service(tmp_path_factory.mktemp("service")) as state:
+        yield state
 
 
 def test_question_goes_through_the_queue(service: dict[str, Any]) -> None:
@@ -136,30 +97,24 @@ def test_cancel_stops_the_remaining_items(service: dict[str, Any]) -> None:
     from workers import client
 
     engine = service["engine"]
-    job_id = _submit(engine, 800)
+    job_id = submit_job(engine, 800)
     time.sleep(0.5)
     with transaction(engine) as db:
         assert qa.cancel_job(db, job_id=job_id, owner=OWNER)
     client.cancel_job(job_id)
-    progress = _wait_job(engine, job_id, timeout_s=5)
+    progress = wait_job(engine, job_id, timeout_s=5)
     assert progress.status.value == "cancelled"
     assert progress.pending == 0 and progress.cancelled > 0
 
 
 def test_worker_killed_mid_job_loses_nothing(service: dict[str, Any]) -> None:
     engine = service["engine"]
-    job_id = _submit(engine, 600)
-    deadline = time.monotonic() + 30
-    while True:
-        with transaction(engine) as db:
-            progress = qa.job_progress(db, job_id=job_id, owner=OWNER)
-        if progress.done >= 40 or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    job_id = submit_job(engine, 600)
+    progress = wait_job(engine, job_id, timeout_s=30, done_at_least=40)
     assert 0 < progress.done < progress.total, "the job must be killed half-way"
     stop_worker(service["worker"], sig=signal.SIGKILL)
     service["worker"] = start_worker(service["env"], service["tmp"] / "worker.log")
-    progress = _wait_job(engine, job_id, timeout_s=90)
+    progress = wait_job(engine, job_id, timeout_s=90)
     assert progress.status.value == "done"
     assert progress.done == 600 and progress.failed == 0
     with transaction(engine) as db:

@@ -70,7 +70,7 @@ def test_a_message_its_consumer_left_unacked_comes_back_marked_redelivered(conne
         assert not first.delivery_info.get("redelivered")
         queue.channel.qos.restore_unacked()  # what a worker's shutdown (or recovery.py) does with unacked ones
         again = queue.get(timeout=5)
-        assert again.payload == {"n": 1} and again.delivery_info["redelivered"] is True  # tasks.delivery_number
+        assert again.payload == {"n": 1} and again.delivery_info["redelivered"] is True
         again.ack()
     finally:
         queue.clear()
