@@ -31,6 +31,7 @@ COPY settings.py ./
 COPY cli cli
 COPY storage storage
 COPY workers workers
+COPY flows flows
 COPY ui ui
 RUN pip install --no-deps -e . \
  && python -c "import sys, ui.app; assert 'torch' not in sys.modules, 'the UI image must not need torch'"

@@ -16,8 +16,9 @@ from typing import Any
 
 import gradio as gr
 
+from flows import exports
 from settings import get_settings
-from ui import attention, exports, handlers
+from ui import attention, handlers
 
 logger = logging.getLogger(__name__)
 

@@ -58,6 +58,9 @@ class FakeQueue:
         self.jobs.append(job_id)
         return f"task-{job_id}"
 
+    def require_broker(self) -> None:
+        self._maybe_fail()
+
     def cancel_job(self, job_id: str) -> int:
         self.cancelled.append(job_id)
         return 1
@@ -96,6 +99,7 @@ def queue(database_url: str, monkeypatch: pytest.MonkeyPatch) -> FakeQueue:
     from workers import client
 
     fake = FakeQueue()
-    for name in ("enqueue_reply", "enqueue_question", "enqueue_job", "cancel_job", "list_workers", "queue_depths"):
+    for name in ("enqueue_reply", "enqueue_question", "enqueue_job", "require_broker", "cancel_job", "list_workers",
+                 "queue_depths"):
         monkeypatch.setattr(client, name, getattr(fake, name))
     return fake

@@ -13,13 +13,14 @@ import redis
 import sqlalchemy.exc
 from sqlalchemy import func, select
 
+from flows import exports
 from settings import get_settings
 from storage import conversations, qa
 from storage.db import transaction
 from storage.errors import EmptyInput, InputTooLong, NotFound
 from storage.models import Passage
 from tests.ui.conftest import ATTENTION, OTHER, OWNER, PASSAGE, FakeQueue
-from ui import attention, events, exports, handlers
+from ui import attention, events, handlers
 from workers.batch_files import BatchFileError
 from workers.client import NoWorker
 

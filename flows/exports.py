@@ -1,6 +1,7 @@
-"""A batch job's results as downloadable files: JSONL, CSV and SQuAD predictions JSON ({id: answer}).
+"""A batch job's results as text: JSONL, CSV and SQuAD predictions JSON ({id: answer}); the one exporter of
+the UI's downloads and `s2s batch results`.
 
-Rows come from storage.qa.export_results (via ui.handlers.job_results); this module only formats and writes.
+Rows come from flows.batch.results (storage.qa.export_results); this module only formats and writes.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import csv
 import io
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +34,22 @@ def to_squad_predictions(rows: list[dict[str, Any]]) -> str:
     return json.dumps({row["id"]: row["answer"] or "" for row in rows}, ensure_ascii=False, indent=1) + "\n"
 
 
+FORMATS: dict[str, Callable[[list[dict[str, Any]]], str]] = {
+    "jsonl": to_jsonl, "csv": to_csv, "squad": to_squad_predictions}
+
+
+def render(rows: list[dict[str, Any]], kind: str) -> str:
+    """The rows as one of FORMATS' texts ("jsonl", "csv" or "squad")."""
+    return FORMATS[kind](rows)
+
+
 def write_exports(rows: list[dict[str, Any]], job_id: str, directory: Path | None = None) -> list[str]:
     """Write the three files into a fresh directory; return their paths (JSONL, CSV, SQuAD JSON)."""
     target = directory or Path(tempfile.mkdtemp(prefix="s2s-export-"))
     files = {
-        f"job-{job_id}.jsonl": to_jsonl(rows),
-        f"job-{job_id}.csv": to_csv(rows),
-        f"job-{job_id}-predictions.json": to_squad_predictions(rows),
+        f"job-{job_id}.jsonl": render(rows, "jsonl"),
+        f"job-{job_id}.csv": render(rows, "csv"),
+        f"job-{job_id}-predictions.json": render(rows, "squad"),
     }
     paths = []
     for name, text in files.items():

@@ -1,0 +1,135 @@
+"""Chat: conversations, and each message's reply through the interactive queue.
+
+`send` = `store` (check the text and that a worker is online, store the message and its pending reply) +
+`queue` (enqueue the reply, or mark it failed so it can be retried). A reply is read back from the database
+(`poll`, `history`) or waited for on the result store (`wait`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flows.queueing import EngineSource, enqueue_or_fail
+from settings import get_settings
+from storage import conversations
+from storage.db import transaction
+from storage.limits import check_text
+from storage.models import Role, TurnStatus
+from workers import client
+
+TITLE_CHARS = 40  # a conversation started by a message is titled with its start
+TITLE_MAX_CHARS = 200
+
+
+class NoFailedReply(LookupError):
+    """Retry was asked for a conversation whose replies have none failed."""
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    conversation_id: str
+    reply_turn_id: int
+    task_id: str | None = None  # set once the reply is queued
+
+
+def list_conversations(engine: EngineSource, owner: str) -> list[dict[str, Any]]:
+    """The owner's conversations, most recent first: {"id", "title" ("" if none), "updated_at" (ISO 8601)}."""
+    with transaction(engine()) as db:
+        rows = conversations.list_conversations(db, owner=owner)
+        return [{"id": c.id, "title": c.title or "", "updated_at": c.updated_at.isoformat()} for c in rows]
+
+
+def create_conversation(engine: EngineSource, owner: str, title: str = "") -> str:
+    with transaction(engine()) as db:
+        return conversations.create_conversation(db, owner=owner, title=title.strip()[:TITLE_MAX_CHARS]).id
+
+
+def start(engine: EngineSource, owner: str, title: str) -> str:
+    """A new conversation to send to, made only when a worker is online to answer it (else NoWorker, and
+    nothing is stored)."""
+    client.require_worker(client.INTERACTIVE_QUEUE)
+    return create_conversation(engine, owner, title)
+
+
+def rename_conversation(engine: EngineSource, owner: str, conversation_id: str, title: str) -> None:
+    check_text(title, limit=TITLE_MAX_CHARS, field="title")
+    with transaction(engine()) as db:
+        conversations.rename_conversation(db, conversation_id=conversation_id, owner=owner, title=title.strip())
+
+
+def delete_conversation(engine: EngineSource, owner: str, conversation_id: str) -> None:
+    with transaction(engine()) as db:
+        conversations.delete_conversation(db, conversation_id=conversation_id, owner=owner)
+
+
+def history(engine: EngineSource, owner: str, conversation_id: str) -> list[dict[str, Any]]:
+    """The whole conversation, oldest first: {"role", "status", "text", "error", "model_version"} per turn."""
+    with transaction(engine()) as db:
+        turns = conversations.list_turns(db, conversation_id=conversation_id, owner=owner)
+        return [{"role": turn.role.value, "status": turn.status.value, "text": turn.text, "error": turn.error,
+                 "model_version": turn.model_version} for turn in turns]
+
+
+def send(engine: EngineSource, owner: str, conversation_id: str | None, text: str, *,
+         decoding: dict[str, Any] | None = None) -> SentMessage:
+    """Store the message and its pending reply (in a new conversation when none is given), then queue the reply."""
+    sent = store(engine, owner, conversation_id, text, decoding=decoding)
+    return SentMessage(sent.conversation_id, sent.reply_turn_id, queue(engine, sent.reply_turn_id))
+
+
+def store(engine: EngineSource, owner: str, conversation_id: str | None, text: str, *,
+          decoding: dict[str, Any] | None = None) -> SentMessage:
+    """send's first half: check the text and that a worker is online, store the message and its pending reply
+    (a new conversation, titled with the message's start, when `conversation_id` is None)."""
+    check_text(text, limit=get_settings().max_message_chars, field="message")
+    client.require_worker(client.INTERACTIVE_QUEUE)
+    with transaction(engine()) as db:
+        if not conversation_id:
+            title = " ".join(text.split())[:TITLE_CHARS]
+            conversation_id = conversations.create_conversation(db, owner=owner, title=title).id
+        turns = conversations.add_user_turn(db, conversation_id=conversation_id, owner=owner, text=text,
+                                            decoding=decoding)
+    return SentMessage(conversation_id=conversation_id, reply_turn_id=turns.reply_turn_id)
+
+
+def queue(engine: EngineSource, turn_id: int) -> str:
+    """send's second half: enqueue the pending reply (its task id); if that raises, the reply is failed, which
+    makes it retryable, and the error goes on."""
+    return enqueue_or_fail(engine, lambda: client.enqueue_reply(turn_id),
+                           lambda db, error: conversations.fail_reply(db, turn_id=turn_id, error=error))
+
+
+def poll(engine: EngineSource, owner: str, turn_id: int) -> dict[str, Any]:
+    """{"status": "pending"|"done"|"failed", "text", "error"} of a reply turn."""
+    with transaction(engine()) as db:
+        turn = conversations.get_turn(db, turn_id=turn_id, owner=owner)
+        return {"status": turn.status.value, "text": turn.text, "error": turn.error}
+
+
+def wait(sent: SentMessage, *, timeout: float) -> dict[str, Any]:
+    """Block until the queued reply is stored: {"turn_id", "status", "text", "model_version", "error", ...};
+    workers.client.ResultTimeout after `timeout` seconds (the reply stays queued)."""
+    if sent.task_id is None:
+        raise ValueError("the reply was stored but not queued: queue it first")
+    return client.wait_for_turn(sent.task_id, timeout=timeout)
+
+
+def last_failed_reply(engine: EngineSource, owner: str, conversation_id: str) -> int | None:
+    with transaction(engine()) as db:
+        turns = conversations.list_turns(db, conversation_id=conversation_id, owner=owner)
+        failed = [t.id for t in turns if t.role is Role.ASSISTANT and t.status is TurnStatus.FAILED]
+        return failed[-1] if failed else None
+
+
+def retry(engine: EngineSource, owner: str, conversation_id: str, *,
+          decoding: dict[str, Any] | None = None) -> int:
+    """Queue the conversation's last failed reply again (NoFailedReply if it has none); returns its turn id."""
+    turn_id = last_failed_reply(engine, owner, conversation_id)
+    if turn_id is None:
+        raise NoFailedReply(conversation_id)
+    client.require_worker(client.INTERACTIVE_QUEUE)
+    with transaction(engine()) as db:
+        conversations.retry_reply(db, turn_id=turn_id, owner=owner, decoding=decoding)
+    queue(engine, turn_id)
+    return turn_id

@@ -1,0 +1,82 @@
+"""Reading comprehension: one question about a passage, answered through the interactive queue.
+
+`ask` = check the texts and that a worker is online, `store` the passage (reused by hash) and a pending
+question, then enqueue it or mark it failed. The answer is read back from the database (`result`) or waited
+for on the result store (`wait`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flows.queueing import EngineSource, enqueue_or_fail
+from settings import get_settings
+from storage import qa
+from storage.db import transaction
+from storage.limits import check_text
+from workers import client
+
+
+@dataclass(frozen=True)
+class AskedQuestion:
+    question_id: str
+    task_id: str
+
+
+def check(passage: str, question: str) -> None:
+    """EmptyInput / InputTooLong / UnstorableText unless both texts are within the configured bounds."""
+    settings = get_settings()
+    check_text(passage, limit=settings.max_passage_chars, field="passage")
+    check_text(question, limit=settings.max_question_chars, field="question")
+
+
+def store(engine: EngineSource, owner: str, pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """Store (question, passage) pairs as pending questions in one transaction, each passage once; their ids.
+
+    Nothing is enqueued: `ask` does that, and a benchmark times it on its own."""
+    for question, passage in pairs:
+        check(passage, question)
+    return _store(engine, owner, pairs)
+
+
+def _store(engine: EngineSource, owner: str, pairs: Sequence[tuple[str, str]]) -> list[str]:
+    with transaction(engine()) as db:
+        passage_ids = {passage: qa.upsert_passage(db, text=passage) for passage in {p for _, p in pairs}}
+        return [qa.create_question(db, owner=owner, passage_id=passage_ids[passage], question=question).id
+                for question, passage in pairs]
+
+
+def ask(engine: EngineSource, owner: str, passage: str, question: str) -> AskedQuestion:
+    """Store the pending question and enqueue it; if enqueueing raises, the question is failed first."""
+    check(passage, question)
+    client.require_worker(client.INTERACTIVE_QUEUE)
+    [question_id] = _store(engine, owner, [(question, passage)])
+    task_id = enqueue_or_fail(engine, lambda: client.enqueue_question(question_id),
+                              lambda db, error: qa.fail_question(db, question_id=question_id, error=error))
+    return AskedQuestion(question_id=question_id, task_id=task_id)
+
+
+def wait(asked: AskedQuestion, *, timeout: float) -> dict[str, Any]:
+    """Block until the answer is stored: {"question_id", "status", "answer", "score", "span", "n_best",
+    "model_version", "latency_ms", "error"}; workers.client.ResultTimeout after `timeout` seconds."""
+    return client.wait_for_question(asked.task_id, timeout=timeout)
+
+
+def result(engine: EngineSource, owner: str, question_id: str) -> dict[str, Any]:
+    """The question's state; once done also answer, score, n_best, attention, passage and model_version."""
+    with transaction(engine()) as db:
+        row = qa.get_question(db, question_id=question_id, owner=owner)
+        return {
+            "question_id": row.id,
+            "status": row.status.value,
+            "question": row.question,
+            "passage": row.passage.text,
+            "answer": row.answer,
+            "score": row.score,
+            "n_best": list(row.n_best or []),
+            "attention": dict(row.attention or {}),
+            "model_version": row.model_version,
+            "error": row.error,
+        }
