@@ -149,14 +149,10 @@ def bare_celery_round_trip(count: int) -> dict[str, dict[str, float]]:
 
 def make_questions(engine: Any, count: int, pairs: list[tuple[str, str]] | None = None) -> list[str]:
     """`count` stored questions, going round `pairs` (default: the one question of the latency measurement)."""
-    from storage import qa
-    from storage.db import transaction
+    from flows import questions
 
     pairs = pairs or [(QUESTION, PASSAGE)]
-    with transaction(engine) as db:
-        passage_ids = [qa.upsert_passage(db, text=passage) for _, passage in pairs]
-        return [qa.create_question(db, owner="bench", passage_id=passage_ids[index % len(pairs)],
-                                   question=pairs[index % len(pairs)][0]).id for index in range(count)]
+    return questions.store(lambda: engine, "bench", [pairs[index % len(pairs)] for index in range(count)])
 
 
 def warm_up_workers(engine: Any, count: int = 16) -> None:

@@ -2,15 +2,17 @@
 
 Every command finds Redis with workers.service_discovery.resolve_redis_url (REDIS_URL, else the service.json
 of a live `s2s up` in S2S_DATA_DIR) and the database from DATABASE_URL (else the SQLite file in S2S_DATA_DIR).
-ask, chat and batch store their rows through storage, enqueue through workers.client and wait on the result
-store's pub/sub. A command that enqueues checks that it can reach Redis before it stores anything, so a missing
-service leaves no row behind that no worker would ever see. Imports of Celery, SQLAlchemy and torch happen
-inside the handlers.
+ask, chat and batch run the request flows in flows/ (the ones the UI runs): they store the rows, enqueue them
+or mark them failed when that raises, and ask and chat wait on the result store's pub/sub. A command that
+enqueues checks that it can reach Redis before it stores anything, so a missing service leaves no row behind
+that no worker would ever see, and a request the broker then refuses is failed, not left pending; either way
+the command prints one line and exits 2. Imports of Celery, SQLAlchemy and torch happen inside the handlers.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -103,11 +105,18 @@ def _one_line(message: str) -> str:
 
 
 def _engine() -> Any:
+    """This command's engine, on a schema brought up to date. The flows ask for it only after the checks that
+    need no database, so a command refused for want of a service creates no database file."""
     from settings import get_settings
+
+    return _engine_for(get_settings().resolved_database_url)
+
+
+@functools.lru_cache(maxsize=4)
+def _engine_for(url: str) -> Any:
     from storage import migrate
     from storage.db import make_engine
 
-    url = get_settings().resolved_database_url
     migrate.ensure_schema(url)
     return make_engine(url)
 
@@ -210,19 +219,15 @@ def _worker_check(args: argparse.Namespace) -> int:
 
 
 # --- ask and chat -----------------------------------------------------------------------------------------
+# The flows (store, then enqueue or mark the request failed) are flows.questions, flows.chat and flows.batch,
+# the same the UI runs; these commands parse arguments, call them and print.
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from storage import qa
-    from storage.db import transaction
-    from workers import client
+    from flows import questions
 
-    client.require_worker(client.INTERACTIVE_QUEUE)
-    engine = _engine()
-    with transaction(engine) as db:
-        passage_id = qa.upsert_passage(db, text=args.passage)
-        question_id = qa.create_question(db, owner=CLI_OWNER, passage_id=passage_id, question=args.question).id
-    outcome = client.wait_for_question(client.enqueue_question(question_id), timeout=_timeout(args))
+    asked = questions.ask(_engine, CLI_OWNER, args.passage, args.question)
+    outcome = questions.wait(asked, timeout=_timeout(args))
     if outcome["status"] != "done":
         print(f"s2s ask: {outcome.get('error') or outcome['status']}", file=sys.stderr)
         return 1
@@ -233,15 +238,10 @@ def _ask(args: argparse.Namespace) -> int:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from storage import conversations
-    from storage.db import transaction
+    from flows import chat
     from storage.errors import EmptyInput, InputTooLong, UnstorableText
-    from workers import client
 
-    client.require_worker(client.INTERACTIVE_QUEUE)
-    engine = _engine()
-    with transaction(engine) as db:
-        conversation_id = conversations.create_conversation(db, owner=CLI_OWNER, title="terminal chat").id
+    conversation_id = chat.start(_engine, CLI_OWNER, title="terminal chat")
     print(f"conversation {conversation_id}; /quit or Ctrl-D ends", file=sys.stderr)
     while True:
         try:
@@ -254,12 +254,11 @@ def _chat(args: argparse.Namespace) -> int:
         if not text:
             continue
         try:
-            with transaction(engine) as db:
-                turns = conversations.add_user_turn(db, conversation_id=conversation_id, owner=CLI_OWNER, text=text)
+            sent = chat.send(_engine, CLI_OWNER, conversation_id, text)
         except (EmptyInput, InputTooLong, UnstorableText) as error:  # this message only; the chat goes on
             print(f"s2s chat: {error}", file=sys.stderr, flush=True)
             continue
-        outcome = client.wait_for_turn(client.enqueue_reply(turns.reply_turn_id), timeout=_timeout(args))
+        outcome = chat.wait(sent, timeout=_timeout(args))
         if outcome["status"] == "done":
             print(f"bot> {outcome['text']}", flush=True)
         else:
@@ -270,35 +269,19 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _batch_submit(args: argparse.Namespace) -> int:
-    from settings import get_settings
-    from storage import qa
-    from storage.db import transaction
-    from workers import client
-    from workers.batch_files import BatchLimits, parse_batch_file
+    from flows import batch
 
-    settings = get_settings()
-    limits = BatchLimits.from_settings(settings)
-    size = args.file.stat().st_size
-    if size > limits.max_bytes:
-        print(f"s2s batch: {args.file} is too large: {size} bytes > limit {limits.max_bytes}", file=sys.stderr)
-        return 2
-    parsed = parse_batch_file(args.file.read_bytes(), args.file.name, limits=limits)
+    parsed = batch.parse_upload(batch.read_upload(args.file), args.file.name)
     if not parsed.items:  # nothing to run: fail, and store nothing
         print(f"s2s batch: {args.file} has no valid record ({len(parsed.errors)} bad record(s)); nothing submitted",
               file=sys.stderr)
         _print_bad_records(parsed.errors)
         return 2
-    client.require_broker()
-    engine = _engine()
-    with transaction(engine) as db:
-        job_id = qa.create_job(
-            db, owner=CLI_OWNER, filename=args.file.name, items=parsed.items, errors=parsed.errors
-        )
-    client.enqueue_job(job_id)
-    print(job_id)
-    print(f"{len(parsed.items)} item(s) queued ({parsed.format}), {len(parsed.errors)} bad record(s)", file=sys.stderr)
-    _print_bad_records(parsed.errors)
-    if not any(client.BATCH_QUEUE in worker.get("queues", []) for worker in client.list_workers()):
+    job = batch.submit(_engine, CLI_OWNER, parsed, args.file.name)
+    print(job.job_id)
+    print(f"{job.items} item(s) queued ({job.format}), {len(job.errors)} bad record(s)", file=sys.stderr)
+    _print_bad_records(job.errors)
+    if not job.worker_online:
         print("note: no worker consumes the batch queue yet; the job waits for one", file=sys.stderr)
     return 0
 
@@ -310,46 +293,28 @@ def _print_bad_records(errors: list[dict[str, Any]], *, shown: int = 20) -> None
         print(f"  ... and {len(errors) - shown} more", file=sys.stderr)
 
 
-def _batch_status(args: argparse.Namespace) -> int:
-    from storage import qa
-    from storage.db import transaction
+STATUS_LINES = ("total", "done", "failed", "pending", "cancelled", "bad_records", "eta_s")
 
-    with transaction(_engine()) as db:
-        progress = qa.job_progress(db, job_id=args.job_id, owner=CLI_OWNER)
-        job = qa.get_job(db, job_id=args.job_id, owner=CLI_OWNER)
-        parse_errors = list(job.parse_errors)
-        error = job.error
-    report = {**progress.to_dict(), "bad_records": len(parse_errors), "error": error}
+
+def _batch_status(args: argparse.Namespace) -> int:
+    from flows import batch
+
+    report = batch.status(_engine, CLI_OWNER, args.job_id)
     if args.json:
         print(json.dumps(report))
         return 0
     print(report["state"])
-    for key in ("total", "done", "failed", "pending", "cancelled", "bad_records", "eta_s"):
+    for key in STATUS_LINES:
         print(f"{key}: {report[key]}")
-    if error:
-        print(f"error: {error}")
+    if report["error"]:
+        print(f"error: {report['error']}")
     return 0
 
 
 def _batch_results(args: argparse.Namespace) -> int:
-    import csv
-    import io
+    from flows import batch, exports
 
-    from storage import qa
-    from storage.db import transaction
-
-    with transaction(_engine()) as db:
-        rows = qa.export_results(db, job_id=args.job_id, owner=CLI_OWNER)
-    if args.format == "jsonl":
-        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    elif args.format == "squad":
-        text = json.dumps({row["id"]: row["answer"] or "" for row in rows}, ensure_ascii=False, indent=1) + "\n"
-    else:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["id", "question", "answer", "score", "status", "error"])
-        writer.writeheader()
-        writer.writerows(rows)
-        text = buffer.getvalue()
+    text = exports.render(batch.results(_engine, CLI_OWNER, args.job_id), args.format)
     if args.output is None:
         sys.stdout.write(text)
     else:
@@ -358,14 +323,8 @@ def _batch_results(args: argparse.Namespace) -> int:
 
 
 def _batch_cancel(args: argparse.Namespace) -> int:
-    from storage import qa
-    from storage.db import transaction
-    from workers import client
+    from flows import batch
 
-    client.require_broker()
-    with transaction(_engine()) as db:
-        cancelled = qa.cancel_job(db, job_id=args.job_id, owner=CLI_OWNER)
-    if cancelled:
-        client.cancel_job(args.job_id)
+    cancelled = batch.cancel(_engine, CLI_OWNER, args.job_id)
     print("cancelled" if cancelled else "already finished")
     return 0
