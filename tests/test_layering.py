@@ -1,0 +1,93 @@
+"""The import graph of the top-level packages, read with `ast` (every import, at module level or inside a
+function): no package imports one above it, and no two packages import each other, directly or round a cycle.
+
+From the bottom: settings; model (pure PyTorch); storage; workers; flows (the request flows); ui and cli (the
+front ends). bench/, scripts/ and tests/ sit on top and are not checked.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("settings", "model", "storage", "workers", "flows", "ui", "cli")
+FORBIDDEN = {  # package -> what it must never import
+    "settings": {"model", "storage", "workers", "flows", "ui", "cli"},
+    "model": {"settings", "storage", "workers", "flows", "ui", "cli"},
+    "storage": {"workers", "flows", "ui", "cli"},
+    "workers": {"flows", "ui", "cli"},
+    "flows": {"ui", "cli"},
+    "ui": {"cli"},
+    "cli": {"ui"},
+}
+KNOWN_EXCEPTIONS: set[tuple[str, str]] = set()  # (importer, imported) edges allowed until their issue is fixed
+
+
+def _files(package: str) -> list[Path]:
+    single = REPO_ROOT / f"{package}.py"
+    return [single] if single.exists() else sorted((REPO_ROOT / package).rglob("*.py"))
+
+
+def _imported_packages(path: Path, package: str) -> set[str]:
+    """The top-level packages `path` (a file of `package`) imports, other than its own."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return (found & set(PACKAGES)) - {package}  # a relative import (level > 0) stays inside its package
+
+
+def import_graph() -> dict[str, dict[str, list[str]]]:
+    """package -> imported package -> the files (relative to the repository) that import it."""
+    graph: dict[str, dict[str, list[str]]] = {package: {} for package in PACKAGES}
+    for package in PACKAGES:
+        for path in _files(package):
+            for imported in _imported_packages(path, package):
+                graph[package].setdefault(imported, []).append(str(path.relative_to(REPO_ROOT)))
+    return graph
+
+
+def test_every_package_is_read() -> None:
+    for package in PACKAGES:
+        assert _files(package), f"{package} has no Python file: is PACKAGES out of date?"
+
+
+def test_no_package_imports_one_above_it() -> None:
+    graph = import_graph()
+    upward = [f"{package} imports {imported} (in {', '.join(files)})"
+              for package, edges in graph.items() for imported, files in sorted(edges.items())
+              if imported in FORBIDDEN[package] and (package, imported) not in KNOWN_EXCEPTIONS]
+    assert upward == []
+
+
+def test_the_known_exceptions_still_exist() -> None:
+    graph = import_graph()
+    assert [edge for edge in KNOWN_EXCEPTIONS if edge[1] not in graph[edge[0]]] == []  # fixed: drop it
+
+
+def test_no_import_cycle_between_packages() -> None:
+    graph = {package: set(edges) for package, edges in import_graph().items()}
+    cycles = []
+    for start in PACKAGES:  # a cycle through `start`: a path from one of its imports back to it
+        stack: list[tuple[str, tuple[str, ...]]] = [(start, (start,))]
+        seen: set[str] = set()
+        while stack:
+            node, path = stack.pop()
+            for imported in sorted(graph[node]):
+                if imported == start:
+                    cycles.append(" -> ".join((*path, start)))
+                elif imported not in seen:
+                    seen.add(imported)
+                    stack.append((imported, (*path, imported)))
+    assert cycles == []
+
+
+def test_the_checker_sees_function_level_and_from_imports(tmp_path: Path) -> None:
+    source = tmp_path / "probe.py"
+    source.write_text("import os\nfrom storage.db import transaction\n\ndef f():\n    import ui.handlers\n"
+                      "    from . import sibling\n")
+    assert _imported_packages(source, "flows") == {"storage", "ui"}
