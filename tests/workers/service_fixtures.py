@@ -5,6 +5,7 @@ batch jobs submitted and waited on through them."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -148,3 +149,8 @@ def wait_job(engine: Engine, job_id: str, *, timeout_s: float = 60.0, done_at_le
         if reached or time.monotonic() > deadline:
             return progress
         time.sleep(0.05)
+
+
+def answered_in_log(log: Path) -> int:
+    """Items the workers' answer_items tasks report as stored by them (Celery logs each task's return value)."""
+    return sum(int(count) for count in re.findall(r"'answered': (\d+)", log.read_text(errors="replace")))

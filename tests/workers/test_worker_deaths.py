@@ -8,7 +8,6 @@ a few times mid-job, as an operator or the OOM killer would.
 
 from __future__ import annotations
 
-import re
 import signal
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from settings import get_settings
 from storage.db import transaction
 from storage.models import ItemStatus, QAJobItem
 from tests.workers.service_fixtures import (
+    answered_in_log,
     job_progress,
     running_service,
     start_worker,
@@ -42,11 +42,6 @@ def service(tmp_path: Path) -> Iterator[dict[str, Any]]:
     with running_service(tmp_path, S2S_TEST_EXIT_ON="POISON", S2S_TEST_DECODE_DELAY_MS="100",
                          S2S_MICROBATCH_MAX_SIZE="8") as state:
         yield state
-
-
-def _answered_in_log(log: Path) -> int:
-    """Items the workers' answer_items tasks report as stored by them (Celery logs each task's return value)."""
-    return sum(int(count) for count in re.findall(r"'answered': (\d+)", log.read_text(errors="replace")))
 
 
 def test_only_the_poison_item_fails_however_often_the_worker_dies(service: dict[str, Any]) -> None:
@@ -85,4 +80,5 @@ def test_only_the_poison_item_fails_however_often_the_worker_dies(service: dict[
     assert list(failed) == [POISON_AT] and "gave up" in (failed[POISON_AT] or "")
     assert all(status is ItemStatus.DONE and answer for position, status, answer, _ in rows if position != POISON_AT)
     assert progress.done == ITEMS - 1
-    assert _answered_in_log(service["log"]) == ITEMS - 1  # each innocent item stored by exactly one decode
+    # No item stored twice: a task SIGKILLed after its commit never logs its count, so the log may say fewer.
+    assert answered_in_log(service["log"]) <= ITEMS - 1
