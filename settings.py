@@ -85,6 +85,9 @@ class Settings(BaseSettings):
                                   description="Batch QA items per queued task.")
     max_task_attempts: int = Field(default=3, ge=1, alias="S2S_MAX_TASK_ATTEMPTS",
                                    description="Decodes of one request its worker did not survive before it is failed (poison guard).")
+    sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0, alias="S2S_SQLITE_BUSY_TIMEOUT_MS",
+                                        description="How long a worker's SQLite transaction waits for another "
+                                                    "process's lock before the task is retried later.")
     request_timeout_s: float = Field(default=60.0, gt=0, alias="S2S_REQUEST_TIMEOUT_S",
                                      description="How long `s2s ask`/`s2s chat` wait for an answer.")
 

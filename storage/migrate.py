@@ -20,7 +20,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import func, select
 from sqlalchemy.engine import URL, Connection
 
-from storage.db import make_engine, normalize_url
+from storage.db import SQLITE_BUSY_TIMEOUT_MS, make_engine, normalize_url
 
 ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
 # pg_advisory_xact_lock key: the first 8 bytes of sha256(b"s2s-service:migrations") as a signed integer.
@@ -36,9 +36,9 @@ def alembic_config(url: str | URL, connection: Connection | None = None) -> Conf
 
 
 @contextmanager
-def locked_connection(url: str | URL) -> Iterator[Connection]:
+def locked_connection(url: str | URL, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> Iterator[Connection]:
     """A connection in a transaction holding the migration lock; commits when the block ends."""
-    engine = make_engine(url)
+    engine = make_engine(url, busy_timeout_ms=busy_timeout_ms)
     try:
         with engine.connect() as connection:
             is_sqlite = connection.dialect.name == "sqlite"
@@ -84,9 +84,9 @@ def head() -> str:
     return revision
 
 
-def current(url: str | URL) -> str | None:
+def current(url: str | URL, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> str | None:
     """The database's revision; None for a database that was never migrated."""
-    engine = make_engine(url)
+    engine = make_engine(url, busy_timeout_ms=busy_timeout_ms)
     try:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
@@ -94,19 +94,20 @@ def current(url: str | URL) -> str | None:
         engine.dispose()
 
 
-def is_up_to_date(url: str | URL) -> bool:
-    return current(url) == head()
+def is_up_to_date(url: str | URL, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> bool:
+    return current(url, busy_timeout_ms=busy_timeout_ms) == head()
 
 
-def ensure_schema(url: str | URL) -> bool:
+def ensure_schema(url: str | URL, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> bool:
     """Upgrade the database to the newest revision if it is behind; True if this call migrated it.
 
     The service calls this at start-up. The first check takes no lock; when the database is behind, the check
     is repeated under the migration lock, so of several processes starting at once exactly one migrates.
+    On SQLite each step waits up to `busy_timeout_ms` for another process's lock.
     """
-    if is_up_to_date(url):
+    if is_up_to_date(url, busy_timeout_ms=busy_timeout_ms):
         return False
-    with locked_connection(url) as connection:
+    with locked_connection(url, busy_timeout_ms=busy_timeout_ms) as connection:
         if MigrationContext.configure(connection).get_current_revision() == head():
             return False
         command.upgrade(alembic_config(url, connection), "head")

@@ -14,11 +14,14 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import redis
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from settings import Settings, get_settings
 from workers.attempts import RedisAttempts
@@ -27,6 +30,27 @@ from workers.microbatch import BATCH, Decoder, MicroBatcher
 from workers.service_discovery import resolve_redis_url
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# A database that does not answer: SQLite locked by another process past the busy timeout, PostgreSQL down or
+# unreachable. An outage, not a fault of the request at hand: the work waits for it instead of failing.
+DATABASE_OUTAGE = (OperationalError,)
+OUTAGE_BACKOFF_MAX_S = 30
+
+
+def until_database_answers(call: Callable[[], T], *, what: str, first_wait_s: float = 0.5) -> T:
+    """`call()`, again and again with backoff (up to OUTAGE_BACKOFF_MAX_S apart) while the database does not
+    answer. For start-up steps a worker cannot serve without: it takes no work until they are done."""
+    wait_s = first_wait_s
+    while True:
+        try:
+            return call()
+        except DATABASE_OUTAGE as error:
+            logger.warning("%s: the database does not answer (%s); trying again in %.1f s", what,
+                           str(error).splitlines()[0], wait_s)
+        time.sleep(wait_s)
+        wait_s = min(wait_s * 2, OUTAGE_BACKOFF_MAX_S)
 
 
 @dataclass
@@ -142,8 +166,9 @@ def _build(settings: Settings) -> Runtime:
         settings.output_precision, time.perf_counter() - started
     )
     url = settings.resolved_database_url
-    migrate.ensure_schema(url)
-    engine = make_engine(url)
+    until_database_answers(lambda: migrate.ensure_schema(url, busy_timeout_ms=settings.sqlite_busy_timeout_ms),
+                           what="checking the database schema")
+    engine = make_engine(url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     client = redis.Redis.from_url(resolve_redis_url(settings))
     attempts = RedisAttempts(client)
     batcher = MicroBatcher(
