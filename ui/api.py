@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 from gradio.events import api as register_api
 
+from flows.batch import ENDED
 from settings import get_settings
 from ui import events, handlers
 
@@ -65,7 +66,7 @@ async def batch_status(job_id: str, owner_key: str, request: gr.Request) -> dict
     try:
         owner, _key = _owner(request, owner_key)
         status = await asyncio.to_thread(handlers.job_status, owner, job_id)
-        if status["state"] in {"done", "cancelled", "failed"}:
+        if status["state"] in ENDED:
             status["results"] = await asyncio.to_thread(handlers.job_results, owner, job_id)
     except Exception as error:
         raise events.user_error(error) from error
