@@ -25,7 +25,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -197,6 +199,38 @@ def throughput(engine: Any, clients: int, seconds: float, pairs: list[tuple[str,
             "p50_ms": round(percentile(latencies, 0.5), 2), "p99_ms": round(percentile(latencies, 0.99), 2)}
 
 
+@dataclass
+class BenchService:
+    """What a benchmark's workers and client share: a temporary folder, Redis, a migrated SQLite file, an engine."""
+
+    tmp: Path
+    redis_url: str
+    database_url: str
+    engine: Any
+
+
+@contextmanager
+def bench_service() -> Iterator[BenchService]:
+    """Redis (127.0.0.1:6379 on an empty DB number, else a private one) and a temporary SQLite database, set in
+    this process's environment for workers.client; the engine is disposed of at the end."""
+    from settings import get_settings
+    from storage import migrate
+    from storage.db import make_engine
+    from tests.workers.service_fixtures import redis_for_tests
+
+    with tempfile.TemporaryDirectory() as tmp_name, redis_for_tests(Path(tmp_name)) as redis_url:
+        tmp = Path(tmp_name)
+        database_url = f"sqlite:///{tmp / 'bench.sqlite3'}"
+        migrate.upgrade(database_url)
+        os.environ.update(REDIS_URL=redis_url, DATABASE_URL=database_url)
+        get_settings.cache_clear()
+        engine = make_engine(database_url)
+        try:
+            yield BenchService(tmp, redis_url, database_url, engine)
+        finally:
+            engine.dispose()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_checkpoint = REPO_ROOT / "model" / "checkpoints"
@@ -215,23 +249,15 @@ def main() -> int:
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
 
-    from settings import get_settings
-    from storage import migrate
-    from storage.db import make_engine
-    from tests.workers.service_fixtures import redis_for_tests, service_env, start_worker, stop_worker
+    from tests.workers.service_fixtures import service_env, start_worker, stop_worker
 
     report: dict[str, Any] = {"checkpoint": args.checkpoint, "cpus": os.cpu_count(), "device": args.device,
                               "questions": args.questions}
     pairs = MIXED if args.questions == "mixed" else None
     direct_model = load_direct_model(args.checkpoint, args.device)
-    with tempfile.TemporaryDirectory() as tmp_name, redis_for_tests(Path(tmp_name)) as redis_url:
-        tmp = Path(tmp_name)
-        database_url = f"sqlite:///{tmp / 'bench.sqlite3'}"
-        migrate.upgrade(database_url)
-        os.environ.update(REDIS_URL=redis_url, DATABASE_URL=database_url)
-        get_settings.cache_clear()
-        engine = make_engine(database_url)
-        env = service_env(redis_url, database_url, S2S_CHECKPOINT=args.checkpoint, S2S_LOG_LEVEL="WARNING",
+    with bench_service() as service:
+        tmp, database_url, engine = service.tmp, service.database_url, service.engine
+        env = service_env(service.redis_url, database_url, S2S_CHECKPOINT=args.checkpoint, S2S_LOG_LEVEL="WARNING",
                           S2S_DEVICE=args.device)
         workers = [start_worker(env, tmp / "w1.log", name="bench1@%h")]
         try:
@@ -256,7 +282,6 @@ def main() -> int:
         finally:
             for process in workers:
                 stop_worker(process)
-            engine.dispose()
     best = report["one_worker"][-1]["req_per_s"]
     report["batching_gain_at_64"] = round(best / max(report["one_at_a_time_64_clients"]["req_per_s"], 1e-9), 2)
     print(json.dumps(report, indent=1))

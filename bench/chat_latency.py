@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.bench_queue import percentile  # noqa: E402
+from bench.bench_queue import bench_service, percentile  # noqa: E402
 
 
 def send(engine: Any, text: str) -> tuple[float, dict[str, Any]]:
@@ -48,36 +47,26 @@ def main() -> int:
     args = parser.parse_args()
 
     from model.language import detect_language
-    from settings import get_settings
-    from storage import migrate
-    from storage.db import make_engine
-    from tests.workers.service_fixtures import redis_for_tests, service_env, start_worker, stop_worker
+    from tests.workers.service_fixtures import service_env, start_worker, stop_worker
 
     messages = [json.loads(line)["history"][-1] for line in Path(args.probes).read_text("utf-8").splitlines() if line]
     times: dict[str, list[float]] = {}
     versions: set[str] = set()
-    with tempfile.TemporaryDirectory() as tmp_name, redis_for_tests(Path(tmp_name)) as redis_url:
-        tmp = Path(tmp_name)
-        database_url = f"sqlite:///{tmp / 'bench.sqlite3'}"
-        migrate.upgrade(database_url)
-        os.environ.update(REDIS_URL=redis_url, DATABASE_URL=database_url)
-        get_settings.cache_clear()
-        engine = make_engine(database_url)
-        worker = start_worker(service_env(redis_url, database_url, S2S_CHECKPOINT=args.checkpoint,
-                                          S2S_LOG_LEVEL="WARNING"), tmp / "worker.log", name="chatbench@%h")
+    with bench_service() as service:
+        worker = start_worker(service_env(service.redis_url, service.database_url, S2S_CHECKPOINT=args.checkpoint,
+                                          S2S_LOG_LEVEL="WARNING"), service.tmp / "worker.log", name="chatbench@%h")
         try:
             for text in messages:  # untimed
-                send(engine, text)
+                send(service.engine, text)
             for _ in range(args.rounds):
                 for text in messages:
-                    elapsed, outcome = send(engine, text)
+                    elapsed, outcome = send(service.engine, text)
                     if outcome["status"] != "done":
                         raise SystemExit(f"reply failed: {outcome}")
                     versions.add(str(outcome["model_version"]))
                     times.setdefault(detect_language(text), []).append(elapsed)
         finally:
             stop_worker(worker)
-            engine.dispose()
     report = {"checkpoint": args.checkpoint, "cpus": os.cpu_count(), "model_versions": sorted(versions),
               **{language: {"replies": len(values), "p50_ms": round(percentile(values, 0.5), 1),
                             "p90_ms": round(percentile(values, 0.9), 1)} for language, values in sorted(times.items())}}

@@ -73,7 +73,7 @@ def main() -> int:
         model = build_model(ModelConfig(**{**base, **changes[name]})).train()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         # "packed" routes training through pack_padded_sequence, as before the unpacked path existed
-        Encoder._run_unpacked = _packed if name == "packed" else unpacked  # type: ignore[method-assign]
+        Encoder._run_unpacked = Encoder._run_packed if name == "packed" else unpacked  # type: ignore[method-assign]
         elapsed, rows, tokens = 0.0, 0, 0
         for index, batch in enumerate(batches):
             started = time.process_time()
@@ -92,16 +92,6 @@ def main() -> int:
                       "model": {k: base[k] for k in ("vocab_size", "embed_size", "hidden_size", "encoder_layers",
                                                      "max_source_len")}, "variants": results}))
     return 0
-
-
-def _packed(lstm: Any, inputs: Any, lengths: Any) -> Any:
-    import torch
-    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-
-    packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
-    outputs, (h_n, _) = lstm(packed)
-    states, _ = pad_packed_sequence(outputs, batch_first=True, total_length=inputs.size(1))
-    return states, torch.cat([h_n[-2], h_n[-1]], dim=-1)
 
 
 if __name__ == "__main__":

@@ -132,25 +132,16 @@ class Decoder(nn.Module):
         if self.adaptive is not None:
             log_probs = self.adaptive.log_prob(attentional.float())
             p_gen = log_probs.new_ones(log_probs.size(0))
-            return StepOutput(log_probs=log_probs, state=self._next_state(h1, c1, attentional, coverage, weights),
-                              attention=weights, p_gen=p_gen)
-        logits = self.output_logits(attentional)  # (rows, vocab) float32
-        if self.copy_switch is None:
-            log_probs = torch.log_softmax(logits, dim=-1)
-            p_gen = logits.new_ones(logits.size(0))
+        elif self.copy_switch is None:
+            log_probs = torch.log_softmax(self.output_logits(attentional), dim=-1)  # (rows, vocab) float32
+            p_gen = log_probs.new_ones(log_probs.size(0))
         else:
             p_gen = torch.sigmoid(self.copy_switch(torch.cat([context, query, embedded], dim=-1)).float()).squeeze(-1)
-            log_probs = _mix_copy(logits, p_gen, weights, memory)
-        return StepOutput(log_probs=log_probs, state=self._next_state(h1, c1, attentional, coverage, weights),
-                          attention=weights, p_gen=p_gen)
-
-    @staticmethod
-    def _next_state(h: torch.Tensor, c: torch.Tensor, attentional: torch.Tensor, coverage: torch.Tensor | None,
-                    weights: torch.Tensor) -> DecoderState:
-        state: DecoderState = {"h": h, "c": c, "feed": attentional}
+            log_probs = _mix_copy(self.output_logits(attentional), p_gen, weights, memory)
+        new_state: DecoderState = {"h": h1, "c": c1, "feed": attentional}
         if coverage is not None:
-            state["coverage"] = coverage + weights
-        return state
+            new_state["coverage"] = coverage + weights
+        return StepOutput(log_probs=log_probs, state=new_state, attention=weights, p_gen=p_gen)
 
     def teacher_force(self, inputs: torch.Tensor, targets: torch.Tensor, state: DecoderState, memory: Memory,
                       ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -83,9 +83,15 @@ class Encoder(nn.Module):
             if not torch.is_grad_enabled():
                 return Encoder._run_by_length(lstm, inputs, lengths, src_len)
             return Encoder._run_unpacked(lstm, inputs, lengths)
+        return Encoder._run_packed(lstm, inputs, lengths)
+
+    @staticmethod
+    def _run_packed(lstm: nn.LSTM, inputs: torch.Tensor, lengths: torch.Tensor,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training and inference off the CPU: pack_padded_sequence, the LSTM, pad back to the input's length."""
         packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
         outputs, (h_n, _) = lstm(packed)
-        states, _ = pad_packed_sequence(outputs, batch_first=True, total_length=src_len)
+        states, _ = pad_packed_sequence(outputs, batch_first=True, total_length=inputs.size(1))
         final = torch.cat([h_n[-2], h_n[-1]], dim=-1)  # last layer, forward and backward: (batch, hidden)
         return states, final
 

@@ -74,16 +74,26 @@ class Seq2Seq(nn.Module):
         inputs, targets = batch.tgt_ids[:, :-1], batch.tgt_ids[:, 1:]
         target_mask = targets != self.config.pad_id
         tokens = target_mask.sum()
+        coverage_loss = memory.states.new_zeros((), dtype=torch.float32)
         if not self.config.input_feeding and not self.config.coverage:
-            target_log_probs, full = self.decoder.teacher_force(inputs, targets, state, memory)
-            target_log_probs = target_log_probs * target_mask
-            nll_sum = -target_log_probs.sum()
-            per_token = -target_log_probs
-            if label_smoothing > 0 and full is not None:
-                per_token = (1.0 - label_smoothing) * per_token - label_smoothing * full.mean(dim=-1) * target_mask
-            loss = per_token.sum() / tokens.clamp_min(1)
-            return ForwardOutput(loss=loss, nll_sum=nll_sum.detach(), tokens=tokens.detach(),
-                                 target_log_probs=target_log_probs, log_probs=full)
+            target_log_probs, log_probs = self.decoder.teacher_force(inputs, targets, state, memory)
+        else:
+            log_probs, coverage_loss = self._step_by_step(inputs, targets, state, memory)
+            target_log_probs = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (batch, tgt_len)
+        target_log_probs = target_log_probs * target_mask
+        per_token = -target_log_probs
+        if label_smoothing > 0 and log_probs is not None:  # the adaptive softmax never builds log_probs
+            per_token = (1.0 - label_smoothing) * per_token - label_smoothing * log_probs.mean(dim=-1) * target_mask
+        loss = per_token.sum() / tokens.clamp_min(1)
+        if coverage_weight > 0:
+            loss = loss + coverage_weight * coverage_loss / tokens.clamp_min(1)
+        return ForwardOutput(loss=loss, nll_sum=-target_log_probs.sum().detach(), tokens=tokens.detach(),
+                             target_log_probs=target_log_probs, log_probs=log_probs)
+
+    def _step_by_step(self, inputs: torch.Tensor, targets: torch.Tensor, state: DecoderState, memory: Memory,
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher forcing one decoder step at a time (input feeding, coverage): the (batch, tgt_len, vocab)
+        log-probabilities and the coverage loss summed over real target tokens."""
         step_log_probs = []
         coverage_loss = memory.states.new_zeros((), dtype=torch.float32)
         for t in range(inputs.size(1)):
@@ -94,19 +104,7 @@ class Seq2Seq(nn.Module):
                 coverage_loss = coverage_loss + (step_cov * (targets[:, t] != self.config.pad_id)).sum()
             step_log_probs.append(out.log_probs)
             state = out.state
-        log_probs = torch.stack(step_log_probs, dim=1)  # (batch, tgt_len, vocab)
-        nll = -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (batch, tgt_len)
-        nll_sum = (nll * target_mask).sum()
-        if label_smoothing > 0:
-            smooth = -log_probs.mean(dim=-1)  # (batch, tgt_len)
-            per_token = (1.0 - label_smoothing) * nll + label_smoothing * smooth
-        else:
-            per_token = nll
-        loss = (per_token * target_mask).sum() / tokens.clamp_min(1)
-        if coverage_weight > 0:
-            loss = loss + coverage_weight * coverage_loss / tokens.clamp_min(1)
-        return ForwardOutput(loss=loss, nll_sum=nll_sum.detach(), tokens=tokens.detach(),
-                             target_log_probs=-nll * target_mask, log_probs=log_probs)
+        return torch.stack(step_log_probs, dim=1), coverage_loss
 
 
 def build_model(config: ModelConfig) -> Seq2Seq:

@@ -63,6 +63,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--coverage", action="store_true", help="enable coverage (and its loss)")
     parser.add_argument("--label-smoothing", type=float, help="label smoothing epsilon")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (one is fastest on 2 cores)")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     parser.add_argument("--resume", action="store_true", help="continue from out/last.pt")
     parser.add_argument("--init-from", help="start from this checkpoint's weights, config and tokenizer "
@@ -152,9 +153,9 @@ def evaluate_loss(model: Seq2Seq, examples: Sequence[Any], config: TrainConfig, 
 
 
 def run_training(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(max(1, getattr(args, "threads", 1)))
     if getattr(args, "arch", "seq2seq") == "reader":
         return run_reader_training(args)
-    torch.set_num_threads(max(1, getattr(args, "threads", 1)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     train_records, reports = read_records(args.train)

@@ -62,7 +62,6 @@ def add_reader_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-glove", action="store_true", help="learn every word vector (tests, toy data)")
     group.add_argument("--language", choices=["en", "zh"], help="default: detected from the training data")
     group.add_argument("--epochs", type=float, help="stop after this many passes over the training data")
-    group.add_argument("--threads", type=int, default=1, help="torch CPU threads, both architectures (one is fastest on 2 cores)")
     group.add_argument("--valid-size", type=int, default=1000,
                        help="training questions held out (whole passages) when --valid is not given")
     group.add_argument("--max-answer-words", type=int, help="span search cap")
@@ -186,7 +185,7 @@ def evaluate(predictor: ReaderPredictor, examples: Sequence[QAExample], language
 
 
 def run_reader_training(args: argparse.Namespace) -> dict[str, Any]:
-    torch.set_num_threads(max(1, args.threads))
+    """`s2s train --arch reader`; model.train.run_training has set the torch threads."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _, train_overrides = READER_PRESETS[args.preset]
