@@ -32,6 +32,7 @@ COPY cli cli
 COPY storage storage
 COPY workers workers
 COPY flows flows
+COPY supervisor supervisor
 COPY ui ui
 RUN pip install --no-deps -e . \
  && python -c "import sys, ui.app; assert 'torch' not in sys.modules, 'the UI image must not need torch'"

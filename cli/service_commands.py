@@ -77,12 +77,12 @@ def _guarded(handler: Any) -> Any:
         from kombu.exceptions import OperationalError as BrokerError
         from sqlalchemy.exc import DBAPIError
 
+        from flows.uploads import BatchFileError
         from storage.errors import StorageError
-        from workers.batch_files import BatchFileError
+        from supervisor.service import PortInUse
+        from supervisor.service_lock import ServiceAlreadyRunning
         from workers.client import NoWorker, ResultTimeout
         from workers.service_discovery import ServiceNotRunning
-        from workers.service_lock import ServiceAlreadyRunning
-        from workers.supervisor import PortInUse
 
         expected = (ServiceNotRunning, ServiceAlreadyRunning, PortInUse, NoWorker, ResultTimeout, BatchFileError,
                     StorageError, OSError)
@@ -134,7 +134,7 @@ def _up(args: argparse.Namespace) -> int:
     import logging
 
     from settings import get_settings
-    from workers import supervisor
+    from supervisor import service as supervisor
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -192,16 +192,13 @@ def _worker_check(args: argparse.Namespace) -> int:
     import redis
     from celery.utils.nodenames import host_format
 
-    from settings import get_settings
-    from workers.heartbeat import HEARTBEAT_PREFIX
-    from workers.service_discovery import pid_alive, resolve_redis_url
+    from workers.client import list_workers
+    from workers.service_discovery import pid_alive
 
     host = socket.gethostname()
     wanted = host_format(args.name) if args.name else None
     try:
-        client = redis.Redis.from_url(resolve_redis_url(get_settings()), socket_timeout=5)
-        records = [json.loads(raw) for key in client.scan_iter(match=HEARTBEAT_PREFIX + "*")
-                   if (raw := client.get(key)) is not None]
+        records = list_workers()
     except redis.RedisError as error:
         print(f"s2s worker --check: Redis not reachable: {error}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ One implementation of each thing a user can ask the service to do, from plain va
 - `flows.questions`: ask a question about a passage (store, then enqueue or mark failed), read the result.
 - `flows.batch`: read and parse an upload, submit a job (store, then enqueue or mark failed), status, list,
   cancel, results.
+- `flows.uploads`: batch files (JSONL, CSV, SQuAD JSON) -> items and per-line errors (pure parsing).
 - `flows.exports`: a job's results as JSONL, CSV and SQuAD predictions JSON.
 
 A flow stores rows through `storage` in its own `transaction()`, and talks to the workers only through

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from flows.queueing import EngineSource, enqueue_or_fail
+from flows.uploads import BatchFileError, BatchLimits, ParsedBatch, parse_batch_file
 from settings import get_settings
 from storage import qa
 from storage.db import transaction
 from workers import client
-from workers.batch_files import BatchFileError, BatchLimits, ParsedBatch, parse_batch_file
 
 FILENAME_CHARS = 255
 ENDED = frozenset({"done", "cancelled", "failed"})

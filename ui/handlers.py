@@ -24,13 +24,13 @@ from sqlalchemy import Engine
 
 from flows import batch, chat, questions
 from flows.chat import SentMessage
+from flows.uploads import BatchFileError
 from model.decode_file import decode_settings_for
 from settings import get_settings
 from storage.db import make_engine
 from storage.errors import DuplicateKey, EmptyInput, InputTooLong, NotFound
 from storage.models import Role, TurnStatus
 from workers import client
-from workers.batch_files import BatchFileError
 from workers.service_discovery import ServiceNotRunning
 
 logger = logging.getLogger(__name__)

@@ -16,10 +16,11 @@ from celery import Celery, signals
 from kombu import Queue
 
 from settings import Settings, get_settings
-from workers.metrics import SENT_AT_HEADER
 from workers.redis_transport import TRANSPORT
 from workers.result_backend import BACKEND
 from workers.service_discovery import resolve_redis_url
+
+SENT_AT_HEADER = "s2s_sent_at"  # epoch seconds, stamped on every message by the publishing process (below)
 
 INTERACTIVE_QUEUE = "interactive"
 BATCH_QUEUE = "batch"

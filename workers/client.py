@@ -8,6 +8,7 @@ so a result arrives as soon as it is stored, with no polling interval.
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import redis
@@ -47,16 +48,30 @@ REDIS_TIMEOUT_S = 5.0
 REDIS_RETRIES = 1
 
 
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(resolve_redis_url(get_settings()), socket_timeout=REDIS_TIMEOUT_S,
-                                socket_connect_timeout=REDIS_TIMEOUT_S,
-                                retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), REDIS_RETRIES))
+_clients_lock = threading.Lock()
+_clients: dict[str, redis.Redis] = {}
+
+
+def redis_client() -> redis.Redis:
+    """This process's one Redis client (its connection pool is thread-safe and shared by every caller: the
+    client functions below, the worker's attempt log, heartbeat and recovery). One per resolved URL, so a
+    test or a command that points REDIS_URL elsewhere gets a client for the new server."""
+    url = resolve_redis_url(get_settings())
+    with _clients_lock:
+        client = _clients.get(url)
+        if client is None:
+            client = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S,
+                                          retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), REDIS_RETRIES))
+            _clients[url] = client
+        return client
+
+
 
 
 def require_broker() -> None:
     """Raise ServiceNotRunning (no REDIS_URL, no live `s2s up`) or a redis.RedisError (not answering) unless
     Redis answers: a caller checks this before storing rows it will enqueue."""
-    _redis().ping()
+    redis_client().ping()
 
 
 def _send(name: str, *args: Any) -> str:
@@ -84,7 +99,7 @@ def cancel_job(job_id: str) -> int:
     Call it after storage.qa.cancel_job committed: that is what stops items; revoking only spares workers the
     messages. Returns how many chunk tasks were revoked.
     """
-    raw = _redis().get(JOB_CHUNKS_KEY.format(job_id=job_id))
+    raw = redis_client().get(JOB_CHUNKS_KEY.format(job_id=job_id))
     count = int(raw) if raw is not None else 0
     if count:
         app.control.revoke([chunk_task_id(job_id, index) for index in range(count)])
@@ -113,7 +128,7 @@ def wait_for_question(task_id: str, *, timeout: float = 60.0) -> dict[str, Any]:
 
 def list_workers() -> list[dict[str, Any]]:
     """Live workers from their heartbeats: {hostname, pid, versions, device, queues, started_at, last_seen, ...}."""
-    client = _redis()
+    client = redis_client()
     keys = sorted(client.scan_iter(match=HEARTBEAT_PREFIX + "*"))
     records = []
     for raw in client.mget(keys) if keys else []:
@@ -130,7 +145,7 @@ def require_worker(queue: str = INTERACTIVE_QUEUE) -> None:
 
 def queue_depths() -> dict[str, int]:
     """Messages waiting (not yet taken by a worker) per queue: {"interactive": n, "batch": m}."""
-    client = _redis()
+    client = redis_client()
     pipe = client.pipeline()
     for name in QUEUES:
         pipe.llen(name)

@@ -11,7 +11,8 @@ What is measured, and where it is recorded:
   time by `RedisCollector`, so no process has to keep them up to date.
 
 One worker is one process (threads or solo pool), so the default registry needs no multiprocess mode. This
-module imports neither torch nor tasks.py: the UI imports it for the collector.
+module imports neither torch nor tasks.py: the UI imports it for the collector. It reads Redis through
+workers.client, which never imports it (celery_app stamps the header this module reads).
 """
 
 from __future__ import annotations
@@ -26,16 +27,17 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-logger = logging.getLogger(__name__)
+from workers.celery_app import ITEMS_TASK, QUESTION_TASK, REPLY_TASK, SENT_AT_HEADER, START_JOB_TASK
+from workers.client import list_workers, queue_depths
 
-SENT_AT_HEADER = "s2s_sent_at"  # epoch seconds, stamped by the publishing process (celery_app.py)
+logger = logging.getLogger(__name__)
 
 # Task names -> the `kind` label: short, stable, and independent of module paths.
 TASK_KINDS = {
-    "workers.reply_to_turn": "reply",
-    "workers.answer_question": "question",
-    "workers.start_job": "start_job",
-    "workers.answer_items": "batch_items",
+    REPLY_TASK: "reply",
+    QUESTION_TASK: "question",
+    START_JOB_TASK: "start_job",
+    ITEMS_TASK: "batch_items",
 }
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -154,8 +156,8 @@ def connect_task_signals() -> None:
 class RedisCollector(Collector):
     """Queue depths (Redis LLEN of the Celery queues) and live workers per queue, read when scraped.
 
-    `depths` and `workers` are workers.client.queue_depths and list_workers (passed in, so this module does
-    not import the Celery client). A scrape while Redis is down reports nothing for these rather than failing.
+    `depths` and `workers` are workers.client.queue_depths and list_workers (passed in, so a test can give
+    its own). A scrape while Redis is down reports nothing for these rather than failing.
     """
 
     def __init__(self, depths: Callable[[], dict[str, int]],
@@ -192,8 +194,6 @@ _collectors: dict[int, RedisCollector] = {}
 
 def register_redis_collector(registry: CollectorRegistry = REGISTRY) -> None:
     """Add the queue-depth collector to `registry` once (the UI and the worker both call this)."""
-    from workers.client import list_workers, queue_depths
-
     with _collector_lock:
         if id(registry) not in _collectors:
             collector = RedisCollector(queue_depths, list_workers)

@@ -25,9 +25,9 @@ from sqlalchemy.exc import OperationalError
 
 from settings import Settings, get_settings
 from workers.attempts import RedisAttempts
+from workers.client import redis_client
 from workers.jobs import Serving
 from workers.microbatch import BATCH, Decoder, MicroBatcher
-from workers.service_discovery import resolve_redis_url
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def _build(settings: Settings) -> Runtime:
     until_database_answers(lambda: migrate.ensure_schema(url, busy_timeout_ms=settings.sqlite_busy_timeout_ms),
                            what="checking the database schema")
     engine = make_engine(url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
-    client = redis.Redis.from_url(resolve_redis_url(settings))
+    client = redis_client()  # the process's one client: attempts, heartbeat, recovery and chunk sends
     attempts = RedisAttempts(client)
     batcher = MicroBatcher(
         _TestHooks.wrap(model),

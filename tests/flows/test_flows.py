@@ -15,9 +15,9 @@ from sqlalchemy import Engine, func, select
 from cli.main import main
 from flows import batch, chat, exports, questions
 from flows.queueing import NOT_QUEUED
+from flows.uploads import BatchFileError
 from storage.models import QAJob, Question
 from tests.ui.conftest import OWNER, PASSAGE, FakeQueue
-from workers.batch_files import BatchFileError
 from workers.client import NoWorker
 
 BROKEN = redis.ConnectionError("connection refused")

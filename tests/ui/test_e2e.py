@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 
 from storage import migrate
+from supervisor.embedded_redis import free_port
 from tests.workers.conftest import REPO_ROOT
 from tests.workers.service_fixtures import redis_for_tests, service_env, start_worker, stop_worker
 from ui.handlers import PENDING_TEXT
-from workers.embedded_redis import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

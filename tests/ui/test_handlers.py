@@ -14,6 +14,7 @@ import sqlalchemy.exc
 from sqlalchemy import func, select
 
 from flows import exports
+from flows.uploads import BatchFileError
 from settings import get_settings
 from storage import conversations, qa
 from storage.db import transaction
@@ -21,7 +22,6 @@ from storage.errors import EmptyInput, InputTooLong, NotFound
 from storage.models import Passage
 from tests.ui.conftest import ATTENTION, OTHER, OWNER, PASSAGE, FakeQueue
 from ui import attention, events, handlers
-from workers.batch_files import BatchFileError
 from workers.client import NoWorker
 
 

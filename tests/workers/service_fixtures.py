@@ -41,8 +41,8 @@ def redis_for_tests(tmp_dir: Path) -> Iterator[str]:
                 finally:
                     client.flushdb()
                 return
-    from workers.embedded_redis import start_redis
-    from workers.supervisor import Child, stop_child
+    from supervisor.embedded_redis import start_redis
+    from supervisor.service import Child, stop_child
 
     embedded = start_redis(tmp_dir / "redis", log_file=tmp_dir / "redis.log")
     try:

@@ -1,6 +1,6 @@
 """`s2s up`: run the whole service on one machine as child processes, and stop all of them cleanly.
 
-Takes the data directory's lock first (workers/service_lock.py: a second `s2s up` there refuses before it
+Takes the data directory's lock first (supervisor/service_lock.py: a second `s2s up` there refuses before it
 touches anything) and checks that the UI port is free. Then starts (in order) a private Redis unless REDIS_URL
 is set, the database migrations, one worker (`s2s worker`) and the UI (`python -m ui.app`, when ui/app.py
 exists), each in its own process group with its log in S2S_DATA_DIR/logs; writes S2S_DATA_DIR/service.json
@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from settings import REPO_ROOT, Settings
-from workers.embedded_redis import start_redis
-from workers.orphans import terminate_with_parent
+from supervisor.embedded_redis import start_redis
+from supervisor.orphans import terminate_with_parent
+from supervisor.service_lock import ServiceLock, acquire_service_lock
 from workers.service_discovery import remove_service_file, write_service_file
-from workers.service_lock import ServiceLock, acquire_service_lock
 
 logger = logging.getLogger(__name__)
 

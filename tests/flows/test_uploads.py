@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from workers.batch_files import BatchFileError, BatchLimits, parse_batch_file
+from flows.uploads import BatchFileError, BatchLimits, parse_batch_file
 
 LIMITS = BatchLimits(max_items=5, max_bytes=10_000, max_question_chars=40, max_passage_chars=100)
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from settings import Settings
-from workers.supervisor import (
+from supervisor.service import (
     RESTART_LIMIT,
     RESTART_WINDOW_S,
     Child,

@@ -3,7 +3,7 @@
 The server gets a free loopback port, keeps its data (append-only file) in S2S_DATA_DIR/redis, never evicts
 keys (Celery's bindings and queued messages must not vanish under memory pressure), and runs in its own
 process group so the caller can stop it with the rest of the service. This module does not decide when to
-start it; cli/service_commands.py does.
+start it; supervisor/service.py does.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from workers.orphans import terminate_with_parent
+from supervisor.orphans import terminate_with_parent
 
 
 @dataclass
@@ -58,12 +58,14 @@ def start_redis(data_dir: Path, *, log_file: Path, host: str = "127.0.0.1", time
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True,
                                preexec_fn=terminate_with_parent)
     url = f"redis://{host}:{port}/0"
+    probe = redis.Redis.from_url(url, socket_timeout=0.5)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"redis-server exited with {process.returncode}; see {log_file}")
         try:
-            if redis.Redis.from_url(url, socket_timeout=0.5).ping():
+            if probe.ping():
+                probe.close()
                 return EmbeddedRedis(process=process, url=url, data_dir=data_dir)
         except redis.exceptions.ConnectionError:
             time.sleep(0.05)
