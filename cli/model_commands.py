@@ -82,6 +82,8 @@ def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fluency-margin", type=float,
                         help="chat reranking: drop candidates whose mean log-prob per token is more than this many "
                              "nats below the best candidate's")
+    parser.add_argument("--backward-weight", type=float,
+                        help="chat reranking: weight of mean log p(message | reply) under the backward model")
     parser.add_argument("--abstractive", action="store_true", help="RC: do not constrain answers to the passage")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
     parser.add_argument("--output-precision", choices=["auto", "float32", "bfloat16"], default=None,
@@ -91,7 +93,7 @@ def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
 def decode_overrides(args: argparse.Namespace) -> dict[str, Any]:
     names = ("beam_size", "n_best", "max_length", "min_length", "length_penalty", "length_normalize",
              "no_repeat_ngram_size", "mmi_weight", "sample_count", "top_p", "top_k", "temperature",
-             "fluency_margin")
+             "fluency_margin", "backward_weight")
     changes = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if getattr(args, "abstractive", False):
         changes["extractive"] = False

@@ -84,6 +84,8 @@ class DecodeConfig:
     temperature: float = 1.0         # divides the log-probs the samples are drawn from
     fluency_margin: float = 10.0     # chat reranking: a candidate (beam or sample) whose mean log-prob per token is
     #                                  more than this many nats below the best candidate's is dropped before MMI
+    backward_weight: float = 0.0     # chat reranking: + w * mean log p(message | reply) under the checkpoint's backward
+    #                                  model (MMI-bidi, Li et al. 2016): replies the message is predictable from win
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
@@ -106,6 +108,8 @@ class DecodeConfig:
             raise ValueError("temperature must be in (0, 10]")
         if self.fluency_margin < 0:
             raise ValueError("fluency_margin must be >= 0")
+        if not 0.0 <= self.backward_weight <= 10.0:
+            raise ValueError("backward_weight must be in [0, 10]")
 
     def replace(self, **changes: Any) -> DecodeConfig:
         return dataclasses.replace(self, **changes)
@@ -139,7 +143,7 @@ class DecodeConfig:
 
 REQUESTABLE = frozenset({"beam_size", "n_best", "max_length", "min_length", "length_penalty", "length_normalize",
                          "no_repeat_ngram_size", "mmi_weight", "sample_count", "top_p", "top_k",
-                         "temperature", "fluency_margin"})
+                         "temperature", "fluency_margin", "backward_weight"})
 
 
 @dataclass(frozen=True)

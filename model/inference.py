@@ -23,7 +23,7 @@ from .config import DecodeConfig, ModelConfig
 from .decode_file import MODELS_FILE
 from .decoder import Memory
 from .device import resolve_device, resolve_output_precision
-from .formatting import Source, format_chat, format_rc
+from .formatting import Source, chat_target, format_chat, format_rc
 from .language import detect_language
 from .sampling import sample, seed_of
 from .seq2seq import Batch, Seq2Seq
@@ -88,12 +88,15 @@ def pad_sources(sources: list[Source], pad_id: int, device: torch.device) -> tup
     return ids.to(device), lengths, features.to(device), passage.to(device), starts.to(device), ends.to(device)
 
 
+BACKWARD_DIR = "backward"  # a chat checkpoint's backward model (reply -> message), for MMI-bidi reranking
+
+
 class Predictor:
-    """One checkpoint on one device."""
+    """One checkpoint on one device (with its backward model when the checkpoint folder holds one)."""
 
     def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, *, device: torch.device,
                  decode: DecodeConfig | None = None, version: str = "unversioned",
-                 output_precision: str = "float32") -> None:
+                 output_precision: str = "float32", backward: Predictor | None = None) -> None:
         keep_freed_memory()  # decoding reallocates the same large tensors every step (see model/allocator.py)
         self.model = model.eval()
         self.output_dtype = resolve_output_precision(output_precision, device)
@@ -105,6 +108,7 @@ class Predictor:
         self.default_decode = decode or DecodeConfig()
         self.version = version
         self.task = self.config.task
+        self.backward = backward
         banned = [tokenizer.pad_id, tokenizer.unk_id, *tokenizer.control_ids.values()]
         self._banned_ids = torch.tensor(sorted(set(banned)), device=device)
 
@@ -112,10 +116,14 @@ class Predictor:
     def from_checkpoint(cls, path: str | Path, device: str = "auto", output_precision: str = "float32") -> Predictor:
         torch_device = resolve_device(device)
         loaded = load_checkpoint(path, device=torch_device)
-        name = Path(path).name if Path(path).is_dir() else Path(path).parent.name
-        version = f"{name}@{loaded.tokenizer.checksum[:8]}-{loaded.step}"
+        folder = Path(path) if Path(path).is_dir() else Path(path).parent
+        version = f"{folder.name}@{loaded.tokenizer.checksum[:8]}-{loaded.step}"
+        backward = None
+        if (folder / BACKWARD_DIR / MODEL_FILE).exists():
+            backward = cls.from_checkpoint(folder / BACKWARD_DIR, device, output_precision)
+            version += f"+backward-{backward.version.rsplit('-', 1)[-1]}"
         return cls(loaded.model, loaded.tokenizer, device=torch_device, decode=loaded.decode, version=version,
-                   output_precision=output_precision)
+                   output_precision=output_precision, backward=backward)
 
     # --- public API -------------------------------------------------------------------------
     def answer(self, questions: list[tuple[str, str]], decode: DecodeConfig | None = None) -> list[list[Hypothesis]]:
@@ -138,17 +146,20 @@ class Predictor:
         budget = min(self.config.max_source_len, decode.max_source_len or self.config.max_source_len)
         sources = [format_chat(self.tokenizer, list(h), max_source_len=budget,
                                max_turns=self.config.max_history_turns) for h in histories]
-        if decode.mmi_weight > 0 or decode.sample_count > 0:
+        if decode.backward_weight > 0 and self.backward is None:
+            raise InputError(f"{self.version} has no backward model: backward_weight must be 0")
+        if decode.mmi_weight > 0 or decode.sample_count > 0 or decode.backward_weight > 0:
             candidates = self._decode(sources, decode.replace(n_best=decode.beam_size), extractive=False)
             if decode.sample_count > 0:
                 candidates = [_unique(beam + drawn) for beam, drawn in zip(candidates, self._sample(sources, decode))]
-            results = self._rerank_mmi(candidates, decode)
+            results = self._rerank_mmi(candidates, decode, [h[-1] for h in histories])
         else:
             results = self._decode(sources, decode, extractive=False)
         return [[self._to_hypothesis(h, source, None) for h in hyps] for hyps, source in zip(results, sources)]
 
     @torch.inference_mode()
-    def _rerank_mmi(self, results: list[list[BeamHypothesis]], decode: DecodeConfig) -> list[list[BeamHypothesis]]:
+    def _rerank_mmi(self, results: list[list[BeamHypothesis]], decode: DecodeConfig,
+                    messages: list[str]) -> list[list[BeamHypothesis]]:
         """Maximum mutual information reranking (Li et al. 2016, anti-LM form): replies that are likely after
         any message ("I don't know") lose to replies that are likely after this one.
 
@@ -156,17 +167,43 @@ class Predictor:
         after a conversation with an empty message. With mmi_weight 0 this is plain length-penalised ranking.
         All candidates are scored in batches; a request keeps its n_best. First the fluency floor: a candidate
         whose mean log p(T|S) per token is more than decode.fluency_margin below its request's best is dropped,
-        so neither a sample nor a low beam that MMI favours for being unusual can win when it is garbled."""
+        so neither a sample nor a low beam that MMI favours for being unusual can win when it is garbled.
+
+        With decode.backward_weight > 0 (MMI-bidi) each score also gains backward_weight * mean log p(message |
+        reply) under the backward model: a reply the message can be guessed from is a reply to this message."""
         results = [fluent_candidates(hyps, decode.fluency_margin) for hyps in results]
         flat = [hyp for hyps in results for hyp in hyps if hyp.token_ids]
+        backward_scores = (self._backward_scores(results, messages) if decode.backward_weight > 0
+                           else {id(hyp): 0.0 for hyp in flat})
         neutral = format_chat(self.tokenizer, [""], max_source_len=8, max_turns=1)
         for start in range(0, len(flat), SCORE_ROWS):
             chunk = flat[start:start + SCORE_ROWS]
             priors = (self.score_targets([neutral] * len(chunk), [h.token_ids for h in chunk])
                       if decode.mmi_weight > 0 else [0.0] * len(chunk))
             for hyp, prior in zip(chunk, priors):
-                hyp.score = (hyp.log_prob - decode.mmi_weight * prior) / normaliser(len(hyp.token_ids) + 1, decode)
+                hyp.score = ((hyp.log_prob - decode.mmi_weight * prior) / normaliser(len(hyp.token_ids) + 1, decode)
+                             + decode.backward_weight * backward_scores[id(hyp)])
         return [sorted(hyps, key=lambda h: h.score, reverse=True)[:decode.n_best] for hyps in results]
+
+    def _backward_scores(self, results: list[list[BeamHypothesis]], messages: list[str]) -> dict[int, float]:
+        """Mean log p(message | reply) per token (eos included) for every non-empty candidate, by id."""
+        backward = self.backward
+        assert backward is not None
+        pairs = []
+        for hyps, message in zip(results, messages):
+            target = chat_target(backward.tokenizer, message, max_len=backward.config.max_source_len)
+            for hyp in hyps:
+                if hyp.token_ids:
+                    reply = format_chat(backward.tokenizer, [self.tokenizer.decode(hyp.token_ids)],
+                                        max_source_len=backward.config.max_source_len, max_turns=1)
+                    pairs.append((hyp, reply, target))
+        scores: dict[int, float] = {}
+        for start in range(0, len(pairs), SCORE_ROWS):
+            chunk = pairs[start:start + SCORE_ROWS]
+            sums = backward.score_targets([reply for _, reply, _ in chunk], [target for _, _, target in chunk])
+            for (hyp, _, target), total in zip(chunk, sums):
+                scores[id(hyp)] = total / (len(target) + 1)
+        return scores
 
     @torch.inference_mode()
     def score_targets(self, sources: list[Source], targets: list[list[int]]) -> list[float]:
