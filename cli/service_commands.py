@@ -3,7 +3,7 @@
 Every command finds Redis with workers.service_discovery.resolve_redis_url (REDIS_URL, else the service.json
 of a live `s2s up` in S2S_DATA_DIR) and the database from DATABASE_URL (else the SQLite file in S2S_DATA_DIR).
 ask, chat and batch run the request flows in flows/ (the ones the UI runs): they store the rows, enqueue them
-or mark them failed when that raises, and ask and chat wait on the result store's pub/sub. A command that
+or mark them failed when that raises, and ask and chat wait by reading the answer's row. A command that
 enqueues checks that it can reach Redis before it stores anything, so a missing service leaves no row behind
 that no worker would ever see, and a request the broker then refuses is failed, not left pending; either way
 the command prints one line and exits 2. Imports of Celery, SQLAlchemy and torch happen inside the handlers.
@@ -224,7 +224,7 @@ def _ask(args: argparse.Namespace) -> int:
     from flows import questions
 
     asked = questions.ask(_engine, CLI_OWNER, args.passage, args.question)
-    outcome = questions.wait(asked, timeout=_timeout(args))
+    outcome = questions.wait(_engine, asked.question_id, timeout=_timeout(args))
     if outcome["status"] != "done":
         print(f"s2s ask: {outcome.get('error') or outcome['status']}", file=sys.stderr)
         return 1
@@ -255,7 +255,7 @@ def _chat(args: argparse.Namespace) -> int:
         except (EmptyInput, InputTooLong, UnstorableText) as error:  # this message only; the chat goes on
             print(f"s2s chat: {error}", file=sys.stderr, flush=True)
             continue
-        outcome = chat.wait(sent, timeout=_timeout(args))
+        outcome = chat.wait(_engine, sent.reply_turn_id, timeout=_timeout(args))
         if outcome["status"] == "done":
             print(f"bot> {outcome['text']}", flush=True)
         else:

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from flows.queueing import EngineSource, enqueue_or_fail
+from flows.waiting import wait_until_ended
 from settings import get_settings
 from storage import conversations
 from storage.db import transaction
 from storage.limits import check_text
 from storage.models import Role, TurnStatus
-from workers import client
+from workers import client, job_store
 
 TITLE_CHARS = 40  # a conversation started by a message is titled with its start
 TITLE_MAX_CHARS = 200
@@ -107,12 +108,11 @@ def poll(engine: EngineSource, owner: str, turn_id: int) -> dict[str, Any]:
         return {"status": turn.status.value, "text": turn.text, "error": turn.error}
 
 
-def wait(sent: SentMessage, *, timeout: float) -> dict[str, Any]:
-    """Block until the queued reply is stored: {"turn_id", "status", "text", "model_version", "error", ...};
-    workers.client.ResultTimeout after `timeout` seconds (the reply stays queued)."""
-    if sent.task_id is None:
-        raise ValueError("the reply was stored but not queued: queue it first")
-    return client.wait_for_turn(sent.task_id, timeout=timeout)
+def wait(engine: EngineSource, turn_id: int, *, timeout: float) -> dict[str, Any]:
+    """Block until the reply is stored, failed or cancelled, reading its row: {"turn_id", "status", "text",
+    "model_version", "latency_ms", "error"}; workers.client.ResultTimeout after `timeout` seconds (the reply
+    stays queued)."""
+    return wait_until_ended(engine, lambda db: job_store.turn_outcome(db, turn_id=turn_id), timeout=timeout)
 
 
 def last_failed_reply(engine: EngineSource, owner: str, conversation_id: str) -> int | None:

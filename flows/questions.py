@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from flows.queueing import EngineSource, enqueue_or_fail
+from flows.waiting import wait_until_ended
 from settings import get_settings
 from storage import qa
 from storage.db import transaction
 from storage.limits import check_text
-from workers import client
+from workers import client, job_store
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,12 @@ def ask(engine: EngineSource, owner: str, passage: str, question: str) -> AskedQ
     return AskedQuestion(question_id=question_id, task_id=task_id)
 
 
-def wait(asked: AskedQuestion, *, timeout: float) -> dict[str, Any]:
-    """Block until the answer is stored: {"question_id", "status", "answer", "score", "span", "n_best",
-    "model_version", "latency_ms", "error"}; workers.client.ResultTimeout after `timeout` seconds."""
-    return client.wait_for_question(asked.task_id, timeout=timeout)
+def wait(engine: EngineSource, question_id: str, *, timeout: float) -> dict[str, Any]:
+    """Block until the question is answered, failed or cancelled, reading its row: {"question_id", "status",
+    "answer", "score", "span", "n_best", "model_version", "latency_ms", "error"};
+    workers.client.ResultTimeout after `timeout` seconds."""
+    return wait_until_ended(engine, lambda db: job_store.question_outcome(db, question_id=question_id),
+                            timeout=timeout)
 
 
 def result(engine: EngineSource, owner: str, question_id: str) -> dict[str, Any]:

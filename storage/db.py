@@ -4,6 +4,8 @@
 turns on WAL, a busy timeout and foreign keys, and starts every transaction with BEGIN IMMEDIATE, so two
 processes writing at once wait for each other instead of failing with "database is locked" half-way through a
 transaction. `transaction(engine)` is where a UI handler or a task commits; repository functions never do.
+`read_transaction(engine)` is for polls and listings that write nothing: on SQLite it begins a deferred
+transaction, which in WAL mode neither waits for a writer nor makes one wait.
 Creating an engine is left to the process that uses it (after a fork, see workers/runtime.py); nothing here
 runs at import.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -75,10 +78,15 @@ def _switch_to_wal(cursor: Any) -> None:
             time.sleep(0.01)
 
 
+_READ_ONLY = "s2s_read_only"  # execution option of read_transaction's connections
+
+
 def _begin_immediate(connection: Any) -> None:
     # IMMEDIATE takes the write lock up front (waiting up to the busy timeout). A deferred transaction that read
-    # first and writes later fails at once with SQLITE_BUSY when another process committed in between.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # first and writes later fails at once with SQLITE_BUSY when another process committed in between; one that
+    # only reads (read_transaction) reads a snapshot and needs no lock.
+    read_only = connection.get_execution_options().get(_READ_ONLY, False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 # One Session class for every engine, bound per session: a sessionmaker defines a new Session subclass, and
@@ -96,6 +104,21 @@ def session_factory(engine: Engine) -> Callable[[], Session]:
 def transaction(engine: Engine) -> Iterator[Session]:
     """Yield a Session in a transaction: commit when the block ends, roll back if it raises."""
     with _Session(bind=engine) as db, db.begin():
+        yield db
+
+
+_read_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def read_transaction(engine: Engine) -> Iterator[Session]:
+    """Yield a Session for reads only (a poll, a listing); it is rolled back when the block ends. On SQLite the
+    transaction is deferred: it takes no write lock, so a UI or CLI polling a row never queues behind a worker's
+    write, nor holds one up."""
+    read_engine = _read_engines.get(engine)
+    if read_engine is None:  # the same pool and events, with the option _begin_immediate reads
+        read_engine = _read_engines[engine] = engine.execution_options(**{_READ_ONLY: True})
+    with _Session(bind=read_engine) as db:  # autobegins on the first read; closing rolls back
         yield db
 
 

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 from celery import Celery, signals
 from kombu import Queue
 
 from settings import Settings, get_settings
-from workers.redis_transport import TRANSPORT
-from workers.result_backend import BACKEND
 from workers.service_discovery import resolve_redis_url
 
 SENT_AT_HEADER = "s2s_sent_at"  # epoch seconds, stamped on every message by the publishing process (below)
@@ -59,19 +56,7 @@ def send_item_chunks(celery: Celery, client: Any, job_id: str, chunks: list[list
     first = int(pipe.execute()[0]) - len(chunks)
     for index, item_ids in enumerate(chunks, start=first):
         celery.send_task(ITEMS_TASK, args=[job_id, item_ids], task_id=chunk_task_id(job_id, index),
-                         **TASK_ROUTES[ITEMS_TASK])
-
-
-def broker_transport_for(redis_url: str) -> str | None:
-    """Our Redis transport (workers/redis_transport.py: one client per channel, not one per message) for plain
-    redis:// URLs; None, kombu's choice by scheme, for everything else (rediss://, unix sockets, sentinel)."""
-    return TRANSPORT if urlsplit(redis_url).scheme == "redis" else None
-
-
-def result_backend_for(redis_url: str) -> str:
-    """Our result store (workers/result_backend.py: no read before a successful write) for plain redis://
-    URLs; Celery's own for everything else."""
-    return f"{BACKEND}+{redis_url}" if urlsplit(redis_url).scheme == "redis" else redis_url
+                         ignore_result=True, **TASK_ROUTES[ITEMS_TASK])
 
 
 def build_config(settings: Settings, redis_url: str) -> dict[str, Any]:
@@ -79,8 +64,10 @@ def build_config(settings: Settings, redis_url: str) -> dict[str, Any]:
     transport = {"visibility_timeout": settings.visibility_timeout_s}
     return {
         "broker_url": redis_url,
-        "broker_transport": broker_transport_for(redis_url),
-        "result_backend": result_backend_for(redis_url),  # Redis: callers wait with pub/sub, not polling
+        # Answers live in SQL, and callers wait by reading the row (flows/): no task stores a result. The
+        # backend serves only a caller that asks for one (bench_queue's no-op round trip).
+        "result_backend": redis_url,
+        "task_ignore_result": True,
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",
         "result_serializer": "json",
@@ -100,7 +87,7 @@ def build_config(settings: Settings, redis_url: str) -> dict[str, Any]:
         "result_backend_transport_options": transport,
         "visibility_timeout": settings.visibility_timeout_s,
         "task_time_limit": settings.task_time_limit_s,  # enforced by prefork; the micro-batcher enforces its own
-        "result_expires": 3600,  # answers live in SQL; results in Redis only carry them to a waiting caller
+        "result_expires": 3600,
         "task_track_started": False,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,

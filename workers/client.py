@@ -1,8 +1,9 @@
-"""What the UI and the CLI call to use the workers: enqueue by task name, wait for results, see workers and queues.
+"""What the UI and the CLI call to use the workers: enqueue by task name, see workers and queues.
 
 Never imports torch or tasks.py: tasks are sent by name (celery_app's constants). Enqueue only after the
-transaction that created the rows has committed. Waiting uses the result backend's pub/sub (AsyncResult.get),
-so a result arrives as soon as it is stored, with no polling interval.
+transaction that created the rows has committed. Nothing here waits for an answer: a task stores it in the
+database and stores no Celery result, and a caller waits by reading the row (flows.questions.wait,
+flows.chat.wait).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import threading
 from typing import Any
 
 import redis
-from celery.result import AsyncResult
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -39,7 +39,8 @@ class NoWorker(RuntimeError):
 
 
 class ResultTimeout(TimeoutError):
-    """The answer did not arrive in time (the request stays queued and will still be answered)."""
+    """The answer did not arrive in time (the request stays queued and will still be answered); raised by the
+    flows that wait."""
 
 
 # A stalled Redis raises redis.TimeoutError after about (1 + REDIS_RETRIES) * REDIS_TIMEOUT_S instead of hanging
@@ -75,7 +76,8 @@ def require_broker() -> None:
 
 
 def _send(name: str, *args: Any) -> str:
-    return str(app.send_task(name, args=list(args), **TASK_ROUTES[name]).id)
+    # ignore_result: the sender does not subscribe to a result that no task stores
+    return str(app.send_task(name, args=list(args), ignore_result=True, **TASK_ROUTES[name]).id)
 
 
 def enqueue_reply(turn_id: int) -> str:
@@ -104,26 +106,6 @@ def cancel_job(job_id: str) -> int:
     if count:
         app.control.revoke([chunk_task_id(job_id, index) for index in range(count)])
     return count
-
-
-def wait_for_result(task_id: str, *, timeout: float) -> dict[str, Any]:
-    """The task's outcome dict; ResultTimeout if it does not come within `timeout` seconds."""
-    result = AsyncResult(task_id, app=app)
-    try:
-        outcome = result.get(timeout=timeout, propagate=True)
-    except TimeoutError as error:  # celery.exceptions.TimeoutError subclasses the builtin
-        raise ResultTimeout(f"no answer within {timeout:.0f} s (is a worker running?)") from error
-    return dict(outcome)
-
-
-def wait_for_turn(task_id: str, *, timeout: float = 60.0) -> dict[str, Any]:
-    """{"turn_id", "status" ("done"/"failed"), "text", "model_version", "latency_ms", "error"}."""
-    return wait_for_result(task_id, timeout=timeout)
-
-
-def wait_for_question(task_id: str, *, timeout: float = 60.0) -> dict[str, Any]:
-    """{"question_id", "status", "answer", "score", "span", "n_best", "model_version", "latency_ms", "error"}."""
-    return wait_for_result(task_id, timeout=timeout)
 
 
 def list_workers() -> list[dict[str, Any]]:
@@ -166,7 +148,4 @@ __all__ = [
     "queue_depths",
     "require_broker",
     "require_worker",
-    "wait_for_question",
-    "wait_for_result",
-    "wait_for_turn",
 ]

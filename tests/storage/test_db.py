@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from storage import conversations as conv
 from storage import migrate
-from storage.db import make_engine, normalize_url, session_factory, transaction
+from storage.db import make_engine, normalize_url, read_transaction, session_factory, transaction
 from storage.models import Conversation
 from tests.storage.conftest import OWNER
 
@@ -50,6 +50,24 @@ def test_a_sqlite_engine_creates_its_directory_and_uses_wal_foreign_keys_and_a_b
         engine.dispose()
     assert path.exists()
     assert pragmas == ["wal", 1, 30_000]
+
+
+def test_a_read_transaction_on_sqlite_neither_waits_for_nor_blocks_a_writer(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's2s.sqlite3'}"
+    migrate.upgrade(url)
+    writer, reader = make_engine(url), make_engine(url, busy_timeout_ms=0)  # a wait for the lock would fail
+    try:
+        with transaction(writer) as db:  # holds the write lock (BEGIN IMMEDIATE) while the reader reads
+            conv.create_conversation(db, owner=OWNER, title="first")
+            with read_transaction(reader) as read:
+                assert read.scalars(select(Conversation.title)).all() == []  # the last committed state
+            with transaction(reader) as blocked, pytest.raises(Exception, match="locked"):
+                blocked.execute(select(1))  # a plain transaction does wait for the lock (here: fails at once)
+        with read_transaction(reader) as read:
+            assert read.scalars(select(Conversation.title)).all() == ["first"]
+    finally:
+        writer.dispose()
+        reader.dispose()
 
 
 def test_connections_opening_a_new_sqlite_file_at_the_same_moment_all_succeed(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
+from flows import chat
 from storage import conversations
 from storage.db import transaction
 from storage.models import ItemStatus, QAJobItem
@@ -93,9 +94,11 @@ def test_turns_sent_during_an_outage_and_a_worker_restart_in_it_are_answered_aft
                  for i in range(2)]
     restarted: list[Any] = []
     with database_locked(engine):
-        before_restart = client.enqueue_reply(turns[0].reply_turn_id)  # fails on the lock in the first worker
+        before_restart = turns[0].reply_turn_id
+        client.enqueue_reply(before_restart)  # fails on the lock in the first worker
         time.sleep(BUSY_TIMEOUT_MS / 1000 + 1.0)
-        held = client.enqueue_reply(turns[1].reply_turn_id)  # the worker dies holding it
+        held = turns[1].reply_turn_id
+        client.enqueue_reply(held)  # the worker dies holding it
         time.sleep(0.3)
         fixtures.stop_worker(service["worker"], sig=signal.SIGKILL)
         log_size = service["log"].stat().st_size
@@ -112,7 +115,7 @@ def test_turns_sent_during_an_outage_and_a_worker_restart_in_it_are_answered_aft
     starting.join(timeout=90)
     assert restarted, "the worker did not start after the outage"
     service["worker"] = restarted[0]
-    outcomes = [client.wait_for_turn(task_id, timeout=60) for task_id in (before_restart, held)]
+    outcomes = [chat.wait(lambda: engine, turn_id, timeout=60) for turn_id in (before_restart, held)]
     print(f"both turns answered {time.monotonic() - released:.1f} s after the lock was released")
     assert [outcome["status"] for outcome in outcomes] == ["done", "done"]
     assert all(outcome["text"] for outcome in outcomes)

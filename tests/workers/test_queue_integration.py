@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from flows import chat, questions
 from storage import conversations, qa
 from storage.db import transaction
 from storage.models import ItemStatus, QAJobItem
@@ -34,7 +35,8 @@ def test_question_goes_through_the_queue(service: dict[str, Any]) -> None:
     with transaction(service["engine"]) as db:
         passage_id = qa.upsert_passage(db, text=PASSAGE)
         question_id = qa.create_question(db, owner=OWNER, passage_id=passage_id, question=QUESTION).id
-    outcome = client.wait_for_question(client.enqueue_question(question_id), timeout=30)
+    client.enqueue_question(question_id)
+    outcome = questions.wait(lambda: service["engine"], question_id, timeout=30)
     assert outcome["answer"] == "Oslo"
     with transaction(service["engine"]) as db:
         assert qa.get_question(db, question_id=question_id, owner=OWNER).answer == "Oslo"
@@ -46,7 +48,8 @@ def test_chat_turn_is_stored_and_answered(service: dict[str, Any]) -> None:
     with transaction(service["engine"]) as db:
         conversation_id = conversations.create_conversation(db, owner=OWNER).id
         turns = conversations.add_user_turn(db, conversation_id=conversation_id, owner=OWNER, text="hello")
-    outcome = client.wait_for_turn(client.enqueue_reply(turns.reply_turn_id), timeout=30)
+    client.enqueue_reply(turns.reply_turn_id)
+    outcome = chat.wait(lambda: service["engine"], turns.reply_turn_id, timeout=30)
     assert outcome["status"] == "done" and outcome["text"]
     with transaction(service["engine"]) as db:
         stored = conversations.list_turns(db, conversation_id=conversation_id, owner=OWNER)
