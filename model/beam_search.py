@@ -1,18 +1,19 @@
 """Batched beam search: every request and every beam of a batch advance in one tensor per step.
 
-`beam_search(step_fn, state, ...)` knows nothing about the model: `step_fn(prev_ids, state, step)` returns
-log-probabilities over the vocabulary for each of the batch*beam rows, the new state, and optionally the
-attention weights and p_gen of that step. Finished hypotheses are kept per request. Options (DecodeConfig):
+`beam_search(step_fn, state, ...)` knows nothing about the model: `step_fn(prev_ids, state, step, rows)` returns
+a `StepOutput`: log-probabilities over the vocabulary for each row it was given, the new state, and optionally
+the attention weights and p_gen of that step. Finished hypotheses are kept per request. Options (DecodeConfig):
 beam size (1 = greedy), n-best, GNMT length penalty lp(Y) = ((5 + |Y|) / 6) ** alpha (Wu et al. 2016) or
 average log-prob normalisation, min/max output length, and repeated n-gram blocking (Paulus et al. 2017).
 
 A request stops as soon as no live beam can still beat its n-th best finished hypothesis, using an exact bound,
 so a large enough beam returns the same best sequence as exhaustive search. No nn.Module in here.
 
-Given `select_requests`, the model is run only on the rows that can still change a result: one row per request
-at the first step (the other beams would be copies of it), then the beams of the requests still searching
+With `narrow_rows`, the model is run only on the rows that can still change a result: one row per request at
+the first step (the other beams would be copies of it), then the beams of the requests still searching
 (requests that are done are dropped once they make up a quarter of the rows). A batch of requests of different
-lengths then costs about what its requests need, not what its slowest one needs.
+lengths then costs about what its requests need, not what its slowest one needs. `ActiveRows` keeps that
+bookkeeping (for sampling too), and every step function call says which rows it gets (`RowSelection`).
 """
 
 from __future__ import annotations
@@ -25,9 +26,33 @@ import torch
 from .config import DecodeConfig
 
 State = dict[str, torch.Tensor]
-StepFn = Callable[[torch.Tensor, State, int],
-                  tuple[torch.Tensor, State, torch.Tensor | None, torch.Tensor | None]]
-SelectRequests = Callable[[torch.Tensor, int], None]
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """What a step function returns for the rows it was given."""
+
+    log_probs: torch.Tensor                # (rows, vocab); the search masks it in place: a fresh tensor each step
+    state: State                           # tensors with rows as first dimension
+    attention: torch.Tensor | None = None  # (rows, src_len)
+    p_gen: torch.Tensor | None = None      # (rows,) probability of generating rather than copying
+
+
+@dataclass(frozen=True, eq=False)
+class RowSelection:
+    """The requests the rows of a step belong to: `per_request` consecutive rows for each of `requests` (n,), in
+    that order. A search makes a new one only when the rows change, so a step function can keep what it derives
+    from one (the encoder memory of those rows) for as long as it is given the same object."""
+
+    requests: torch.Tensor
+    per_request: int
+
+    def row_requests(self) -> torch.Tensor:
+        """(n * per_request,) the request of each row."""
+        return self.requests.repeat_interleave(self.per_request)
+
+
+StepFn = Callable[[torch.Tensor, State, int, RowSelection], StepOutput]
 
 
 @dataclass
@@ -86,6 +111,42 @@ def worth_narrowing(selected: torch.Tensor, remaining: torch.Tensor) -> bool:
     return 4 * (selected.numel() - remaining.numel()) >= selected.numel()
 
 
+class ActiveRows:
+    """The rows a step function computes, within the `batch_size * per_request` rows (the layout) a search keeps
+    for its own decisions.
+
+    Without narrowing: every row, always (gather, scatter and positions change nothing). With it: one row per
+    request at first, then `select` moves to the rows of the requests still running. `active` (indices into the
+    layout) and `selection` (what the step function is told) always describe the same rows.
+    """
+
+    def __init__(self, batch_size: int, per_request: int, *, narrow: bool, device: torch.device | str) -> None:
+        self.narrow = narrow
+        self.rows = batch_size * per_request
+        requests = torch.arange(batch_size, device=device)
+        self.selection = RowSelection(requests, 1 if narrow else per_request)
+        self.active = requests * per_request if narrow else torch.arange(self.rows, device=device)
+
+    def select(self, requests: torch.Tensor, per_request: int) -> None:
+        """From now on, `per_request` rows of each of `requests` (n,)."""
+        self.selection = RowSelection(requests, per_request)
+        self.active = rows_of(requests, per_request)
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """(layout rows, ...) -> (active rows, ...)."""
+        return tensor.index_select(0, self.active) if self.narrow else tensor
+
+    def scatter(self, values: torch.Tensor, fill: float) -> torch.Tensor:
+        """(active rows, ...) -> (layout rows, ...), with `fill` in the rows not computed."""
+        if not self.narrow:
+            return values
+        return values.new_full((self.rows, *values.shape[1:]), fill).index_copy_(0, self.active, values)
+
+    def positions(self, layout_rows: torch.Tensor) -> torch.Tensor:
+        """Where each of `layout_rows` is among the active rows (0 for a row that is not active)."""
+        return index_among(self.active, self.rows).index_select(0, layout_rows) if self.narrow else layout_rows
+
+
 def topk_rows(values: torch.Tensor, k: int, block: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
     """The k largest values of each row of `values` (rows, width) and their columns, like values.topk(k, dim=1)
     (equal values may come back in another order), a few times faster on wide rows.
@@ -112,21 +173,19 @@ def topk_rows(values: torch.Tensor, k: int, block: int = 128) -> tuple[torch.Ten
 
 def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, eos_id: int,
                 config: DecodeConfig, device: torch.device | str = "cpu",
-                record_attention: bool = True,
-                select_requests: SelectRequests | None = None) -> list[list[BeamHypothesis]]:
+                record_attention: bool = True, narrow_rows: bool = False) -> list[list[BeamHypothesis]]:
     """Decode `batch_size` requests with `config.beam_size` beams each.
 
     Args:
-        step_fn: (prev_ids (rows,), state, step) -> (log_probs (rows, vocab), state, attention (rows, src_len)
-            or None, p_gen (rows,) or None), with rows = batch_size * beam_size, beam-major within a request.
-            beam_search masks the returned log_probs in place, so return a fresh tensor each step.
+        step_fn: (prev_ids (rows,), state, step, selection) -> StepOutput(log_probs (rows, vocab), state,
+            attention (rows, src_len) or None, p_gen (rows,) or None) for the rows `selection` names
+            (RowSelection: `per_request` consecutive rows, beam-major, for each of its requests). beam_search
+            masks the returned log_probs in place, so return a fresh tensor each step.
         state: tensors with rows as first dimension, already repeated beam_size times per request.
         config: beam size, n-best, length limits and penalty, n-gram blocking.
-        select_requests: if given, step_fn is called with only some of the rows, and
-            select_requests(requests, rows_per_request) is called first whenever they change: step_fn will get
-            `rows_per_request` consecutive rows for each of `requests` (n,), in that order, so the caller can
-            narrow what its step_fn reads per row (encoder memory, masks) to match. Without it every step_fn
-            call gets all batch_size * beam_size rows.
+        narrow_rows: step_fn gets only the rows that can still change a result (see the module docstring),
+            so it must read its per-row inputs (encoder memory, masks) for the selection it is given. Without
+            it every call gets all batch_size * beam_size rows.
     Returns:
         For each request, up to n_best hypotheses, best first.
 
@@ -148,20 +207,15 @@ def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, 
     final_norm = normaliser(config.max_length + 1, config)
     raw_scores = config.length_penalty == 0 and not config.length_normalize
 
-    # The rows step_fn computes (`active`, indices into the batch_size * beam layout that everything else here
-    # uses), and the state and prev_ids of those rows only. Without select_requests: every row, always.
-    compact = select_requests is not None
-    active = row_offset.view(-1) if compact else torch.arange(rows, device=device)
-    selected = torch.arange(batch_size, device=device)  # the requests whose rows step_fn computes
-    if compact:
-        state = {name: tensor.index_select(0, active) for name, tensor in state.items()}
-        prev_ids = prev_ids.index_select(0, active)
-        assert select_requests is not None
-        select_requests(selected, 1)
+    # The rows step_fn computes, and the state and prev_ids of those rows only; everything else here uses the
+    # batch_size * beam layout.
+    computed = ActiveRows(batch_size, beam, narrow=narrow_rows, device=device)
+    state = {name: computed.gather(tensor) for name, tensor in state.items()}
+    prev_ids = computed.gather(prev_ids)
 
     for step in range(config.max_length + 1):
-        log_probs, state, attention, p_gen = step_fn(prev_ids, state, step)
-        log_probs = log_probs.float()
+        out = step_fn(prev_ids, state, step, computed.selection)
+        log_probs, state = out.log_probs.float(), out.state
         vocab = log_probs.size(-1)
         log_probs[:, bos_id] = neg_inf  # the start symbol is never an output
         if step < config.min_length:
@@ -170,18 +224,16 @@ def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, 
             log_probs.fill_(neg_inf)
             log_probs[:, eos_id] = 0.0
         if config.no_repeat_ngram_size > 0:
-            _block_repeated_ngrams(log_probs, history[:, :step].index_select(0, active) if compact
-                                   else history[:, :step], config.no_repeat_ngram_size)
-        if record_attention and attention is not None:
-            trace.record_attention(step, attention, p_gen, rows=active if compact else None)
+            _block_repeated_ngrams(log_probs, computed.gather(history[:, :step]), config.no_repeat_ngram_size)
+        if record_attention and out.attention is not None:
+            trace.record_attention(step, out.attention, out.p_gen, rows=computed.active if narrow_rows else None)
 
         # The best 2*beam continuations of a request are among the best 2*beam of each of its beams, so the
         # vocabulary-wide work is one top-k per row; adding the beam's score keeps the order within a row.
         row_width = min(2 * beam, vocab)
         row_top, row_token = topk_rows(log_probs, row_width)  # (active rows, row_width)
-        if compact:  # rows step_fn did not compute are dead beams (-inf): no candidates from them
-            row_top = row_top.new_full((rows, row_width), neg_inf).index_copy_(0, active, row_top)
-            row_token = row_token.new_zeros((rows, row_width)).index_copy_(0, active, row_token)
+        # rows step_fn did not compute are dead beams (-inf): no candidates from them
+        row_top, row_token = computed.scatter(row_top, neg_inf), computed.scatter(row_token, 0)  # (rows, row_width)
         candidates = (scores.unsqueeze(-1) + row_top.view(batch_size, beam, row_width)).view(batch_size, -1)
         width = min(2 * beam, candidates.size(1))
         top_scores, top_index = candidates.topk(width, dim=1)  # (batch, width)
@@ -216,22 +268,19 @@ def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, 
             history[:, step] = next_token
         # Requests already done keep no live beams, so they add no work to the decisions above.
         scores = scores.masked_fill(done.unsqueeze(1), neg_inf)
-        if compact:
-            assert select_requests is not None
+        if narrow_rows:
             searching = (~done).nonzero().squeeze(1)  # (n,) requests still searching
-            if step == 0 or worth_narrowing(selected, searching):
-                selected = searching
-                select_requests(selected, beam)
-            next_active = rows_of(selected, beam)
             # A dead beam (score -inf) may descend from a row step_fn did not compute (a tie of -inf candidates
-            # at the first step): index_among gives it row 0's state, and any state will do for it.
-            parents = index_among(active, rows).index_select(0, parent_row.index_select(0, next_active))
-            state = {name: tensor.index_select(0, parents) for name, tensor in state.items()}
-            prev_ids = next_token.index_select(0, next_active)
-            active = next_active
+            # at the first step): positions gives it row 0's state, and any state will do for it.
+            if step == 0 or worth_narrowing(computed.selection.requests, searching):
+                parents = computed.positions(parent_row.index_select(0, rows_of(searching, beam)))
+                computed.select(searching, beam)
+            else:
+                parents = computed.positions(parent_row.index_select(0, computed.active))
+            prev_ids = next_token.index_select(0, computed.active)
         else:
-            state = {name: tensor.index_select(0, parent_row) for name, tensor in state.items()}
-            prev_ids = next_token
+            parents, prev_ids = parent_row, next_token
+        state = {name: tensor.index_select(0, parents) for name, tensor in state.items()}
 
     return trace.hypotheses(config)
 

@@ -21,7 +21,7 @@ from .beam_search import BeamHypothesis, beam_search, normaliser
 from .checkpoint import MODEL_FILE, load_checkpoint
 from .config import DecodeConfig, ModelConfig
 from .decode_file import MODELS_FILE
-from .decoder import Memory
+from .decode_step import CANDIDATES, DecodeStep, PassageConstraint
 from .device import resolve_device, resolve_output_precision
 from .formatting import Source, chat_target, format_chat, format_rc
 from .language import detect_language
@@ -236,37 +236,17 @@ class Predictor:
 
     def _decode_batch(self, sources: list[Source], decode: DecodeConfig, *, extractive: bool,
                       ) -> list[list[BeamHypothesis]]:
-        device = self.torch_device
         beam = decode.beam_size
-        ids, lengths, features, passage_of_request, starts, ends_of_request = pad_sources(
-            sources, self.tokenizer.pad_id, device)
-        memory_of_request, state = self.model.encode(ids, lengths, features)
+        ids, lengths, features, passage, starts, ends = pad_sources(sources, self.tokenizer.pad_id, self.torch_device)
+        memory, state = self.model.encode(ids, lengths, features)
         state = {k: v.repeat_interleave(beam, dim=0) for k, v in state.items()}
+        constraint = None
         if extractive:
-            state["candidates"] = starts.repeat_interleave(beam, dim=0)
-        eos_id = self.tokenizer.eos_id
-        # What the step reads per row, for the rows beam search decodes now (it narrows them as requests end).
-        rows: dict[str, Any] = {}
-
-        def select_requests(requests: torch.Tensor, rows_per_request: int) -> None:
-            rows["memory"] = memory_of_request.select_sources(requests, rows_per_request)
-            row_requests = requests.repeat_interleave(rows_per_request)
-            rows["passage"] = passage_of_request.index_select(0, row_requests)  # (rows, src_len)
-            rows["ends"] = ends_of_request.index_select(0, row_requests)
-
-        def step(prev_ids: torch.Tensor, state: dict[str, torch.Tensor], step_index: int):  # type: ignore[no-untyped-def]
-            memory = rows["memory"]
-            decoder_state = {k: v for k, v in state.items() if k != "candidates"}
-            out = self.model.decode_step(prev_ids, decoder_state, memory)
-            log_probs = out.log_probs.index_fill_(1, self._banned_ids, float("-inf"))  # a fresh tensor each step
-            new_state = dict(out.state)
-            if extractive:
-                log_probs = self._constrain_to_passage(log_probs, prev_ids, state["candidates"], rows["passage"],
-                                                       rows["ends"], memory, step_index, eos_id, new_state)
-            return log_probs, new_state, out.attention, out.p_gen
-
-        return beam_search(step, state, batch_size=len(sources), bos_id=self.tokenizer.bos_id, eos_id=eos_id,
-                           config=decode, device=device, select_requests=select_requests)
+            state[CANDIDATES] = starts.repeat_interleave(beam, dim=0)
+            constraint = PassageConstraint(passage=passage, ends=ends, eos_id=self.tokenizer.eos_id)
+        step = DecodeStep(self.model, memory, self._banned_ids, constraint)
+        return beam_search(step, state, batch_size=len(sources), bos_id=self.tokenizer.bos_id,
+                           eos_id=self.tokenizer.eos_id, config=decode, device=self.torch_device, narrow_rows=True)
 
     @torch.inference_mode()
     def _sample(self, sources: list[Source], decode: DecodeConfig) -> list[list[BeamHypothesis]]:
@@ -277,51 +257,13 @@ class Predictor:
         for start in range(0, len(sources), per_batch):
             chunk = sources[start:start + per_batch]
             ids, lengths, features, *_ = pad_sources(chunk, self.tokenizer.pad_id, self.torch_device)
-            memory_of_request, state = self.model.encode(ids, lengths, features)
+            memory, state = self.model.encode(ids, lengths, features)
             state = {k: v.repeat_interleave(count, dim=0) for k, v in state.items()}
-            rows: dict[str, Memory] = {}
-
-            def select_requests(requests: torch.Tensor, rows_per_request: int, *, rows: dict[str, Memory] = rows,
-                                memory_of_request: Memory = memory_of_request) -> None:
-                rows["memory"] = memory_of_request.select_sources(requests, rows_per_request)
-
-            def step(prev_ids: torch.Tensor, state: dict[str, torch.Tensor], step_index: int,
-                     rows: dict[str, Memory] = rows):  # type: ignore[no-untyped-def]
-                out = self.model.decode_step(prev_ids, state, rows["memory"])
-                log_probs = out.log_probs.index_fill_(1, self._banned_ids, float("-inf"))
-                return log_probs, dict(out.state), out.attention, out.p_gen
-
+            step = DecodeStep(self.model, memory, self._banned_ids)
             results.extend(sample(step, state, seeds=[seed_of(s.ids) for s in chunk], num_samples=count,
                                   bos_id=self.tokenizer.bos_id, eos_id=self.tokenizer.eos_id, config=decode,
-                                  device=self.torch_device, select_requests=select_requests))
+                                  device=self.torch_device, narrow_rows=True))
         return results
-
-    @staticmethod
-    def _constrain_to_passage(log_probs: torch.Tensor, prev_ids: torch.Tensor, candidates: torch.Tensor,
-                              passage: torch.Tensor, ends: torch.Tensor, memory: Memory, step_index: int,
-                              eos_id: int, new_state: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Allow only tokens that extend the hypothesis as a contiguous passage run, and eos once the run ends
-        on a word boundary.
-
-        candidates (rows, src_len) marks the positions whose token may come next: at the first step every
-        passage position where an answer may start; afterwards the position right after each place where the
-        hypothesis so far ends. ends (rows, src_len) marks where an answer may end.
-        """
-        can_end = None
-        if step_index > 0:
-            matched = candidates & (memory.src_ids == prev_ids.unsqueeze(1))  # (rows, src_len)
-            can_end = (matched & ends).any(dim=1)  # (rows,)
-            candidates = torch.zeros_like(matched)
-            candidates[:, 1:] = matched[:, :-1]
-            candidates &= passage
-        new_state["candidates"] = candidates
-        # Work on the source's positions, not the vocabulary: a token keeps its log-prob if any of its
-        # positions is a candidate (positions of one token carry the same value, so amax picks it).
-        kept = log_probs.gather(1, memory.src_ids).masked_fill(~candidates, float("-inf"))  # (rows, src_len)
-        allowed = torch.full_like(log_probs, float("-inf")).scatter_reduce_(1, memory.src_ids, kept, reduce="amax")
-        if can_end is not None:
-            allowed[:, eos_id] = log_probs[:, eos_id].masked_fill(~can_end, float("-inf"))
-        return allowed
 
     def _to_hypothesis(self, hyp: BeamHypothesis, source: Source, passage: str | None) -> Hypothesis:
         tokens = [self.tokenizer.id_to_piece(i) for i in hyp.token_ids]

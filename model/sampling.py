@@ -19,11 +19,10 @@ import hashlib
 import torch
 
 from .beam_search import (
+    ActiveRows,
     BeamHypothesis,
-    SelectRequests,
     StepFn,
     _block_repeated_ngrams,
-    index_among,
     normaliser,
     rows_of,
     topk_rows,
@@ -66,7 +65,7 @@ def nucleus_pick(log_probs: torch.Tensor, uniforms: torch.Tensor, *, top_p: floa
 
 def sample(step_fn: StepFn, state: dict[str, torch.Tensor], *, seeds: list[int], num_samples: int, bos_id: int,
            eos_id: int, config: DecodeConfig, device: torch.device | str = "cpu",
-           select_requests: SelectRequests | None = None) -> list[list[BeamHypothesis]]:
+           narrow_rows: bool = False) -> list[list[BeamHypothesis]]:
     """Draw `num_samples` outputs for each of len(seeds) requests.
 
     Args:
@@ -74,10 +73,10 @@ def sample(step_fn: StepFn, state: dict[str, torch.Tensor], *, seeds: list[int],
         state: tensors with rows as first dimension, already repeated num_samples times per request.
         seeds: one seed per request (see seed_of).
         config: top_p, top_k, temperature, min/max length, n-gram blocking, length penalty (for the score).
-        select_requests: as for beam_search: if given, step_fn gets one row per request at the first step (all
-            samples of a request start from the same state), then the rows of the requests with samples still
-            running; a request whose samples have all ended draws no more random numbers, so the others draw
-            what they would have drawn anyway.
+        narrow_rows: as for beam_search: step_fn gets one row per request at the first step (all samples of a
+            request start from the same state), then the rows of the requests with samples still running; a
+            request whose samples have all ended draws no more random numbers, so the others draw what they
+            would have drawn anyway.
     Returns:
         For each request, its samples in drawing order (duplicates included). log_prob is the model's own
         log p(T|S) (before temperature and the nucleus cut), eos included unless cut off at max_length; score
@@ -95,25 +94,19 @@ def sample(step_fn: StepFn, state: dict[str, torch.Tensor], *, seeds: list[int],
     attention_steps: list[torch.Tensor] = []
     p_gen_steps: list[torch.Tensor] = []
 
-    # The rows step_fn computes: `active` (indices into the rows layout above), their state and prev_ids only.
-    compact = select_requests is not None
-    selected = torch.arange(batch_size, device=device)  # the requests whose rows step_fn computes
-    active = selected * num_samples if compact else torch.arange(rows, device=device)
-    if compact:
-        assert select_requests is not None
-        state = {name: tensor.index_select(0, active) for name, tensor in state.items()}
-        select_requests(selected, 1)
+    # The rows step_fn computes, and their state only; everything else here uses the rows layout above.
+    computed = ActiveRows(batch_size, num_samples, narrow=narrow_rows, device=device)
+    state = {name: computed.gather(tensor) for name, tensor in state.items()}
 
     for step in range(config.max_length + 1):
-        log_probs, state, attention, p_gen = step_fn(prev_ids.index_select(0, active) if compact else prev_ids,
-                                                     state, step)
-        log_probs = log_probs.float()
-        if compact and step == 0:  # the one row of each request stands for all its samples
+        out = step_fn(computed.gather(prev_ids), state, step, computed.selection)
+        log_probs, state, attention, p_gen = out.log_probs.float(), out.state, out.attention, out.p_gen
+        if narrow_rows and step == 0:  # the one row of each request stands for all its samples
             log_probs = log_probs.repeat_interleave(num_samples, dim=0)
             attention = None if attention is None else attention.repeat_interleave(num_samples, dim=0)
             p_gen = None if p_gen is None else p_gen.repeat_interleave(num_samples, dim=0)
             state = {name: tensor.repeat_interleave(num_samples, dim=0) for name, tensor in state.items()}
-            active = rows_of(selected, num_samples)
+            computed.select(computed.selection.requests, num_samples)
         log_probs[:, bos_id] = neg_inf
         if step < config.min_length:
             log_probs[:, eos_id] = neg_inf
@@ -121,27 +114,21 @@ def sample(step_fn: StepFn, state: dict[str, torch.Tensor], *, seeds: list[int],
             log_probs.fill_(neg_inf)
             log_probs[:, eos_id] = 0.0
         if config.no_repeat_ngram_size > 0:
-            _block_repeated_ngrams(log_probs, history[:, :step].index_select(0, active) if compact
-                                   else history[:, :step], config.no_repeat_ngram_size)
+            _block_repeated_ngrams(log_probs, computed.gather(history[:, :step]), config.no_repeat_ngram_size)
         if attention is not None:
             attention_step = attention.float()
             p_gen_step = p_gen.float() if p_gen is not None else attention.new_ones(attention.size(0), dtype=torch.float32)
-            if compact:  # rows of requests already done: no attention (their samples have all ended)
-                attention_step = attention_step.new_zeros((rows, attention.size(-1))).index_copy_(
-                    0, active, attention_step)
-                p_gen_step = p_gen_step.new_ones(rows).index_copy_(0, active, p_gen_step)
-            attention_steps.append(attention_step.cpu())
-            p_gen_steps.append(p_gen_step.cpu())
-        requests = selected.tolist() if compact else range(batch_size)
+            # rows of requests already done: no attention (their samples have all ended)
+            attention_steps.append(computed.scatter(attention_step, 0.0).cpu())
+            p_gen_steps.append(computed.scatter(p_gen_step, 1.0).cpu())
+        requests = computed.selection.requests.tolist()
         uniforms = torch.cat([torch.rand(num_samples, generator=generators[r]) for r in requests]).to(device)
         token = nucleus_pick(log_probs, uniforms, top_p=config.top_p, top_k=config.top_k,
                              temperature=config.temperature)
-        ended = finished.index_select(0, active) if compact else finished
+        ended = computed.gather(finished)
         token = token.masked_fill(ended, eos_id)
         picked = log_probs.gather(1, token.unsqueeze(1)).squeeze(1).double().masked_fill(ended, 0.0)
-        if compact:
-            token = torch.full((rows,), eos_id, dtype=torch.long, device=device).index_copy_(0, active, token)
-            picked = torch.zeros(rows, dtype=torch.float64, device=device).index_copy_(0, active, picked)
+        token, picked = computed.scatter(token, eos_id), computed.scatter(picked, 0.0)  # (rows,)
         log_prob += picked
         lengths += (~finished & (token != eos_id)).long()
         finished |= token == eos_id
@@ -149,17 +136,12 @@ def sample(step_fn: StepFn, state: dict[str, torch.Tensor], *, seeds: list[int],
         prev_ids = token
         if bool(finished.all()):
             break
-        if compact:  # drop the requests whose samples have all ended
-            assert select_requests is not None
+        if narrow_rows:  # drop the requests whose samples have all ended
             running = (~finished.view(batch_size, num_samples).all(dim=1)).nonzero().squeeze(1)
-            if worth_narrowing(selected, running):
-                keep = rows_of(running, num_samples)
-                kept_rows = index_among(active, rows).index_select(0, keep)
+            if worth_narrowing(computed.selection.requests, running):
+                kept_rows = computed.positions(rows_of(running, num_samples))
                 state = {name: tensor.index_select(0, kept_rows) for name, tensor in state.items()}
-                selected, active = running, keep
-                select_requests(selected, num_samples)
-            elif step == 0:
-                select_requests(selected, num_samples)
+                computed.select(running, num_samples)
 
     history_rows = history.cpu().tolist()
     lengths_list = lengths.cpu().tolist()

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from model.beam_search import beam_search, length_penalty
+from model.beam_search import StepOutput, beam_search, length_penalty
 from model.config import DecodeConfig
 
 BOS, EOS, VOCAB = 0, 1, 4
@@ -15,18 +15,18 @@ BOS, EOS, VOCAB = 0, 1, 4
 def scripted_step(table):
     """A step function whose log-probs depend only on the prefix, from a dict prefix-tuple -> probs."""
 
-    def step(prev_ids, state, step_index):
+    def step(prev_ids, state, step_index, selection=None):
         prefixes = state["prefix"]
-        rows = []
+        probs = []
         for row in range(prev_ids.size(0)):
             prefix = tuple(int(t) for t in prefixes[row] if t >= 0)
             if step_index > 0:
                 prefix = prefix + (int(prev_ids[row]),)
-            rows.append(table(prefix))
+            probs.append(table(prefix))
         new_prefix = prefixes.clone()
         if step_index > 0:
             new_prefix[:, step_index - 1] = prev_ids
-        return torch.tensor(rows).log(), {"prefix": new_prefix}, None, None
+        return StepOutput(torch.tensor(probs).log(), {"prefix": new_prefix})
 
     return step
 
@@ -135,14 +135,14 @@ def test_batch_rows_are_decoded_independently():
     tables = [random_table(s) for s in (11, 12, 13)]
 
     def table_for_row(rows_per_request):
-        def step(prev_ids, state, step_index):
-            log_probs, new_state, _, _ = scripted_step(lambda p: [0.25] * 4)(prev_ids, state, step_index)
+        def step(prev_ids, state, step_index, selection):
+            new_state = scripted_step(lambda p: [0.25] * 4)(prev_ids, state, step_index).state
             prefixes = new_state["prefix"]
             out = []
             for row in range(prev_ids.size(0)):
                 prefix = tuple(int(t) for t in prefixes[row] if t >= 0)
                 out.append(tables[row // rows_per_request](prefix))
-            return torch.tensor(out).log(), new_state, None, None
+            return StepOutput(torch.tensor(out).log(), new_state)
         return step
 
     config = DecodeConfig(beam_size=3, n_best=2, max_length=4)
@@ -167,23 +167,20 @@ def test_blocked_top_k_returns_the_values_of_a_plain_top_k(width, k):
     assert torch.equal(values.gather(1, columns), top)
 
 
-def _per_request_step(tables, rows_per_request, selected):
-    """Step function in which row r follows the table of its request: r // rows_per_request, or, once
-    beam_search has narrowed the rows (selected["requests"], selected["rows"]), the request it names."""
+def _per_request_step(tables, calls):
+    """Step function in which each row follows the table of the request its RowSelection names; the number of
+    rows of every call goes to `calls`."""
 
-    def step(prev_ids, state, step_index):
-        log_probs, new_state, _, _ = scripted_step(lambda p: [0.25] * VOCAB)(prev_ids, state, step_index)
+    def step(prev_ids, state, step_index, selection):
+        new_state = scripted_step(lambda p: [0.25] * VOCAB)(prev_ids, state, step_index).state
         prefixes = new_state["prefix"]
         out = []
         for row in range(prev_ids.size(0)):
-            if "requests" in selected:
-                request = int(selected["requests"][row // selected["rows"]])
-            else:
-                request = row // rows_per_request
+            request = int(selection.requests[row // selection.per_request])
             prefix = tuple(int(t) for t in prefixes[row] if t >= 0)
             out.append(tables[request](prefix))
-        selected.setdefault("calls", []).append(prev_ids.size(0))
-        return torch.tensor(out).log(), new_state, None, None
+        calls.append(prev_ids.size(0))
+        return StepOutput(torch.tensor(out).log(), new_state)
 
     return step
 
@@ -194,16 +191,12 @@ def test_decoding_only_the_rows_still_searching_gives_the_same_hypotheses(seeds)
     config = DecodeConfig(beam_size=3, n_best=2, max_length=6)
     batch = len(tables)
 
-    def decode(compact):
-        selected = {}
-
-        def select(requests, rows_per_request):
-            selected.update(requests=requests.clone(), rows=rows_per_request)
-
+    def decode(narrow):
+        calls = []
         state = {"prefix": torch.full((batch * 3, 7), -1)}
-        hyps = beam_search(_per_request_step(tables, 3, selected), state, batch_size=batch, bos_id=BOS, eos_id=EOS,
-                           config=config, select_requests=select if compact else None)
-        return hyps, selected["calls"]
+        hyps = beam_search(_per_request_step(tables, calls), state, batch_size=batch, bos_id=BOS, eos_id=EOS,
+                           config=config, narrow_rows=narrow)
+        return hyps, calls
 
     (full, full_calls), (narrow, narrow_calls) = decode(False), decode(True)
     for request in range(batch):
@@ -218,10 +211,8 @@ def test_narrowed_decoding_copes_with_fewer_candidates_than_beams_at_the_first_s
     def table(prefix):  # one possible first token, then eos
         return [0.0, 0.0, 1.0, 0.0] if not prefix else [0.0, 1.0, 0.0, 0.0]
 
-    selected = {}
     config = DecodeConfig(beam_size=4, n_best=4, max_length=3)
     state = {"prefix": torch.full((2 * 4, 4), -1)}
-    hyps = beam_search(_per_request_step([table, table], 4, selected), state, batch_size=2, bos_id=BOS,
-                       eos_id=EOS, config=config,
-                       select_requests=lambda requests, rows: selected.update(requests=requests.clone(), rows=rows))
+    hyps = beam_search(_per_request_step([table, table], []), state, batch_size=2, bos_id=BOS, eos_id=EOS,
+                       config=config, narrow_rows=True)
     assert [[h.token_ids for h in request] for request in hyps] == [[[2]], [[2]]]

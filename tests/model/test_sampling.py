@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from model.beam_search import StepOutput
 from model.config import DecodeConfig
 from model.sampling import nucleus_pick, sample, seed_of
 
@@ -14,13 +15,13 @@ BOS, EOS, VOCAB = 0, 1, 5
 def table_step(table):
     """A step function whose probabilities depend only on the prefix so far (a dict prefix -> probs)."""
 
-    def step(prev_ids, state, step_index):
+    def step(prev_ids, state, step_index, selection=None):
         prefixes = state["prefix"]
         if step_index > 0:
             prefixes = prefixes.clone()
             prefixes[:, step_index - 1] = prev_ids
-        rows = [table(tuple(int(t) for t in prefix if t >= 0)) for prefix in prefixes]
-        return torch.tensor(rows).log(), {"prefix": prefixes}, None, None
+        probs = [table(tuple(int(t) for t in prefix if t >= 0)) for prefix in prefixes]
+        return StepOutput(torch.tensor(probs).log(), {"prefix": prefixes})
 
     return step
 
@@ -123,17 +124,19 @@ def test_sampling_only_the_rows_still_running_draws_the_same_samples():
     config = DecodeConfig(beam_size=1, max_length=12, sample_count=2, top_p=1.0, no_repeat_ngram_size=2)
     seeds = list(range(20, 36))
 
-    def run(compact):
-        calls, selections = [], []
+    def run(narrow):
+        calls, selections, seen = [], [], []
 
-        def step(prev_ids, state, step_index):
+        def step(prev_ids, state, step_index, selection):
             calls.append(prev_ids.size(0))
+            if not seen or selection is not seen[-1]:  # a new selection: the rows changed
+                seen.append(selection)
+                selections.append((selection.requests.tolist(), selection.per_request))
             return table_step(short_or_long)(prev_ids, state, step_index)
 
         state = {"prefix": torch.full((len(seeds) * 2, config.max_length + 1), -1)}
         hyps = sample(step, state, seeds=seeds, num_samples=2, bos_id=BOS, eos_id=EOS, config=config,
-                      select_requests=(lambda requests, rows: selections.append((requests.tolist(), rows)))
-                      if compact else None)
+                      narrow_rows=narrow)
         return hyps, calls, selections
 
     (full, full_calls, _), (narrow, narrow_calls, selections) = run(False), run(True)
