@@ -143,7 +143,9 @@ def _up(args: argparse.Namespace) -> int:
     os.environ["REDIS_URL"] = service.redis_url  # for the readiness check below, in this process
     get_settings.cache_clear()
     ready = supervisor.wait_for_worker(timeout_s=120.0)
-    print(f"redis: {service.redis_url}")
+    from workers.service_discovery import shown_url
+
+    print(f"redis: {shown_url(service.redis_url)}")
     print(f"data:  {settings.data_dir}")
     print(f"worker: {'ready' if ready else 'still starting (see logs/worker.log)'}")
     if service.ui_url:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from settings import Settings
-from workers.service_discovery import read_service_file
+from workers.service_discovery import read_service_file, shown_url
 
 LOCK_FILE = "service.lock"
 
@@ -57,6 +57,7 @@ def _describe_holder(settings: Settings, holder: str) -> str:
     where = f"a service is already running in {settings.data_dir}"
     if info is not None and str(info.get("pid")) == holder:
         ui = f", UI {info['ui_url']}" if info.get("ui_url") else ""
-        return f"{where} (pid {holder}, Redis {info.get('redis_url')}{ui}); stop it first or use another S2S_DATA_DIR"
+        redis = shown_url(str(info.get("redis_url") or "?"))
+        return f"{where} (pid {holder}, Redis {redis}{ui}); stop it first or use another S2S_DATA_DIR"
     pid = f"pid {holder}, " if holder else ""
     return f"{where} ({pid}still starting); stop it first or use another S2S_DATA_DIR"

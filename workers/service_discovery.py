@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from settings import Settings
 
@@ -25,12 +26,25 @@ def service_file(settings: Settings) -> Path:
     return settings.data_dir / SERVICE_FILE
 
 
+def shown_url(url: str) -> str:
+    """`url` with its password, if any, replaced by *** : for anything printed or logged."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def write_service_file(settings: Settings, info: dict[str, Any]) -> Path:
-    """Write service.json atomically (rename), so a reader never sees half a file."""
+    """Write service.json atomically (rename), so a reader never sees half a file; readable by its owner only,
+    since the Redis URL in it may carry a password."""
     path = service_file(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(info, indent=2), encoding="utf-8")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        out.write(json.dumps(info, indent=2))
     temporary.replace(path)
     return path
 
