@@ -31,84 +31,178 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
 
     # --- where state lives -------------------------------------------------------------------
-    data_dir: Path = Field(default_factory=_default_data_dir, alias="S2S_DATA_DIR",
-                           description="Directory for the SQLite file, the private Redis and logs.")
-    database_url: str | None = Field(default=None, alias="DATABASE_URL",
-                                     description="SQLAlchemy URL; default sqlite file in S2S_DATA_DIR.")
-    redis_url: str | None = Field(default=None, alias="REDIS_URL",
-                                  description="Broker and result store; unset = private Redis in S2S_DATA_DIR.")
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        alias="S2S_DATA_DIR",
+        description="Directory for the SQLite file, the private Redis and logs.",
+    )
+    database_url: str | None = Field(
+        default=None, alias="DATABASE_URL", description="SQLAlchemy URL; default sqlite file in S2S_DATA_DIR."
+    )
+    redis_url: str | None = Field(
+        default=None,
+        alias="REDIS_URL",
+        description="Broker and result store; unset = private Redis in S2S_DATA_DIR.",
+    )
 
     # --- model -------------------------------------------------------------------------------
-    checkpoint_dir: Path = Field(default=SHIPPED_CHECKPOINTS, alias="S2S_CHECKPOINT",
-                                 description="A checkpoint directory, or a directory of checkpoints with models.json.")
-    device: str = Field(default="auto", alias="S2S_DEVICE",
-                        description="auto (a GPU when one is visible, else cpu), cpu or cuda:N.")
-    beam_size: int | None = Field(default=None, ge=1, le=32, alias="S2S_BEAM_SIZE",
-                                  description="Beam width workers decode with; unset, each model's own default.")
-    n_best: int | None = Field(default=None, ge=1, le=32, alias="S2S_N_BEST",
-                               description="Hypotheses kept per answer (the n-best list shown and stored); unset, "
-                                           "each model's own default.")
-    max_output_tokens: int | None = Field(default=None, ge=1, le=256, alias="S2S_MAX_OUTPUT_TOKENS",
-                                          description="Longest reply or answer, in tokens; unset, each model's own "
-                                                      "default.")
+    checkpoint_dir: Path = Field(
+        default=SHIPPED_CHECKPOINTS,
+        alias="S2S_CHECKPOINT",
+        description="A checkpoint directory, or a directory of checkpoints with models.json.",
+    )
+    device: str = Field(
+        default="auto",
+        alias="S2S_DEVICE",
+        description="auto (a GPU when one is visible, else cpu), cpu or cuda:N.",
+    )
+    beam_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=32,
+        alias="S2S_BEAM_SIZE",
+        description="Beam width workers decode with; unset, each model's own default.",
+    )
+    n_best: int | None = Field(
+        default=None,
+        ge=1,
+        le=32,
+        alias="S2S_N_BEST",
+        description="Hypotheses kept per answer (the n-best list shown and stored); unset, "
+        "each model's own default.",
+    )
+    max_output_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        alias="S2S_MAX_OUTPUT_TOKENS",
+        description="Longest reply or answer, in tokens; unset, each model's own default.",
+    )
     output_precision: Literal["auto", "float32", "bfloat16"] = Field(
-        default="float32", alias="S2S_OUTPUT_PRECISION",
+        default="float32",
+        alias="S2S_OUTPUT_PRECISION",
         description="dtype of the decoder's output layer at inference: float32 (exact), bfloat16, or auto "
-                    "(bfloat16 on CPUs with native bf16, where single requests decode about twice as fast).")
-    torch_threads: int = Field(default=0, ge=0, alias="S2S_TORCH_THREADS",
-                               description="torch.set_num_threads in a worker; 0 keeps torch's default.")
+        "(bfloat16 on CPUs with native bf16, where single requests decode about twice as fast).",
+    )
+    torch_threads: int = Field(
+        default=0,
+        ge=0,
+        alias="S2S_TORCH_THREADS",
+        description="torch.set_num_threads in a worker; 0 keeps torch's default.",
+    )
 
     # --- input bounds ------------------------------------------------------------------------
-    max_message_chars: int = Field(default=1000, ge=1, alias="S2S_MAX_MESSAGE_CHARS",
-                                   description="Longest chat message accepted.")
-    max_question_chars: int = Field(default=500, ge=1, alias="S2S_MAX_QUESTION_CHARS",
-                                    description="Longest question accepted.")
-    max_passage_chars: int = Field(default=20000, ge=1, alias="S2S_MAX_PASSAGE_CHARS",
-                                   description="Longest passage accepted.")
-    max_batch_items: int = Field(default=20000, ge=1, alias="S2S_MAX_BATCH_ITEMS",
-                                 description="Most items in one batch QA file.")
-    max_upload_bytes: int = Field(default=50_000_000, ge=1, alias="S2S_MAX_UPLOAD_BYTES",
-                                  description="Largest batch file accepted, in bytes.")
-    history_turns: int = Field(default=6, ge=1, le=50, alias="S2S_HISTORY_TURNS",
-                               description="Previous chat turns the model reads.")
+    max_message_chars: int = Field(
+        default=1000, ge=1, alias="S2S_MAX_MESSAGE_CHARS", description="Longest chat message accepted."
+    )
+    max_question_chars: int = Field(
+        default=500, ge=1, alias="S2S_MAX_QUESTION_CHARS", description="Longest question accepted."
+    )
+    max_passage_chars: int = Field(
+        default=20000, ge=1, alias="S2S_MAX_PASSAGE_CHARS", description="Longest passage accepted."
+    )
+    max_batch_items: int = Field(
+        default=20000, ge=1, alias="S2S_MAX_BATCH_ITEMS", description="Most items in one batch QA file."
+    )
+    max_upload_bytes: int = Field(
+        default=50_000_000,
+        ge=1,
+        alias="S2S_MAX_UPLOAD_BYTES",
+        description="Largest batch file accepted, in bytes.",
+    )
+    history_turns: int = Field(
+        default=6, ge=1, le=50, alias="S2S_HISTORY_TURNS", description="Previous chat turns the model reads."
+    )
 
     # --- workers -----------------------------------------------------------------------------
-    microbatch_max_size: int = Field(default=32, ge=1, alias="S2S_MICROBATCH_MAX_SIZE",
-                                     description="Most requests decoded in one batched model call.")
-    microbatch_max_wait_ms: float = Field(default=5.0, ge=0, alias="S2S_MICROBATCH_MAX_WAIT_MS",
-                                          description="Longest a batch is held open for announced requests.")
-    task_time_limit_s: int = Field(default=300, ge=1, alias="S2S_TASK_TIME_LIMIT_S",
-                                   description="How long a task waits for its decode before failing.")
-    visibility_timeout_s: int = Field(default=3600, ge=1, alias="S2S_VISIBILITY_TIMEOUT_S",
-                                      description="Seconds before Redis redelivers an unacknowledged task.")
-    batch_chunk_size: int = Field(default=8, ge=1, le=256, alias="S2S_BATCH_CHUNK_SIZE",
-                                  description="Batch QA items per queued task.")
-    max_task_attempts: int = Field(default=3, ge=1, alias="S2S_MAX_TASK_ATTEMPTS",
-                                   description="Decodes of one request its worker did not survive before it is failed (poison guard).")
-    sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0, alias="S2S_SQLITE_BUSY_TIMEOUT_MS",
-                                        description="How long a worker's SQLite transaction waits for another "
-                                                    "process's lock before the task is retried later.")
-    request_timeout_s: float = Field(default=60.0, gt=0, alias="S2S_REQUEST_TIMEOUT_S",
-                                     description="How long `s2s ask`/`s2s chat` wait for an answer.")
+    microbatch_max_size: int = Field(
+        default=32,
+        ge=1,
+        alias="S2S_MICROBATCH_MAX_SIZE",
+        description="Most requests decoded in one batched model call.",
+    )
+    microbatch_max_wait_ms: float = Field(
+        default=5.0,
+        ge=0,
+        alias="S2S_MICROBATCH_MAX_WAIT_MS",
+        description="Longest a batch is held open for announced requests.",
+    )
+    task_time_limit_s: int = Field(
+        default=300,
+        ge=1,
+        alias="S2S_TASK_TIME_LIMIT_S",
+        description="How long a task waits for its decode before failing.",
+    )
+    visibility_timeout_s: int = Field(
+        default=3600,
+        ge=1,
+        alias="S2S_VISIBILITY_TIMEOUT_S",
+        description="Seconds before Redis redelivers an unacknowledged task.",
+    )
+    batch_chunk_size: int = Field(
+        default=8, ge=1, le=256, alias="S2S_BATCH_CHUNK_SIZE", description="Batch QA items per queued task."
+    )
+    max_task_attempts: int = Field(
+        default=3,
+        ge=1,
+        alias="S2S_MAX_TASK_ATTEMPTS",
+        description="Decodes of one request its worker did not survive before it is failed (poison guard).",
+    )
+    sqlite_busy_timeout_ms: int = Field(
+        default=30_000,
+        ge=0,
+        alias="S2S_SQLITE_BUSY_TIMEOUT_MS",
+        description="How long a worker's SQLite transaction waits for another "
+        "process's lock before the task is retried later.",
+    )
+    request_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        alias="S2S_REQUEST_TIMEOUT_S",
+        description="How long `s2s ask`/`s2s chat` wait for an answer.",
+    )
 
     # --- UI and metrics ----------------------------------------------------------------------
-    ui_host: str = Field(default="127.0.0.1", alias="S2S_UI_HOST",
-                         description="Address the UI listens on (0.0.0.0 for every interface).")
+    ui_host: str = Field(
+        default="127.0.0.1",
+        alias="S2S_UI_HOST",
+        description="Address the UI listens on (0.0.0.0 for every interface).",
+    )
     ui_port: int = Field(default=7860, ge=1, le=65535, alias="S2S_UI_PORT", description="UI port.")
-    ui_user: str | None = Field(default=None, alias="S2S_UI_USER",
-                               description="UI login name; unset = no login (set both or neither).")
-    ui_password: str | None = Field(default=None, alias="S2S_UI_PASSWORD",
-                                   description="UI login password; placeholders are refused.")
-    ui_concurrency: int = Field(default=64, ge=1, alias="S2S_UI_CONCURRENCY",
-                                description="UI events handled at once (waiting on the queue is cheap).")
-    metrics_port: int = Field(default=0, ge=0, le=65535, alias="S2S_METRICS_PORT",
-                              description="Worker Prometheus port (one per worker on a machine); 0 = off.")
-    metrics_host: str = Field(default="127.0.0.1", alias="S2S_METRICS_HOST",
-                              description="Address the worker metrics server binds to (0.0.0.0 in containers).")
-    ui_metrics: bool = Field(default=True, alias="S2S_UI_METRICS",
-                             description="Serve Prometheus metrics at /metrics on the UI port.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", alias="S2S_LOG_LEVEL",
-                                                                    description="Log level of every process.")
+    ui_user: str | None = Field(
+        default=None,
+        alias="S2S_UI_USER",
+        description="UI login name; unset = no login (set both or neither).",
+    )
+    ui_password: str | None = Field(
+        default=None, alias="S2S_UI_PASSWORD", description="UI login password; placeholders are refused."
+    )
+    ui_concurrency: int = Field(
+        default=64,
+        ge=1,
+        alias="S2S_UI_CONCURRENCY",
+        description="UI events handled at once (waiting on the queue is cheap).",
+    )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        alias="S2S_METRICS_PORT",
+        description="Worker Prometheus port (one per worker on a machine); 0 = off.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        alias="S2S_METRICS_HOST",
+        description="Address the worker metrics server binds to (0.0.0.0 in containers).",
+    )
+    ui_metrics: bool = Field(
+        default=True,
+        alias="S2S_UI_METRICS",
+        description="Serve Prometheus metrics at /metrics on the UI port.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", alias="S2S_LOG_LEVEL", description="Log level of every process."
+    )
 
     @model_validator(mode="after")
     def _check_login(self) -> Settings:

@@ -44,33 +44,66 @@ QUESTION = "Where was Bob born?"
 MIXED = [
     (QUESTION, PASSAGE),
     ("What does Bob do?", PASSAGE),
-    ("When did the war end?", "The war ended in 1945 after six years of fighting across Europe, Africa and Asia."),
-    ("Who wrote the novel?", "The novel was written by Jane Austen and published anonymously in 1813 by Thomas "
-     "Egerton."),
-    ("What is the capital of Australia?", "Canberra is the capital of Australia, although Sydney and Melbourne "
-     "are larger cities."),
-    ("How long is the river?", "The Danube flows for about 2,850 kilometres through ten countries before "
-     "reaching the Black Sea."),
-    ("What did the committee recommend?", "After two years of hearings the committee recommended a gradual "
-     "reduction of coal power and new investment in rail."),
-    ("Why was the bridge closed?", "The old bridge was closed in March because engineers found deep cracks in "
-     "two of its supporting pillars."),
-    ("Which team won the cup?", "In the final, played in heavy rain, Ajax beat Benfica two goals to one to win "
-     "the European Cup."),
-    ("What language is spoken there?", "Most people in the region speak Catalan at home, while Spanish is used "
-     "in government offices."),
-    ("Who discovered penicillin?", "Penicillin was discovered in 1928 by Alexander Fleming at St Mary's "
-     "Hospital in London."),
-    ("What causes tides?", "Tides are caused mainly by the gravitational pull of the Moon on the oceans of the "
-     "rotating Earth."),
-    ("How many people live in the city?", "The city has a population of roughly 1.3 million people, making it "
-     "the fourth largest in the country."),
-    ("What is the main ingredient?", "The traditional dish is made mostly of rice, cooked slowly with saffron, "
-     "chicken and green beans."),
-    ("Where is the museum?", "The museum stands on the south bank of the river, opposite the cathedral and next "
-     "to the old market."),
-    ("What was the result of the vote?", "The proposal was rejected by a narrow margin of 51 to 49 percent "
-     "after a long campaign."),
+    (
+        "When did the war end?",
+        "The war ended in 1945 after six years of fighting across Europe, Africa and Asia.",
+    ),
+    (
+        "Who wrote the novel?",
+        "The novel was written by Jane Austen and published anonymously in 1813 by Thomas Egerton.",
+    ),
+    (
+        "What is the capital of Australia?",
+        "Canberra is the capital of Australia, although Sydney and Melbourne are larger cities.",
+    ),
+    (
+        "How long is the river?",
+        "The Danube flows for about 2,850 kilometres through ten countries before reaching the Black Sea.",
+    ),
+    (
+        "What did the committee recommend?",
+        "After two years of hearings the committee recommended a gradual "
+        "reduction of coal power and new investment in rail.",
+    ),
+    (
+        "Why was the bridge closed?",
+        "The old bridge was closed in March because engineers found deep cracks in "
+        "two of its supporting pillars.",
+    ),
+    (
+        "Which team won the cup?",
+        "In the final, played in heavy rain, Ajax beat Benfica two goals to one to win the European Cup.",
+    ),
+    (
+        "What language is spoken there?",
+        "Most people in the region speak Catalan at home, while Spanish is used in government offices.",
+    ),
+    (
+        "Who discovered penicillin?",
+        "Penicillin was discovered in 1928 by Alexander Fleming at St Mary's Hospital in London.",
+    ),
+    (
+        "What causes tides?",
+        "Tides are caused mainly by the gravitational pull of the Moon on the oceans of the rotating Earth.",
+    ),
+    (
+        "How many people live in the city?",
+        "The city has a population of roughly 1.3 million people, making it "
+        "the fourth largest in the country.",
+    ),
+    (
+        "What is the main ingredient?",
+        "The traditional dish is made mostly of rice, cooked slowly with saffron, chicken and green beans.",
+    ),
+    (
+        "Where is the museum?",
+        "The museum stands on the south bank of the river, opposite the cathedral and next "
+        "to the old market.",
+    ),
+    (
+        "What was the result of the vote?",
+        "The proposal was rejected by a narrow margin of 51 to 49 percent after a long campaign.",
+    ),
 ]
 
 
@@ -100,7 +133,9 @@ def load_direct_model(checkpoint: str, device: str = "cpu") -> Any:
     return model
 
 
-def interleaved_latency(model: Any, database_url: str, count: int, block: int = 1) -> dict[str, dict[str, float]]:
+def interleaved_latency(
+    model: Any, database_url: str, count: int, block: int = 1
+) -> dict[str, dict[str, float]]:
     """The same request three ways, interleaved so that all three see the same machine state (a slower minute
     of a shared VM shows in all three, not in one): the bare decode ("direct"), the worker's whole job
     in-process with storage but no queue ("direct_job"), and through the queue to a worker ("queue").
@@ -121,8 +156,11 @@ def interleaved_latency(model: Any, database_url: str, count: int, block: int = 
     }
     try:
         for _ in range(max(count // block, 1)):
-            questions = {"direct": [""] * block, "direct_job": make_questions(engine, block),
-                         "queue": make_questions(engine, block)}
+            questions = {
+                "direct": [""] * block,
+                "direct_job": make_questions(engine, block),
+                "queue": make_questions(engine, block),
+            }
             for name, question_ids in questions.items():
                 for question_id in question_ids:
                     started = time.perf_counter()
@@ -133,8 +171,10 @@ def interleaved_latency(model: Any, database_url: str, count: int, block: int = 
     report: dict[str, dict[str, float]] = {name: summary(values) for name, values in times.items()}
     queued = report["queue"]
     for reference, key in (("direct", "overhead_ms"), ("direct_job", "overhead_over_direct_job_ms")):
-        report[key] = {"p50": round(queued["p50_ms"] - report[reference]["p50_ms"], 2),
-                       "p99": round(queued["p99_ms"] - report[reference]["p99_ms"], 2)}
+        report[key] = {
+            "p50": round(queued["p50_ms"] - report[reference]["p50_ms"], 2),
+            "p99": round(queued["p99_ms"] - report[reference]["p99_ms"], 2),
+        }
     return report
 
 
@@ -150,7 +190,9 @@ def bare_celery_round_trip(count: int) -> dict[str, dict[str, float]]:
 
     def round_trip() -> float:
         started = time.perf_counter()
-        app.send_task("celery.accumulate", args=[1], queue=INTERACTIVE_QUEUE, ignore_result=False).get(timeout=10)
+        app.send_task("celery.accumulate", args=[1], queue=INTERACTIVE_QUEUE, ignore_result=False).get(
+            timeout=10
+        )
         return (time.perf_counter() - started) * 1000
 
     back_to_back = [round_trip() for _ in range(count)]
@@ -176,11 +218,19 @@ def warm_up_workers(engine: Any, count: int = 16) -> None:
         ask_queued(engine, question_id, timeout=60)
 
 
-def throughput(engine: Any, clients: int, seconds: float, pairs: list[tuple[str, str]] | None = None,
-               ) -> dict[str, float]:
+def throughput(
+    engine: Any,
+    clients: int,
+    seconds: float,
+    pairs: list[tuple[str, str]] | None = None,
+) -> dict[str, float]:
     per_client = max(20, int(seconds * 800 / clients))
-    pools = [make_questions(engine, per_client, pairs[index % len(pairs):] + pairs[:index % len(pairs)]
-                            if pairs else None) for index in range(clients)]
+    pools = [
+        make_questions(
+            engine, per_client, pairs[index % len(pairs) :] + pairs[: index % len(pairs)] if pairs else None
+        )
+        for index in range(clients)
+    ]
     done = [0] * clients
     latencies: list[float] = []
     stop_at = time.perf_counter() + seconds
@@ -203,8 +253,13 @@ def throughput(engine: Any, clients: int, seconds: float, pairs: list[tuple[str,
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
-    return {"clients": clients, "requests": sum(done), "req_per_s": round(sum(done) / elapsed, 1),
-            "p50_ms": round(percentile(latencies, 0.5), 2), "p99_ms": round(percentile(latencies, 0.99), 2)}
+    return {
+        "clients": clients,
+        "requests": sum(done),
+        "req_per_s": round(sum(done) / elapsed, 1),
+        "p50_ms": round(percentile(latencies, 0.5), 2),
+        "p99_ms": round(percentile(latencies, 0.99), 2),
+    }
 
 
 @dataclass
@@ -244,36 +299,59 @@ def main() -> int:
     default_checkpoint = REPO_ROOT / "model" / "checkpoints"
     if not default_checkpoint.exists():
         default_checkpoint = REPO_ROOT / "tests" / "fixtures" / "tiny-model"
-    parser.add_argument("--checkpoint", default=str(default_checkpoint), help="checkpoint dir (or models.json dir)")
+    parser.add_argument(
+        "--checkpoint", default=str(default_checkpoint), help="checkpoint dir (or models.json dir)"
+    )
     parser.add_argument("--seconds", type=float, default=4.0, help="duration of each throughput level")
     parser.add_argument("--levels", default="1,8,32,64", help="concurrent client counts")
     parser.add_argument("--latency-requests", type=int, default=200, help="sequential requests for latency")
-    parser.add_argument("--device", default=os.environ.get("S2S_DEVICE", "cpu"),
-                        help="where the workers and the direct calls decode: cpu, cuda, cuda:N (default S2S_DEVICE or cpu)")
-    parser.add_argument("--questions", choices=["same", "mixed"], default="same",
-                        help="throughput requests: one question, or 16 of different lengths (MIXED)")
-    parser.add_argument("--steady-block", type=int, default=10,
-                        help="requests of one kind back to back in the steady latency measurement")
+    parser.add_argument(
+        "--device",
+        default=os.environ.get("S2S_DEVICE", "cpu"),
+        help="where the workers and the direct calls decode: cpu, cuda, cuda:N (default S2S_DEVICE or cpu)",
+    )
+    parser.add_argument(
+        "--questions",
+        choices=["same", "mixed"],
+        default="same",
+        help="throughput requests: one question, or 16 of different lengths (MIXED)",
+    )
+    parser.add_argument(
+        "--steady-block",
+        type=int,
+        default=10,
+        help="requests of one kind back to back in the steady latency measurement",
+    )
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
 
     from tests.workers.service_fixtures import service_env, start_worker, stop_worker
 
-    report: dict[str, Any] = {"checkpoint": args.checkpoint, "cpus": os.cpu_count(), "device": args.device,
-                              "questions": args.questions}
+    report: dict[str, Any] = {
+        "checkpoint": args.checkpoint,
+        "cpus": os.cpu_count(),
+        "device": args.device,
+        "questions": args.questions,
+    }
     pairs = MIXED if args.questions == "mixed" else None
     direct_model = load_direct_model(args.checkpoint, args.device)
     with bench_service() as service:
         tmp, database_url, engine = service.tmp, service.database_url, service.engine
-        env = service_env(service.redis_url, database_url, S2S_CHECKPOINT=args.checkpoint, S2S_LOG_LEVEL="WARNING",
-                          S2S_DEVICE=args.device)
+        env = service_env(
+            service.redis_url,
+            database_url,
+            S2S_CHECKPOINT=args.checkpoint,
+            S2S_LOG_LEVEL="WARNING",
+            S2S_DEVICE=args.device,
+        )
         workers = [start_worker(env, tmp / "w1.log", name="bench1@%h")]
         try:
             warm_up_workers(engine)
             report["bare_celery_round_trip"] = bare_celery_round_trip(args.latency_requests)
             report.update(interleaved_latency(direct_model, database_url, args.latency_requests))
-            report["steady"] = interleaved_latency(direct_model, database_url, args.latency_requests,
-                                                   block=args.steady_block)
+            report["steady"] = interleaved_latency(
+                direct_model, database_url, args.latency_requests, block=args.steady_block
+            )
             del direct_model  # its memory is not needed for the throughput runs
             solo_env = dict(env, S2S_MICROBATCH_MAX_SIZE="1")
             stop_worker(workers.pop())
@@ -291,7 +369,9 @@ def main() -> int:
             for process in workers:
                 stop_worker(process)
     best = report["one_worker"][-1]["req_per_s"]
-    report["batching_gain_at_64"] = round(best / max(report["one_at_a_time_64_clients"]["req_per_s"], 1e-9), 2)
+    report["batching_gain_at_64"] = round(
+        best / max(report["one_at_a_time_64_clients"]["req_per_s"], 1e-9), 2
+    )
     print(json.dumps(report, indent=1))
     return 0
 

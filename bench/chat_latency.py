@@ -51,12 +51,22 @@ def main() -> int:
     from model.language import detect_language
     from tests.workers.service_fixtures import service_env, start_worker, stop_worker
 
-    messages = [json.loads(line)["history"][-1] for line in Path(args.probes).read_text("utf-8").splitlines() if line]
+    messages = [
+        json.loads(line)["history"][-1] for line in Path(args.probes).read_text("utf-8").splitlines() if line
+    ]
     times: dict[str, list[float]] = {}
     versions: set[str] = set()
     with bench_service() as service:
-        worker = start_worker(service_env(service.redis_url, service.database_url, S2S_CHECKPOINT=args.checkpoint,
-                                          S2S_LOG_LEVEL="WARNING"), service.tmp / "worker.log", name="chatbench@%h")
+        worker = start_worker(
+            service_env(
+                service.redis_url,
+                service.database_url,
+                S2S_CHECKPOINT=args.checkpoint,
+                S2S_LOG_LEVEL="WARNING",
+            ),
+            service.tmp / "worker.log",
+            name="chatbench@%h",
+        )
         try:
             for text in messages:  # untimed
                 send(service.engine, text)
@@ -69,9 +79,19 @@ def main() -> int:
                     times.setdefault(detect_language(text), []).append(elapsed)
         finally:
             stop_worker(worker)
-    report = {"checkpoint": args.checkpoint, "cpus": os.cpu_count(), "model_versions": sorted(versions),
-              **{language: {"replies": len(values), "p50_ms": round(percentile(values, 0.5), 1),
-                            "p90_ms": round(percentile(values, 0.9), 1)} for language, values in sorted(times.items())}}
+    report = {
+        "checkpoint": args.checkpoint,
+        "cpus": os.cpu_count(),
+        "model_versions": sorted(versions),
+        **{
+            language: {
+                "replies": len(values),
+                "p50_ms": round(percentile(values, 0.5), 1),
+                "p90_ms": round(percentile(values, 0.9), 1),
+            }
+            for language, values in sorted(times.items())
+        },
+    }
     print(json.dumps(report, indent=1, ensure_ascii=False))
     return 0
 

@@ -52,17 +52,30 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     tokenizer = Tokenizer(args.tokenizer)
     records, _ = read_records([args.data])
-    base = dict(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, unk_id=tokenizer.unk_id,
-                bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id, embed_size=args.embed_size,
-                hidden_size=args.hidden_size, encoder_layers=args.encoder_layers, self_attention=False,
-                max_source_len=args.max_source_len, dropout=0.1, task="chat")
+    base = dict(
+        vocab_size=tokenizer.vocab_size,
+        pad_id=tokenizer.pad_id,
+        unk_id=tokenizer.unk_id,
+        bos_id=tokenizer.bos_id,
+        eos_id=tokenizer.eos_id,
+        embed_size=args.embed_size,
+        hidden_size=args.hidden_size,
+        encoder_layers=args.encoder_layers,
+        self_attention=False,
+        max_source_len=args.max_source_len,
+        dropout=0.1,
+        task="chat",
+    )
     examples, _ = build_examples(records, tokenizer, ModelConfig(**base))
     examples = random.Random(0).sample(examples, min(len(examples), args.batch_size * 200))
-    batches = list(iterate_batches(examples, batch_size=args.batch_size, pad_id=tokenizer.pad_id, shuffle=True,
-                                   seed=0))[:args.steps + 2]
+    batches = list(
+        iterate_batches(examples, batch_size=args.batch_size, pad_id=tokenizer.pad_id, shuffle=True, seed=0)
+    )[: args.steps + 2]
     cutoffs = tuple(int(c) for c in args.cutoffs.split(","))
     changes: dict[str, dict[str, Any]] = {
-        "packed": {}, "unpacked": {}, "no_input_feed": {"input_feeding": False},
+        "packed": {},
+        "unpacked": {},
+        "no_input_feed": {"input_feeding": False},
         "no_copy": {"input_feeding": False, "copy": False},
         "adaptive": {"input_feeding": False, "copy": False, "adaptive_cutoffs": cutoffs},
     }
@@ -85,12 +98,26 @@ def main() -> int:
                 elapsed += time.process_time() - started
                 rows += batch.src_ids.size(0)
                 tokens += int(out.tokens)
-        results[name] = {"examples_per_s": round(rows / elapsed, 1), "target_tokens_per_s": round(tokens / elapsed),
-                         "parameters": sum(p.numel() for p in model.parameters())}
+        results[name] = {
+            "examples_per_s": round(rows / elapsed, 1),
+            "target_tokens_per_s": round(tokens / elapsed),
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
     Encoder._run_unpacked = unpacked  # type: ignore[method-assign]
-    print(json.dumps({"batch_size": args.batch_size, "steps": args.steps, "threads": args.threads,
-                      "model": {k: base[k] for k in ("vocab_size", "embed_size", "hidden_size", "encoder_layers",
-                                                     "max_source_len")}, "variants": results}))
+    print(
+        json.dumps(
+            {
+                "batch_size": args.batch_size,
+                "steps": args.steps,
+                "threads": args.threads,
+                "model": {
+                    k: base[k]
+                    for k in ("vocab_size", "embed_size", "hidden_size", "encoder_layers", "max_source_len")
+                },
+                "variants": results,
+            }
+        )
+    )
     return 0
 
 

@@ -54,26 +54,36 @@ def main() -> int:
     predictor = load_predictor(args.checkpoint, "cpu")
     questions = load_questions(Path(args.data), args.questions)
     predictor.answer(questions[:8])  # warm-up
-    report: dict[str, Any] = {"model": predictor.version, "torch_threads": torch.get_num_threads(),
-                              "cpus": os.cpu_count(), "questions": len(questions), "load_before": os.getloadavg()}
+    report: dict[str, Any] = {
+        "model": predictor.version,
+        "torch_threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "questions": len(questions),
+        "load_before": os.getloadavg(),
+    }
     rows = []
     for size in [int(s) for s in args.batch_sizes.split(",")]:
         runs = []
         for _ in range(args.repeats):
             started = time.perf_counter()
             for start in range(0, len(questions), size):
-                predictor.answer(questions[start:start + size])
+                predictor.answer(questions[start : start + size])
             runs.append(len(questions) / (time.perf_counter() - started))
-        rows.append({"batch_size": size, "questions_per_s": round(max(runs), 1),
-                     "runs": [round(r, 1) for r in runs]})
+        rows.append(
+            {"batch_size": size, "questions_per_s": round(max(runs), 1), "runs": [round(r, 1) for r in runs]}
+        )
     report["throughput"] = rows
     times = []
-    for question in questions[:args.latency_questions]:
+    for question in questions[: args.latency_questions]:
         started = time.perf_counter()
         predictor.answer([question])
         times.append((time.perf_counter() - started) * 1000)
-    report["single_question"] = {"p50_ms": percentile(times, 0.5), "p90_ms": percentile(times, 0.9),
-                                 "mean_ms": round(statistics.mean(times), 2), "count": len(times)}
+    report["single_question"] = {
+        "p50_ms": percentile(times, 0.5),
+        "p90_ms": percentile(times, 0.9),
+        "mean_ms": round(statistics.mean(times), 2),
+        "count": len(times),
+    }
     report["load_after"] = os.getloadavg()
     print(json.dumps(report, indent=1))
     return 0

@@ -19,7 +19,9 @@ LIGHT_COMMANDS["db"] = "cli.db_commands"
 
 
 def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="s2s", description="Seq2Seq chat and reading-comprehension service.")
+    parser = argparse.ArgumentParser(
+        prog="s2s", description="Seq2Seq chat and reading-comprehension service."
+    )
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in modules:
         try:

@@ -44,23 +44,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     rc.add_argument("--data", required=True, help="SQuAD-format JSON")
     rc.add_argument("--limit", type=int, help="first N questions only")
     rc.add_argument("--predictions", help="write {question_id: answer} JSON here")
-    rc.add_argument("--metric", choices=["auto", "squad", "cmrc"], default="auto", help="scoring (auto: by language)")
+    rc.add_argument(
+        "--metric", choices=["auto", "squad", "cmrc"], default="auto", help="scoring (auto: by language)"
+    )
     rc.add_argument("--batch-size", type=int, default=64, help="questions per decoding batch")
     add_decode_arguments(rc)
     rc.set_defaults(handler=eval_rc_command)
-    chat = ev_sub.add_parser("chat", help="chat: perplexity, BLEU-1/2, distinct-1/2, top-reply share, quality panel")
+    chat = ev_sub.add_parser(
+        "chat", help="chat: perplexity, BLEU-1/2, distinct-1/2, top-reply share, quality panel"
+    )
     chat.add_argument("--checkpoint", help="checkpoint directory (default: the shipped models)")
     chat.add_argument("--data", required=True, help="dialog file (DailyDialog, LCCC, ChatterBot, JSONL)")
     chat.add_argument("--limit", type=int, help="first N (history, reply) pairs only")
     chat.add_argument("--batch-size", type=int, default=64, help="pairs per decoding batch")
     chat.add_argument("--outputs", help="write the generated replies (JSONL) here")
     chat.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    chat.add_argument("--panel-train", nargs="+", default=[], metavar="FILE",
-                      help="training dialog files: add the quality panel (trigram LM, word vectors and common "
-                           "replies built from them), for the replies and for the references")
-    chat.add_argument("--drop-seen-pairs", action="store_true",
-                      help="leave out evaluation pairs whose (history, reply) occurs verbatim in --panel-train")
-    chat.add_argument("--panel-seed", type=int, default=0, help="seed of the random training replies (relevance)")
+    chat.add_argument(
+        "--panel-train",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="training dialog files: add the quality panel (trigram LM, word vectors and common "
+        "replies built from them), for the replies and for the references",
+    )
+    chat.add_argument(
+        "--drop-seen-pairs",
+        action="store_true",
+        help="leave out evaluation pairs whose (history, reply) occurs verbatim in --panel-train",
+    )
+    chat.add_argument(
+        "--panel-seed", type=int, default=0, help="seed of the random training replies (relevance)"
+    )
     add_decode_arguments(chat)
     chat.set_defaults(handler=eval_chat_command)
 
@@ -73,27 +87,59 @@ def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--length-penalty", type=float, help="GNMT alpha")
     parser.add_argument("--length-normalize", action="store_true", default=None, help="rank by mean log-prob")
     parser.add_argument("--no-repeat-ngram-size", type=int, help="block repeated n-grams of this size")
-    parser.add_argument("--mmi-weight", type=float, help="chat: anti-LM reranking weight of the n-best (0 = off)")
-    parser.add_argument("--sample-count", type=int,
-                        help="chat: also draw this many replies by nucleus sampling, reranked with the beam (0 = off)")
+    parser.add_argument(
+        "--mmi-weight", type=float, help="chat: anti-LM reranking weight of the n-best (0 = off)"
+    )
+    parser.add_argument(
+        "--sample-count",
+        type=int,
+        help="chat: also draw this many replies by nucleus sampling, reranked with the beam (0 = off)",
+    )
     parser.add_argument("--top-p", type=float, help="chat sampling: nucleus probability mass")
-    parser.add_argument("--top-k", type=int, help="chat sampling: nucleus within the K most likely tokens (0 = all)")
+    parser.add_argument(
+        "--top-k", type=int, help="chat sampling: nucleus within the K most likely tokens (0 = all)"
+    )
     parser.add_argument("--temperature", type=float, help="chat sampling: divides the log-probs")
-    parser.add_argument("--fluency-margin", type=float,
-                        help="chat reranking: drop candidates whose mean log-prob per token is more than this many "
-                             "nats below the best candidate's")
-    parser.add_argument("--backward-weight", type=float,
-                        help="chat reranking: weight of mean log p(message | reply) under the backward model")
-    parser.add_argument("--abstractive", action="store_true", help="RC: do not constrain answers to the passage")
+    parser.add_argument(
+        "--fluency-margin",
+        type=float,
+        help="chat reranking: drop candidates whose mean log-prob per token is more than this many "
+        "nats below the best candidate's",
+    )
+    parser.add_argument(
+        "--backward-weight",
+        type=float,
+        help="chat reranking: weight of mean log p(message | reply) under the backward model",
+    )
+    parser.add_argument(
+        "--abstractive", action="store_true", help="RC: do not constrain answers to the passage"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
-    parser.add_argument("--output-precision", choices=["auto", "float32", "bfloat16"], default=None,
-                        help="dtype of the output layer at inference (default: S2S_OUTPUT_PRECISION)")
+    parser.add_argument(
+        "--output-precision",
+        choices=["auto", "float32", "bfloat16"],
+        default=None,
+        help="dtype of the output layer at inference (default: S2S_OUTPUT_PRECISION)",
+    )
 
 
 def decode_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("beam_size", "n_best", "max_length", "min_length", "length_penalty", "length_normalize",
-             "no_repeat_ngram_size", "mmi_weight", "sample_count", "top_p", "top_k", "temperature",
-             "fluency_margin", "backward_weight")
+    names = (
+        "beam_size",
+        "n_best",
+        "max_length",
+        "min_length",
+        "length_penalty",
+        "length_normalize",
+        "no_repeat_ngram_size",
+        "mmi_weight",
+        "sample_count",
+        "top_p",
+        "top_k",
+        "temperature",
+        "fluency_margin",
+        "backward_weight",
+    )
     changes = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if getattr(args, "abstractive", False):
         changes["extractive"] = False
@@ -125,7 +171,9 @@ def tokenizer_train(args: argparse.Namespace) -> int:
         logging.info("%s: read %d, skipped %d", name, report.read, report.skipped)
     path = train_tokenizer(record_texts(records), args.out, vocab_size=args.vocab_size)
     tokenizer = Tokenizer(path)
-    print(json.dumps({"tokenizer": str(path), "vocab_size": tokenizer.vocab_size, "sha256": tokenizer.checksum}))
+    print(
+        json.dumps({"tokenizer": str(path), "vocab_size": tokenizer.vocab_size, "sha256": tokenizer.checksum})
+    )
     return 0
 
 
@@ -164,10 +212,18 @@ def generate_command(args: argparse.Namespace) -> int:
         for number, task, request in requests:
             hyps = results[number]
             best = hyps[0] if hyps else None
-            out.write(json.dumps({"source": request[0] if task == "rc" else request[-1],
-                                  "output": best.text if best else "", "score": best.score if best else None,
-                                  "nbest": [{"output": h.text, "score": h.score} for h in hyps]},
-                                 ensure_ascii=False) + "\n")
+            out.write(
+                json.dumps(
+                    {
+                        "source": request[0] if task == "rc" else request[-1],
+                        "output": best.text if best else "",
+                        "score": best.score if best else None,
+                        "nbest": [{"output": h.text, "score": h.score} for h in hyps],
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
     finally:
         if out is not sys.stdout:
             out.close()
@@ -180,7 +236,12 @@ def _generation_request(row: Any) -> tuple[str, Any]:
         raise ValueError("expected a JSON object")
     if "question" in row:
         question, passage = row.get("question"), row.get("passage")
-        if not isinstance(question, str) or not isinstance(passage, str) or not question.strip() or not passage.strip():
+        if (
+            not isinstance(question, str)
+            or not isinstance(passage, str)
+            or not question.strip()
+            or not passage.strip()
+        ):
             raise ValueError('"question" and "passage" must be non-empty strings')
         return "rc", (question, passage)
     turns = row.get("dialog", [row.get("source")] if "source" in row else None)
@@ -193,10 +254,18 @@ def eval_rc_command(args: argparse.Namespace) -> int:
     from model.evaluation import evaluate_rc
 
     models = load_models(args)
-    result = evaluate_rc(models, args.data, limit=args.limit, metric=args.metric, batch_size=args.batch_size,
-                         decode_overrides=decode_overrides(args))
+    result = evaluate_rc(
+        models,
+        args.data,
+        limit=args.limit,
+        metric=args.metric,
+        batch_size=args.batch_size,
+        decode_overrides=decode_overrides(args),
+    )
     if args.predictions:
-        Path(args.predictions).write_text(json.dumps(result.pop("predictions"), ensure_ascii=False), encoding="utf-8")
+        Path(args.predictions).write_text(
+            json.dumps(result.pop("predictions"), ensure_ascii=False), encoding="utf-8"
+        )
     else:
         result.pop("predictions")
     print(json.dumps(result, ensure_ascii=False))
@@ -212,9 +281,17 @@ def eval_chat_command(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     models = load_models(args)
     started = time.monotonic()
-    result = evaluate_chat(models, args.data, limit=args.limit, batch_size=args.batch_size,
-                           decode_overrides=decode_overrides(args), outputs_path=args.outputs,
-                           panel_train=args.panel_train, drop_seen=args.drop_seen_pairs, panel_seed=args.panel_seed)
+    result = evaluate_chat(
+        models,
+        args.data,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        decode_overrides=decode_overrides(args),
+        outputs_path=args.outputs,
+        panel_train=args.panel_train,
+        drop_seen=args.drop_seen_pairs,
+        panel_seed=args.panel_seed,
+    )
     result["seconds"] = round(time.monotonic() - started, 2)
     print(json.dumps(result, ensure_ascii=False))
     return 0

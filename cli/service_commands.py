@@ -23,26 +23,43 @@ CLI_OWNER = "cli"
 
 
 def register(subparsers: Any) -> None:
-    up = subparsers.add_parser("up", help="run Redis (if REDIS_URL is unset), a worker and the UI on this machine")
+    up = subparsers.add_parser(
+        "up", help="run Redis (if REDIS_URL is unset), a worker and the UI on this machine"
+    )
     up.add_argument("--no-ui", action="store_true", help="do not start the UI")
     up.set_defaults(handler=_guarded(_up))
 
     worker = subparsers.add_parser("worker", help="run one worker against REDIS_URL and DATABASE_URL")
     worker.add_argument("--queues", default="interactive,batch", help="comma-separated: interactive, batch")
-    worker.add_argument("--concurrency", type=int, default=0,
-                        help="task threads (default: 2 x S2S_MICROBATCH_MAX_SIZE); one model per process")
-    worker.add_argument("--pool", choices=["threads", "solo"], default="threads",
-                        help="threads (micro-batching) or solo (one request at a time)")
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        default=0,
+        help="task threads (default: 2 x S2S_MICROBATCH_MAX_SIZE); one model per process",
+    )
+    worker.add_argument(
+        "--pool",
+        choices=["threads", "solo"],
+        default="threads",
+        help="threads (micro-batching) or solo (one request at a time)",
+    )
     worker.add_argument("--name", default=None, help="Celery node name (default: s2s-<pid>@<host>)")
-    worker.add_argument("--check", action="store_true",
-                        help="do not start one: exit 0 if a worker of this host (or --name) is ready, else 1")
+    worker.add_argument(
+        "--check",
+        action="store_true",
+        help="do not start one: exit 0 if a worker of this host (or --name) is ready, else 1",
+    )
     worker.set_defaults(handler=_guarded(_worker))
 
     ask = subparsers.add_parser("ask", help="answer one question about a passage through the queue")
     ask.add_argument("--passage", required=True, help="the passage text")
     ask.add_argument("--question", required=True, help="the question")
-    ask.add_argument("--json", action="store_true", help="print the full outcome as JSON after the answer line")
-    ask.add_argument("--timeout", type=float, default=None, help="seconds to wait (default S2S_REQUEST_TIMEOUT_S)")
+    ask.add_argument(
+        "--json", action="store_true", help="print the full outcome as JSON after the answer line"
+    )
+    ask.add_argument(
+        "--timeout", type=float, default=None, help="seconds to wait (default S2S_REQUEST_TIMEOUT_S)"
+    )
     ask.set_defaults(handler=_guarded(_ask))
 
     chat = subparsers.add_parser("chat", help="chat in the terminal (stored as a conversation); /quit ends")
@@ -84,8 +101,16 @@ def _guarded(handler: Any) -> Any:
         from workers.client import NoWorker, ResultTimeout
         from workers.service_discovery import ServiceNotRunning
 
-        expected = (ServiceNotRunning, ServiceAlreadyRunning, PortInUse, NoWorker, ResultTimeout, BatchFileError,
-                    StorageError, OSError)
+        expected = (
+            ServiceNotRunning,
+            ServiceAlreadyRunning,
+            PortInUse,
+            NoWorker,
+            ResultTimeout,
+            BatchFileError,
+            StorageError,
+            OSError,
+        )
         try:
             return int(handler(args) or 0)
         except expected as error:
@@ -172,11 +197,16 @@ def _worker(args: argparse.Namespace) -> int:
     concurrency = 1 if args.pool == "solo" else args.concurrency or 2 * settings.microbatch_max_size
     argv = [
         "worker",
-        "--pool", args.pool,
-        "--concurrency", str(concurrency),
-        "--queues", ",".join(queues),
-        "--hostname", args.name or f"s2s-{os.getpid()}@%h",
-        "--loglevel", settings.log_level,
+        "--pool",
+        args.pool,
+        "--concurrency",
+        str(concurrency),
+        "--queues",
+        ",".join(queues),
+        "--hostname",
+        args.name or f"s2s-{os.getpid()}@%h",
+        "--loglevel",
+        settings.log_level,
         "--without-gossip",
         "--without-mingle",
     ]
@@ -210,8 +240,10 @@ def _worker_check(args: argparse.Namespace) -> int:
         else:
             mine = record.get("host") == host and pid_alive(int(record.get("pid") or 0))
         if mine:
-            print(f"ready: {record.get('hostname')} on {record.get('device')}, "
-                  f"queues {','.join(record.get('queues', []))}")
+            print(
+                f"ready: {record.get('hostname')} on {record.get('device')}, "
+                f"queues {','.join(record.get('queues', []))}"
+            )
             return 0
     print(f"s2s worker --check: no ready worker {wanted or 'on ' + host}", file=sys.stderr)
     return 1
@@ -272,8 +304,10 @@ def _batch_submit(args: argparse.Namespace) -> int:
 
     parsed = batch.parse_upload(batch.read_upload(args.file), args.file.name)
     if not parsed.items:  # nothing to run: fail, and store nothing
-        print(f"s2s batch: {args.file} has no valid record ({len(parsed.errors)} bad record(s)); nothing submitted",
-              file=sys.stderr)
+        print(
+            f"s2s batch: {args.file} has no valid record ({len(parsed.errors)} bad record(s)); nothing submitted",
+            file=sys.stderr,
+        )
         _print_bad_records(parsed.errors)
         return 2
     job = batch.submit(_engine, CLI_OWNER, parsed, args.file.name)

@@ -60,14 +60,23 @@ def submit(engine: EngineSource, owner: str, parsed: ParsedBatch, filename: str)
     if parsed.items:
         client.require_broker()
     with transaction(engine()) as db:
-        job_id = qa.create_job(db, owner=owner, filename=filename[:FILENAME_CHARS], items=parsed.items,
-                               errors=parsed.errors)
+        job_id = qa.create_job(
+            db, owner=owner, filename=filename[:FILENAME_CHARS], items=parsed.items, errors=parsed.errors
+        )
     if parsed.items:
-        enqueue_or_fail(engine, lambda: client.enqueue_job(job_id),
-                        lambda db, error: qa.fail_job(db, job_id=job_id, error=error))
+        enqueue_or_fail(
+            engine,
+            lambda: client.enqueue_job(job_id),
+            lambda db, error: qa.fail_job(db, job_id=job_id, error=error),
+        )
     online = any(client.BATCH_QUEUE in worker.get("queues", []) for worker in client.list_workers())
-    return SubmittedJob(job_id=job_id, format=parsed.format, items=len(parsed.items), errors=parsed.errors,
-                        worker_online=online)
+    return SubmittedJob(
+        job_id=job_id,
+        format=parsed.format,
+        items=len(parsed.items),
+        errors=parsed.errors,
+        worker_online=online,
+    )
 
 
 def status(engine: EngineSource, owner: str, job_id: str) -> dict[str, Any]:
@@ -78,9 +87,16 @@ def status(engine: EngineSource, owner: str, job_id: str) -> dict[str, Any]:
         job = qa.get_job(db, job_id=job_id, owner=owner)
         rows = qa.export_results(db, job_id=job_id, owner=owner)
         errors = [{"where": f"line {e['line']}", "reason": e["reason"]} for e in job.parse_errors]
-        errors += [{"where": f"item {r['id']}", "reason": r["error"]} for r in rows if r["status"] == "failed"]
-        return {**progress.to_dict(), "filename": job.filename, "error": job.error,
-                "bad_records": len(job.parse_errors), "errors": errors}
+        errors += [
+            {"where": f"item {r['id']}", "reason": r["error"]} for r in rows if r["status"] == "failed"
+        ]
+        return {
+            **progress.to_dict(),
+            "filename": job.filename,
+            "error": job.error,
+            "bad_records": len(job.parse_errors),
+            "errors": errors,
+        }
 
 
 def list_jobs(engine: EngineSource, owner: str) -> list[dict[str, Any]]:

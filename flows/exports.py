@@ -35,7 +35,10 @@ def to_squad_predictions(rows: list[dict[str, Any]]) -> str:
 
 
 FORMATS: dict[str, Callable[[list[dict[str, Any]]], str]] = {
-    "jsonl": to_jsonl, "csv": to_csv, "squad": to_squad_predictions}
+    "jsonl": to_jsonl,
+    "csv": to_csv,
+    "squad": to_squad_predictions,
+}
 
 
 def render(rows: list[dict[str, Any]], kind: str) -> str:

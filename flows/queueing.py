@@ -21,7 +21,9 @@ EngineSource = Callable[[], Engine]  # the caller's engine, asked for only when 
 NOT_QUEUED = "it could not be queued"
 
 
-def enqueue_or_fail(engine: EngineSource, enqueue: Callable[[], str], fail: Callable[[Session, str], object]) -> str:
+def enqueue_or_fail(
+    engine: EngineSource, enqueue: Callable[[], str], fail: Callable[[Session, str], object]
+) -> str:
     """`enqueue()`'s task id; if it raises, `fail(db, NOT_QUEUED)` in a transaction, then the error again."""
     try:
         return enqueue()

@@ -23,7 +23,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--checkpoint", default=str(ROOT / "model" / "checkpoints"))
     parser.add_argument("--probes", default=str(ROOT / "docs" / "probes" / "chat_probes.jsonl"))
-    parser.add_argument("--decode", type=json.loads, default=None, help="decoding settings over the shipped ones")
+    parser.add_argument(
+        "--decode", type=json.loads, default=None, help="decoding settings over the shipped ones"
+    )
     args = parser.parse_args()
     probes = [json.loads(line) for line in Path(args.probes).read_text(encoding="utf-8").splitlines() if line]
     models = ModelSet.load(args.checkpoint, "cpu")
@@ -32,8 +34,16 @@ def main() -> None:
         predictor = models.predictor_for("chat", detect_language(history[-1]))
         decode = predictor.default_decode.with_request(args.decode) if args.decode else None
         hyps = predictor.reply([history], decode)[0]
-        print(json.dumps({"history": history, "reply": hyps[0].text if hyps else "",  # noqa: T201
-                          "model": predictor.version}, ensure_ascii=False))
+        print(  # noqa: T201
+            json.dumps(
+                {
+                    "history": history,
+                    "reply": hyps[0].text if hyps else "",
+                    "model": predictor.version,
+                },
+                ensure_ascii=False,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -26,20 +26,31 @@ def main() -> None:
     if is_reader(args.src):
         reader = load_reader(args.src)
         decode = reader.decode.replace(**args.decode) if args.decode else reader.decode
-        path = save_reader(args.dst, reader.model, reader.vocab, step=reader.step, decode=decode, meta=reader.meta,
-                           half=True)
+        path = save_reader(
+            args.dst, reader.model, reader.vocab, step=reader.step, decode=decode, meta=reader.meta, half=True
+        )
         step = reader.step
     else:
         loaded = load_checkpoint(args.src)
         decode = loaded.decode.replace(**args.decode) if args.decode else loaded.decode
-        path = save_checkpoint(args.dst, model=loaded.model, tokenizer=loaded.tokenizer, step=loaded.step,
-                               decode=decode, meta=loaded.meta, half=True)
+        path = save_checkpoint(
+            args.dst,
+            model=loaded.model,
+            tokenizer=loaded.tokenizer,
+            step=loaded.step,
+            decode=decode,
+            meta=loaded.meta,
+            half=True,
+        )
         step = loaded.step
     print(json.dumps({"exported": str(path), "bytes": path.stat().st_size, "step": step}))  # noqa: T201
     override = Path(args.dst) / DECODE_FILE
     if override.exists():  # loaders apply it on top of the settings just written into the weights file
-        print(f"warning: {override} overrides these decoding settings when the checkpoint loads: "  # noqa: T201
-              f"{override.read_text(encoding='utf-8').strip()}", file=sys.stderr)
+        print(  # noqa: T201
+            f"warning: {override} overrides these decoding settings when the checkpoint loads: "
+            f"{override.read_text(encoding='utf-8').strip()}",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

@@ -29,9 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.readers import dialogs_to_pairs, read_any, read_lccc  # noqa: E402
 
 COPIES = [
-    "squad/train-v1.1.json", "squad/dev-public-v1.1.json",
-    "cmrc2018/cmrc2018_train.json", "cmrc2018/cmrc2018_trial.json", "cmrc2018/cmrc2018_dev-public.json",
-    "dailydialog/train/dialogues_train.txt", "dailydialog/validation/dialogues_validation.txt",
+    "squad/train-v1.1.json",
+    "squad/dev-public-v1.1.json",
+    "cmrc2018/cmrc2018_train.json",
+    "cmrc2018/cmrc2018_trial.json",
+    "cmrc2018/cmrc2018_dev-public.json",
+    "dailydialog/train/dialogues_train.txt",
+    "dailydialog/validation/dialogues_validation.txt",
     "lccc/cdial-gpt-toy/toy_train.txt",
 ]
 
@@ -54,21 +58,36 @@ def main() -> None:
     for name in COPIES:
         shutil.copyfile(shared / name, out / Path(name).name)
     shutil.copytree(shared / "chatterbot_corpus", out / "chatterbot_corpus", dirs_exist_ok=True)
-    shutil.copytree(shared / "chatterbot_corpus", out / "chatterbot_persona", dirs_exist_ok=True,
-                    ignore=lambda _folder, names: [name for name in names if name in NOT_PERSONA])
+    shutil.copytree(
+        shared / "chatterbot_corpus",
+        out / "chatterbot_persona",
+        dirs_exist_ok=True,
+        ignore=lambda _folder, names: [name for name in names if name in NOT_PERSONA],
+    )
     dialogs, report = read_lccc(shared / "lccc" / "LCCC-base_valid.json")
     counts = {"train": 0, "heldout": 0}
-    with (out / "lccc_train.jsonl").open("w", encoding="utf-8") as train, \
-         (out / "lccc_heldout.jsonl").open("w", encoding="utf-8") as heldout:
+    with (
+        (out / "lccc_train.jsonl").open("w", encoding="utf-8") as train,
+        (out / "lccc_heldout.jsonl").open("w", encoding="utf-8") as heldout,
+    ):
         for dialog in dialogs:
             split = "heldout" if is_heldout(dialog.turns) else "train"
             counts[split] += 1
             (heldout if split == "heldout" else train).write(
-                json.dumps({"dialog": list(dialog.turns)}, ensure_ascii=False) + "\n")
+                json.dumps({"dialog": list(dialog.turns)}, ensure_ascii=False) + "\n"
+            )
     backward = write_backward_pairs(out, BACKWARD_SOURCES, out / "chat_en_backward.jsonl")
     write_backward_pairs(out, ["dialogues_validation.txt"], out / "chat_en_backward_valid.jsonl")
-    print(json.dumps({"lccc_dialogs": counts, "lccc_skipped": report.skipped,  # noqa: T201
-                      "chat_en_backward_pairs": backward, "out": str(out)}))
+    print(  # noqa: T201
+        json.dumps(
+            {
+                "lccc_dialogs": counts,
+                "lccc_skipped": report.skipped,
+                "chat_en_backward_pairs": backward,
+                "out": str(out),
+            }
+        )
+    )
 
 
 def write_backward_pairs(folder: Path, names: list[str], target: Path) -> int:

@@ -32,9 +32,18 @@ def main() -> None:
         answer = hyps[0].text if hyps else ""
         overlap = (cmrc_f1 if has_cjk(probe["question"]) else f1)(answer, [probe["answer"]])
         right += overlap >= 0.5
-        print(json.dumps({"question": probe["question"], "expected": probe["answer"], "answer": answer,  # noqa: T201
-                          "f1": round(overlap, 2), "score": round(hyps[0].score, 3) if hyps else None},
-                         ensure_ascii=False))
+        print(  # noqa: T201
+            json.dumps(
+                {
+                    "question": probe["question"],
+                    "expected": probe["answer"],
+                    "answer": answer,
+                    "f1": round(overlap, 2),
+                    "score": round(hyps[0].score, 3) if hyps else None,
+                },
+                ensure_ascii=False,
+            )
+        )
     print(json.dumps({"probes": len(probes), "answered_f1_at_least_0.5": right}))  # noqa: T201
 
 

@@ -25,8 +25,11 @@ COMPOSE_VARIABLES = {
     "POSTGRES_PASSWORD": ("", "Required by docker-compose.yml: the PostgreSQL password of user s2s."),
     "REDIS_PASSWORD": ("", "Required by docker-compose.yml: the Redis password (requirepass)."),
     "S2S_UI_PUBLISHED_PORT": ("7860", "Host port docker-compose.yml publishes the UI on."),
-    "S2S_BIND_ADDRESS": ("127.0.0.1", "Host address Redis and PostgreSQL are published on; "
-                                      "a LAN address when workers run on other machines."),
+    "S2S_BIND_ADDRESS": (
+        "127.0.0.1",
+        "Host address Redis and PostgreSQL are published on; "
+        "a LAN address when workers run on other machines.",
+    ),
 }
 
 

@@ -36,7 +36,9 @@ def alembic_config(url: str | URL, connection: Connection | None = None) -> Conf
 
 
 @contextmanager
-def locked_connection(url: str | URL, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> Iterator[Connection]:
+def locked_connection(
+    url: str | URL, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
+) -> Iterator[Connection]:
     """A connection in a transaction holding the migration lock; commits when the block ends."""
     engine = make_engine(url, busy_timeout_ms=busy_timeout_ms)
     try:

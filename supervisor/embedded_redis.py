@@ -39,24 +39,35 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
-def start_redis(data_dir: Path, *, log_file: Path, host: str = "127.0.0.1", timeout_s: float = 10.0) -> EmbeddedRedis:
+def start_redis(
+    data_dir: Path, *, log_file: Path, host: str = "127.0.0.1", timeout_s: float = 10.0
+) -> EmbeddedRedis:
     """Start redis-server and wait until it answers PING; raise RuntimeError if it does not."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     port = free_port(host)
     command = [
         redis_server_binary(),
-        "--bind", host,
-        "--port", str(port),
-        "--protected-mode", "yes",
-        "--dir", str(data_dir),
-        "--appendonly", "yes",
-        "--maxmemory-policy", "noeviction",
-        "--daemonize", "no",
-        "--logfile", str(log_file),
+        "--bind",
+        host,
+        "--port",
+        str(port),
+        "--protected-mode",
+        "yes",
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes",
+        "--maxmemory-policy",
+        "noeviction",
+        "--daemonize",
+        "no",
+        "--logfile",
+        str(log_file),
     ]
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True,
-                               preexec_fn=terminate_with_parent)
+    process = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=terminate_with_parent
+    )
     url = f"redis://{host}:{port}/0"
     probe = redis.Redis.from_url(url, socket_timeout=0.5)
     deadline = time.monotonic() + timeout_s

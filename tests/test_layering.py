@@ -22,7 +22,9 @@ FORBIDDEN = {  # package -> what it must never import
     "ui": {"supervisor", "cli"},
     "cli": {"ui"},
 }
-KNOWN_EXCEPTIONS: set[tuple[str, str]] = set()  # (importer, imported) edges allowed until their issue is fixed
+KNOWN_EXCEPTIONS: set[tuple[str, str]] = (
+    set()
+)  # (importer, imported) edges allowed until their issue is fixed
 
 
 def _files(package: str) -> list[Path]:
@@ -59,9 +61,12 @@ def test_every_package_is_read() -> None:
 
 def test_no_package_imports_one_above_it() -> None:
     graph = import_graph()
-    upward = [f"{package} imports {imported} (in {', '.join(files)})"
-              for package, edges in graph.items() for imported, files in sorted(edges.items())
-              if imported in FORBIDDEN[package] and (package, imported) not in KNOWN_EXCEPTIONS]
+    upward = [
+        f"{package} imports {imported} (in {', '.join(files)})"
+        for package, edges in graph.items()
+        for imported, files in sorted(edges.items())
+        if imported in FORBIDDEN[package] and (package, imported) not in KNOWN_EXCEPTIONS
+    ]
     assert upward == []
 
 
@@ -95,8 +100,12 @@ def _module_name(path: Path) -> str:
 def module_graph() -> dict[str, set[str]]:
     """module -> the modules of PACKAGES it imports (`from a.b import c` counts a.b, and a.b.c when c is a
     module), at module level or inside a function; Alembic's migration scripts are left out."""
-    modules = {_module_name(path): path for package in PACKAGES for path in _files(package)
-               if "migrations" not in path.parts}
+    modules = {
+        _module_name(path): path
+        for package in PACKAGES
+        for path in _files(package)
+        if "migrations" not in path.parts
+    }
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         found: set[str] = set()
@@ -121,7 +130,7 @@ def test_no_import_cycle_between_modules() -> None:
         state[module] = 1
         for imported in sorted(graph[module]):
             if state.get(imported) == 1:
-                cycles.append(" -> ".join([*path[path.index(imported):], imported]))
+                cycles.append(" -> ".join([*path[path.index(imported) :], imported]))
             elif imported not in state:
                 visit(imported, [*path, imported])
         state[module] = 2
@@ -134,6 +143,8 @@ def test_no_import_cycle_between_modules() -> None:
 
 def test_the_checker_sees_function_level_and_from_imports(tmp_path: Path) -> None:
     source = tmp_path / "probe.py"
-    source.write_text("import os\nfrom storage.db import transaction\n\ndef f():\n    import ui.handlers\n"
-                      "    from . import sibling\n")
+    source.write_text(
+        "import os\nfrom storage.db import transaction\n\ndef f():\n    import ui.handlers\n"
+        "    from . import sibling\n"
+    )
     assert _imported_packages(source, "flows") == {"storage", "ui"}

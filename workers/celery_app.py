@@ -55,8 +55,13 @@ def send_item_chunks(celery: Celery, client: Any, job_id: str, chunks: list[list
     pipe.expire(key, JOB_CHUNKS_TTL_S)
     first = int(pipe.execute()[0]) - len(chunks)
     for index, item_ids in enumerate(chunks, start=first):
-        celery.send_task(ITEMS_TASK, args=[job_id, item_ids], task_id=chunk_task_id(job_id, index),
-                         ignore_result=True, **TASK_ROUTES[ITEMS_TASK])
+        celery.send_task(
+            ITEMS_TASK,
+            args=[job_id, item_ids],
+            task_id=chunk_task_id(job_id, index),
+            ignore_result=True,
+            **TASK_ROUTES[ITEMS_TASK],
+        )
 
 
 def build_config(settings: Settings, redis_url: str) -> dict[str, Any]:

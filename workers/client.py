@@ -61,12 +61,14 @@ def redis_client() -> redis.Redis:
     with _clients_lock:
         client = _clients.get(url)
         if client is None:
-            client = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S,
-                                          retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), REDIS_RETRIES))
+            client = redis.Redis.from_url(
+                url,
+                socket_timeout=REDIS_TIMEOUT_S,
+                socket_connect_timeout=REDIS_TIMEOUT_S,
+                retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), REDIS_RETRIES),
+            )
             _clients[url] = client
         return client
-
-
 
 
 def require_broker() -> None:

@@ -32,8 +32,14 @@ def heartbeat_key(nodename: str) -> str:
 class Heartbeat:
     """A daemon thread that writes this worker's record every HEARTBEAT_INTERVAL_S seconds."""
 
-    def __init__(self, client: redis.Redis, *, nodename: str, record: dict[str, Any],
-                 stats: Callable[[], dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        nodename: str,
+        record: dict[str, Any],
+        stats: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.client = client
         self.key = heartbeat_key(nodename)
         self.record = {"hostname": nodename, "host": socket.gethostname(), "pid": os.getpid(), **record}

@@ -43,33 +43,47 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 REQUESTS = Counter(
-    "s2s_worker_requests", "Requests finished, by task kind and outcome (batch items count one each).",
+    "s2s_worker_requests",
+    "Requests finished, by task kind and outcome (batch items count one each).",
     ["kind", "outcome"],
 )
 TASK_SECONDS = Histogram(
-    "s2s_worker_task_seconds", "Task run time on the worker, start to finish.", ["kind"], buckets=LATENCY_BUCKETS
+    "s2s_worker_task_seconds",
+    "Task run time on the worker, start to finish.",
+    ["kind"],
+    buckets=LATENCY_BUCKETS,
 )
 QUEUE_WAIT_SECONDS = Histogram(
-    "s2s_worker_queue_wait_seconds", "Time from enqueue to the task starting on a worker (wall clocks).",
-    ["kind"], buckets=LATENCY_BUCKETS,
+    "s2s_worker_queue_wait_seconds",
+    "Time from enqueue to the task starting on a worker (wall clocks).",
+    ["kind"],
+    buckets=LATENCY_BUCKETS,
 )
 BATCH_WAIT_SECONDS = Histogram(
-    "s2s_worker_microbatch_wait_seconds", "Time a request waits in the micro-batcher before its batch decodes.",
+    "s2s_worker_microbatch_wait_seconds",
+    "Time a request waits in the micro-batcher before its batch decodes.",
     buckets=LATENCY_BUCKETS,
 )
 DECODE_SECONDS = Histogram(
-    "s2s_worker_decode_seconds", "Duration of one batched model call, by call (answer or reply).", ["call"],
+    "s2s_worker_decode_seconds",
+    "Duration of one batched model call, by call (answer or reply).",
+    ["call"],
     buckets=LATENCY_BUCKETS,
 )
 BATCH_SIZE = Histogram(
-    "s2s_worker_microbatch_size", "Requests in each batch the micro-batcher formed.", buckets=BATCH_SIZE_BUCKETS
+    "s2s_worker_microbatch_size",
+    "Requests in each batch the micro-batcher formed.",
+    buckets=BATCH_SIZE_BUCKETS,
 )
 ERRORS = Counter(
-    "s2s_worker_errors", "Errors: decodes that failed (where=decode) and tasks that raised (where=task).",
+    "s2s_worker_errors",
+    "Errors: decodes that failed (where=decode) and tasks that raised (where=task).",
     ["where", "kind", "error"],
 )
 READY = Gauge("s2s_worker_ready", "1 once the model is loaded and warmed up and the worker consumes.")
-INFO = Gauge("s2s_worker_info", "Constant 1, labelled with what this worker serves.", ["node", "device", "versions"])
+INFO = Gauge(
+    "s2s_worker_info", "Constant 1, labelled with what this worker serves.", ["node", "device", "versions"]
+)
 
 
 def task_kind(name: str | None) -> str:
@@ -123,8 +137,9 @@ def _on_task_prerun(task_id: str | None = None, task: Any = None, **_kwargs: Any
             _started[task_id] = time.perf_counter()
 
 
-def _on_task_postrun(task_id: str | None = None, task: Any = None, retval: Any = None, state: str | None = None,
-                     **_kwargs: Any) -> None:
+def _on_task_postrun(
+    task_id: str | None = None, task: Any = None, retval: Any = None, state: str | None = None, **_kwargs: Any
+) -> None:
     kind = task_kind(getattr(task, "name", None))
     with _started_lock:
         started = _started.pop(task_id or "", None)
@@ -160,8 +175,9 @@ class RedisCollector(Collector):
     its own). A scrape while Redis is down reports nothing for these rather than failing.
     """
 
-    def __init__(self, depths: Callable[[], dict[str, int]],
-                 workers: Callable[[], list[dict[str, Any]]] | None = None) -> None:
+    def __init__(
+        self, depths: Callable[[], dict[str, int]], workers: Callable[[], list[dict[str, Any]]] | None = None
+    ) -> None:
         self.depths = depths
         self.workers = workers
 
@@ -175,14 +191,18 @@ class RedisCollector(Collector):
         except Exception as error:  # Redis down or unresolvable: the scrape still answers
             logger.warning("queue depth not available: %s", error)
             return
-        depth = GaugeMetricFamily("s2s_queue_depth", "Messages waiting in each Celery queue (Redis LLEN).",
-                                  labels=["queue"])
+        depth = GaugeMetricFamily(
+            "s2s_queue_depth", "Messages waiting in each Celery queue (Redis LLEN).", labels=["queue"]
+        )
         for queue, value in sorted(depths.items()):
             depth.add_metric([queue], value)
         yield depth
         if workers is not None:
-            alive = GaugeMetricFamily("s2s_workers_alive", "Workers with a fresh heartbeat, by queue they consume.",
-                                      labels=["queue"])
+            alive = GaugeMetricFamily(
+                "s2s_workers_alive",
+                "Workers with a fresh heartbeat, by queue they consume.",
+                labels=["queue"],
+            )
             for queue in sorted(depths):
                 alive.add_metric([queue], sum(queue in worker.get("queues", []) for worker in workers))
             yield alive
@@ -209,7 +229,9 @@ def serve_metrics(*, port: int, host: str, node: str, device: str, versions: dic
     """
     connect_task_signals()
     register_redis_collector()
-    INFO.labels(node=node, device=device, versions=",".join(f"{k}={v}" for k, v in sorted(versions.items()))).set(1)
+    INFO.labels(
+        node=node, device=device, versions=",".join(f"{k}={v}" for k, v in sorted(versions.items()))
+    ).set(1)
     READY.set(1)
     if port <= 0:
         return None

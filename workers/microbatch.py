@@ -61,12 +61,24 @@ class TrackedDecoder(ABC):
     (`keys`) starts and ends, and decodes the requests named in `alone` each in a model call of its own."""
 
     @abstractmethod
-    def answer(self, questions: list[tuple[str, str]], decode: Any = None, *, keys: Keys = None,
-               alone: Collection[str] = ()) -> list[list[Any]]: ...
+    def answer(
+        self,
+        questions: list[tuple[str, str]],
+        decode: Any = None,
+        *,
+        keys: Keys = None,
+        alone: Collection[str] = (),
+    ) -> list[list[Any]]: ...
 
     @abstractmethod
-    def reply(self, histories: list[list[str]], decode: Any = None, *, keys: Keys = None,
-              alone: Collection[str] = ()) -> list[list[Any]]: ...
+    def reply(
+        self,
+        histories: list[list[str]],
+        decode: Any = None,
+        *,
+        keys: Keys = None,
+        alone: Collection[str] = (),
+    ) -> list[list[Any]]: ...
 
 
 def _keys_for(payloads: Sequence[Any], keys: Keys) -> list[str | None]:
@@ -76,8 +88,13 @@ def _keys_for(payloads: Sequence[Any], keys: Keys) -> list[str | None]:
     return named
 
 
-def _tracked_call(call: Callable[[list[Any], Any], list[list[Any]]], attempts: AttemptLog | None,
-                  payloads: list[Any], decode: Any, keys: Sequence[str | None]) -> list[list[Any]]:
+def _tracked_call(
+    call: Callable[[list[Any], Any], list[list[Any]]],
+    attempts: AttemptLog | None,
+    payloads: list[Any],
+    decode: Any,
+    keys: Sequence[str | None],
+) -> list[list[Any]]:
     """`call(payloads, decode)` with its named requests recorded as decoding while it runs. A record that cannot
     be written (Redis down) is logged and the decode goes ahead: the guard is lost for it, not the request."""
     named = [key for key in keys if key is not None]
@@ -105,21 +122,44 @@ class Unbatched(TrackedDecoder):
         self.model = model
         self.attempts = attempts
 
-    def answer(self, questions: list[tuple[str, str]], decode: Any = None, *, keys: Keys = None,
-               alone: Collection[str] = ()) -> list[list[Any]]:
+    def answer(
+        self,
+        questions: list[tuple[str, str]],
+        decode: Any = None,
+        *,
+        keys: Keys = None,
+        alone: Collection[str] = (),
+    ) -> list[list[Any]]:
         return self._decode(self.model.answer, questions, decode, keys, alone)
 
-    def reply(self, histories: list[list[str]], decode: Any = None, *, keys: Keys = None,
-              alone: Collection[str] = ()) -> list[list[Any]]:
+    def reply(
+        self,
+        histories: list[list[str]],
+        decode: Any = None,
+        *,
+        keys: Keys = None,
+        alone: Collection[str] = (),
+    ) -> list[list[Any]]:
         return self._decode(self.model.reply, histories, decode, keys, alone)
 
-    def _decode(self, call: Callable[[list[Any], Any], list[list[Any]]], payloads: Sequence[Any], decode: Any,
-                keys: Keys, alone: Collection[str]) -> list[list[Any]]:
+    def _decode(
+        self,
+        call: Callable[[list[Any], Any], list[list[Any]]],
+        payloads: Sequence[Any],
+        decode: Any,
+        keys: Keys,
+        alone: Collection[str],
+    ) -> list[list[Any]]:
         named = _keys_for(payloads, keys)
         results: list[list[Any] | None] = [None] * len(payloads)
         for group in _groups(named, alone):
-            for index, result in zip(group, _tracked_call(call, self.attempts, [payloads[i] for i in group], decode,
-                                                          [named[i] for i in group]), strict=True):
+            for index, result in zip(
+                group,
+                _tracked_call(
+                    call, self.attempts, [payloads[i] for i in group], decode, [named[i] for i in group]
+                ),
+                strict=True,
+            ):
                 results[index] = result
         return [result for result in results if result is not None]
 
@@ -155,15 +195,28 @@ class BatchStats:
 
     def as_dict(self) -> dict[str, float]:
         mean = self.requests / self.batches if self.batches else 0.0
-        return {"batches": self.batches, "requests": self.requests, "largest": self.largest, "mean_size": mean}
+        return {
+            "batches": self.batches,
+            "requests": self.requests,
+            "largest": self.largest,
+            "mean_size": mean,
+        }
 
 
 class MicroBatcher(TrackedDecoder):
     """Collects requests from many threads and decodes them in batches on one thread."""
 
-    def __init__(self, model: Decoder, *, max_size: int, max_wait_ms: float, timeout_s: float,
-                 stuck_after_s: float | None = None, on_stuck: Callable[[float], None] | None = None,
-                 attempts: AttemptLog | None = None) -> None:
+    def __init__(
+        self,
+        model: Decoder,
+        *,
+        max_size: int,
+        max_wait_ms: float,
+        timeout_s: float,
+        stuck_after_s: float | None = None,
+        on_stuck: Callable[[float], None] | None = None,
+        attempts: AttemptLog | None = None,
+    ) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         self.model = model
@@ -214,12 +267,26 @@ class MicroBatcher(TrackedDecoder):
         finally:
             self._withdraw()
 
-    def answer(self, questions: list[tuple[str, str]], decode: Any = None, *, keys: Keys = None,
-               alone: Collection[str] = (), priority: int = INTERACTIVE) -> list[list[Any]]:
+    def answer(
+        self,
+        questions: list[tuple[str, str]],
+        decode: Any = None,
+        *,
+        keys: Keys = None,
+        alone: Collection[str] = (),
+        priority: int = INTERACTIVE,
+    ) -> list[list[Any]]:
         return self._wait(self._submit("answer", questions, decode, priority, keys, alone))
 
-    def reply(self, histories: list[list[str]], decode: Any = None, *, keys: Keys = None,
-              alone: Collection[str] = (), priority: int = INTERACTIVE) -> list[list[Any]]:
+    def reply(
+        self,
+        histories: list[list[str]],
+        decode: Any = None,
+        *,
+        keys: Keys = None,
+        alone: Collection[str] = (),
+        priority: int = INTERACTIVE,
+    ) -> list[list[Any]]:
         return self._wait(self._submit("reply", histories, decode, priority, keys, alone))
 
     def at_priority(self, priority: int) -> TrackedDecoder:
@@ -233,10 +300,21 @@ class MicroBatcher(TrackedDecoder):
                 self._expected -= 1
                 self._cond.notify_all()
 
-    def _submit(self, kind: str, payloads: Sequence[Any], decode: Any, priority: int, keys: Keys = None,
-                alone: Collection[str] = ()) -> list[_Request]:
-        requests = [_Request(kind=kind, payload=payload, decode=decode, key=key, alone=key is not None and key in alone)
-                    for payload, key in zip(payloads, _keys_for(payloads, keys), strict=True)]
+    def _submit(
+        self,
+        kind: str,
+        payloads: Sequence[Any],
+        decode: Any,
+        priority: int,
+        keys: Keys = None,
+        alone: Collection[str] = (),
+    ) -> list[_Request]:
+        requests = [
+            _Request(
+                kind=kind, payload=payload, decode=decode, key=key, alone=key is not None and key in alone
+            )
+            for payload, key in zip(payloads, _keys_for(payloads, keys), strict=True)
+        ]
         announced = getattr(self._local, "expected", False)
         self._local.expected = False
         with self._cond:
@@ -300,8 +378,13 @@ class MicroBatcher(TrackedDecoder):
         started = time.perf_counter()
         self._decoding_since = time.monotonic()
         try:
-            results = _tracked_call(call, self.attempts, [request.payload for request in group], decode,
-                                    [request.key for request in group])
+            results = _tracked_call(
+                call,
+                self.attempts,
+                [request.payload for request in group],
+                decode,
+                [request.key for request in group],
+            )
         except Exception as error:
             self._decoding_since = None
             if len(group) == 1:
@@ -336,16 +419,27 @@ class MicroBatcher(TrackedDecoder):
                     queue.popleft().future.set_exception(RuntimeError("the worker is shutting down"))
 
 
-
 class _AtPriority(TrackedDecoder):
     def __init__(self, batcher: MicroBatcher, priority: int) -> None:
         self.batcher = batcher
         self.priority = priority
 
-    def answer(self, questions: list[tuple[str, str]], decode: Any = None, *, keys: Keys = None,
-               alone: Collection[str] = ()) -> list[list[Any]]:
+    def answer(
+        self,
+        questions: list[tuple[str, str]],
+        decode: Any = None,
+        *,
+        keys: Keys = None,
+        alone: Collection[str] = (),
+    ) -> list[list[Any]]:
         return self.batcher.answer(questions, decode, keys=keys, alone=alone, priority=self.priority)
 
-    def reply(self, histories: list[list[str]], decode: Any = None, *, keys: Keys = None,
-              alone: Collection[str] = ()) -> list[list[Any]]:
+    def reply(
+        self,
+        histories: list[list[str]],
+        decode: Any = None,
+        *,
+        keys: Keys = None,
+        alone: Collection[str] = (),
+    ) -> list[list[Any]]:
         return self.batcher.reply(histories, decode, keys=keys, alone=alone, priority=self.priority)

@@ -52,8 +52,9 @@ def other_live_workers(client: redis.Redis, *, nodename: str) -> list[str]:
     return live
 
 
-def recover_from_dead_workers(app: Celery, client: redis.Redis, engine: Engine, *, nodename: str,
-                              chunk_size: int) -> tuple[int, int]:
+def recover_from_dead_workers(
+    app: Celery, client: redis.Redis, engine: Engine, *, nodename: str, chunk_size: int
+) -> tuple[int, int]:
     """If no other worker is alive: put every unacked message back on its queue, then send again the batch
     items no message carries. Returns (messages restored, items sent again)."""
     others = other_live_workers(client, nodename=nodename)
@@ -108,6 +109,7 @@ def resend_lost_items(app: Celery, client: redis.Redis, engine: Engine, *, chunk
         send_item_chunks(app, client, job_id, chunks)
         resent += sum(len(chunk) for chunk in chunks)
     if resent:
-        logger.warning("sent %d batch item(s) again that no queued message carried (lost by a killed worker)",
-                       resent)
+        logger.warning(
+            "sent %d batch item(s) again that no queued message carried (lost by a killed worker)", resent
+        )
     return resent

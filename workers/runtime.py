@@ -47,8 +47,12 @@ def until_database_answers(call: Callable[[], T], *, what: str, first_wait_s: fl
         try:
             return call()
         except DATABASE_OUTAGE as error:
-            logger.warning("%s: the database does not answer (%s); trying again in %.1f s", what,
-                           str(error).splitlines()[0], wait_s)
+            logger.warning(
+                "%s: the database does not answer (%s); trying again in %.1f s",
+                what,
+                str(error).splitlines()[0],
+                wait_s,
+            )
         time.sleep(wait_s)
         wait_s = min(wait_s * 2, OUTAGE_BACKOFF_MAX_S)
 
@@ -108,8 +112,10 @@ def exit_stuck_worker(elapsed_s: float) -> None:
     already failed with a timeout). The threads pool cannot interrupt it, so the process exits, as prefork's hard
     time limit would end a child: `s2s up` or the container's restart policy starts a fresh worker, which puts the
     unacknowledged messages back, and a request that keeps doing this fails after S2S_MAX_TASK_ATTEMPTS."""
-    logger.critical("a decode has run for %.0f s, past S2S_TASK_TIME_LIMIT_S; exiting so that a fresh worker takes "
-                    "over", elapsed_s)
+    logger.critical(
+        "a decode has run for %.0f s, past S2S_TASK_TIME_LIMIT_S; exiting so that a fresh worker takes over",
+        elapsed_s,
+    )
     logging.shutdown()
     os._exit(STUCK_EXIT_CODE)
 
@@ -159,15 +165,22 @@ def _build(settings: Settings) -> Runtime:
     if settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
     started = time.perf_counter()
-    model = ModelSet.load(settings.checkpoint_dir, device=settings.device, output_precision=settings.output_precision)
+    model = ModelSet.load(
+        settings.checkpoint_dir, device=settings.device, output_precision=settings.output_precision
+    )
     model.warm_up()
     logger.info(
-        "model %s on %s (output layer in %s) loaded and warmed up in %.2f s", model.versions, model.device,
-        settings.output_precision, time.perf_counter() - started
+        "model %s on %s (output layer in %s) loaded and warmed up in %.2f s",
+        model.versions,
+        model.device,
+        settings.output_precision,
+        time.perf_counter() - started,
     )
     url = settings.resolved_database_url
-    until_database_answers(lambda: migrate.ensure_schema(url, busy_timeout_ms=settings.sqlite_busy_timeout_ms),
-                           what="checking the database schema")
+    until_database_answers(
+        lambda: migrate.ensure_schema(url, busy_timeout_ms=settings.sqlite_busy_timeout_ms),
+        what="checking the database schema",
+    )
     engine = make_engine(url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     client = redis_client()  # the process's one client: attempts, heartbeat, recovery and chunk sends
     attempts = RedisAttempts(client)

@@ -126,7 +126,9 @@ def test_postgres_keeps_its_data_in_a_volume(compose: dict[str, Any]) -> None:
     assert "postgres-data" in compose["volumes"]
 
 
-def test_app_containers_get_only_variables_settings_reads(compose: dict[str, Any], setting_names: set[str]) -> None:
+def test_app_containers_get_only_variables_settings_reads(
+    compose: dict[str, Any], setting_names: set[str]
+) -> None:
     for name in OUR_IMAGES:
         environment = compose["services"][name]["environment"]
         unknown = set(environment) - setting_names
@@ -151,14 +153,25 @@ def test_env_example_is_generated_from_settings(setting_names: set[str], setting
 
 def test_readme_table_lists_every_setting(setting_names: set[str], settings_table: ModuleType) -> None:
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    assert settings_table.markdown_table() in readme, "run: python scripts/settings_table.py, paste into README.md"
+    assert settings_table.markdown_table() in readme, (
+        "run: python scripts/settings_table.py, paste into README.md"
+    )
     listed = set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \|", readme, flags=re.M))
     assert listed == setting_names
 
 
 def test_dockerignore_keeps_local_state_out_of_images() -> None:
     ignored = set((REPO_ROOT / ".dockerignore").read_text(encoding="utf-8").split())
-    assert {".venv", ".git", "runs", ".gpu", "test-artifacts", ".env", "**/__pycache__", ".pytest_cache"} <= ignored
+    assert {
+        ".venv",
+        ".git",
+        "runs",
+        ".gpu",
+        "test-artifacts",
+        ".env",
+        "**/__pycache__",
+        ".pytest_cache",
+    } <= ignored
 
 
 def test_ui_image_requirements_leave_out_torch() -> None:
@@ -170,15 +183,24 @@ def test_ui_image_requirements_leave_out_torch() -> None:
 
 
 def test_ui_imports_do_not_need_torch() -> None:
-    code = "import sys, ui.app, ui.metrics, workers.client; assert 'torch' not in sys.modules, 'torch imported'"
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys, ui.app, ui.metrics, workers.client; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
 
 
 @pytest.mark.parametrize("flag", [[], ["--env"]])
 def test_settings_script_runs_as_a_program(flag: list[str]) -> None:
-    result = subprocess.run([sys.executable, "scripts/settings_table.py", *flag], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "scripts/settings_table.py", *flag],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0 and "S2S_METRICS_HOST" in result.stdout
 
 
@@ -191,7 +213,12 @@ def test_s2s_runs_the_service_commands_without_torch(tmp_path: Any) -> None:
         "assert {'db', 'worker', 'up'} <= set(choices) and 'train' not in choices, sorted(choices)\n"
         "sys.exit(main(['db', 'upgrade']))\n"
     )
-    env = {**os.environ, "S2S_DATA_DIR": str(tmp_path), "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                            timeout=120)
+    env = {
+        **os.environ,
+        "S2S_DATA_DIR": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -51,7 +51,11 @@ def test_microbatcher_records_batch_sizes_waits_and_decode_time(batcher: MicroBa
     requests = sample("s2s_worker_microbatch_size_sum")
     waits = sample("s2s_worker_microbatch_wait_seconds_count")
     decodes = sample("s2s_worker_decode_seconds_count", call="answer")
-    assert batcher.answer([("where is it", "p"), ("who", "p"), ("what", "p")]) == [["where"], ["who"], ["what"]]
+    assert batcher.answer([("where is it", "p"), ("who", "p"), ("what", "p")]) == [
+        ["where"],
+        ["who"],
+        ["what"],
+    ]
     assert sample("s2s_worker_microbatch_size_count") >= batches + 1
     assert sample("s2s_worker_microbatch_size_sum") == requests + 3
     assert sample("s2s_worker_microbatch_wait_seconds_count") == waits + 3
@@ -66,8 +70,9 @@ def test_a_failing_decode_counts_one_error(batcher: MicroBatcher) -> None:
 
 
 def test_task_signals_record_queue_wait_duration_and_outcome() -> None:
-    task = SimpleNamespace(name="workers.answer_question",
-                           request=SimpleNamespace(**{metrics.SENT_AT_HEADER: time.time() - 0.5}))
+    task = SimpleNamespace(
+        name="workers.answer_question", request=SimpleNamespace(**{metrics.SENT_AT_HEADER: time.time() - 0.5})
+    )
     waits = sample("s2s_worker_queue_wait_seconds_count", kind="question")
     wait_sum = sample("s2s_worker_queue_wait_seconds_sum", kind="question")
     runs = sample("s2s_worker_task_seconds_count", kind="question")
@@ -84,8 +89,9 @@ def test_batch_chunks_count_each_item_by_outcome() -> None:
     task = SimpleNamespace(name="workers.answer_items", request=SimpleNamespace())
     answered = sample("s2s_worker_requests_total", kind="batch_item", outcome="answered")
     failed = sample("s2s_worker_requests_total", kind="batch_item", outcome="failed")
-    metrics._on_task_postrun(task_id="t-2", task=task, retval={"answered": 7, "failed": 1, "skipped": 0},
-                             state="SUCCESS")
+    metrics._on_task_postrun(
+        task_id="t-2", task=task, retval={"answered": 7, "failed": 1, "skipped": 0}, state="SUCCESS"
+    )
     assert sample("s2s_worker_requests_total", kind="batch_item", outcome="answered") == answered + 7
     assert sample("s2s_worker_requests_total", kind="batch_item", outcome="failed") == failed + 1
 
@@ -119,11 +125,14 @@ def test_a_scrape_while_redis_is_down_still_answers() -> None:
     assert b"s2s_queue_depth" not in generate_latest(registry)
 
 
-def test_worker_metrics_server_shows_counters_moving(batcher: MicroBatcher, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_metrics_server_shows_counters_moving(
+    batcher: MicroBatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(metrics, "register_redis_collector", lambda registry=REGISTRY: None)
     port = free_port()
-    bound = metrics.serve_metrics(port=port, host="127.0.0.1", node="test@host", device="cpu",
-                                  versions={"rc/en": "tiny"})
+    bound = metrics.serve_metrics(
+        port=port, host="127.0.0.1", node="test@host", device="cpu", versions={"rc/en": "tiny"}
+    )
     assert bound == port
 
     def scrape() -> str:
@@ -131,15 +140,23 @@ def test_worker_metrics_server_shows_counters_moving(batcher: MicroBatcher, monk
             return str(response.read().decode())
 
     def size_count(text: str) -> float:
-        return float(next(line.split()[-1] for line in text.splitlines()
-                          if line.startswith("s2s_worker_microbatch_size_count")))
+        return float(
+            next(
+                line.split()[-1]
+                for line in text.splitlines()
+                if line.startswith("s2s_worker_microbatch_size_count")
+            )
+        )
 
     first = scrape()
     assert "s2s_worker_ready 1.0" in first
     batcher.reply([["hello"], ["there"]])
     assert size_count(scrape()) > size_count(first)
     # A second server on the same port is refused without stopping the worker.
-    assert metrics.serve_metrics(port=port, host="127.0.0.1", node="test@host", device="cpu", versions={}) is None
+    assert (
+        metrics.serve_metrics(port=port, host="127.0.0.1", node="test@host", device="cpu", versions={})
+        is None
+    )
 
 
 def test_ui_serves_metrics_on_the_gradio_app(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -38,8 +38,14 @@ def free_port() -> int:
 
 
 def s2s(env: dict[str, str], *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -56,12 +62,20 @@ def scrape(port: int) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     if postgres_url() is None:
-        pytest.skip("DATABASE_URL does not name a PostgreSQL database (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+        pytest.skip(
+            "DATABASE_URL does not name a PostgreSQL database (e.g. postgresql://postgres@127.0.0.1:5432/test)"
+        )
     tmp = tmp_path_factory.mktemp("deploy")
     with empty_database("postgresql", tmp) as url, redis_for_tests(tmp) as redis_url:
         database_url = url.render_as_string(hide_password=False)
-        base = service_env(redis_url, database_url, S2S_BATCH_CHUNK_SIZE="2", S2S_MICROBATCH_MAX_SIZE="4",
-                           S2S_METRICS_HOST="127.0.0.1", S2S_DATA_DIR=str(tmp / "data"))
+        base = service_env(
+            redis_url,
+            database_url,
+            S2S_BATCH_CHUNK_SIZE="2",
+            S2S_MICROBATCH_MAX_SIZE="4",
+            S2S_METRICS_HOST="127.0.0.1",
+            S2S_DATA_DIR=str(tmp / "data"),
+        )
         migrated = s2s(base, "db", "upgrade")  # what the migrate service runs
         assert migrated.returncode == 0, migrated.stderr[-2000:]
         ports = {"w1": free_port(), "w2": free_port()}
@@ -86,10 +100,13 @@ def test_worker_check_reports_ready_workers_only(cluster: dict[str, Any]) -> Non
 def test_both_workers_take_work_from_one_job(cluster: dict[str, Any]) -> None:
     before = {name: scrape(port).get(ANSWERED, 0.0) for name, port in cluster["ports"].items()}
     batch_file = cluster["tmp"] / "questions.jsonl"
-    batch_file.write_text("".join(
-        json.dumps({"id": f"q{i}", "question": QUESTION, "passage": f"{PASSAGE} Item {i}."}) + "\n"
-        for i in range(ITEMS)
-    ), encoding="utf-8")
+    batch_file.write_text(
+        "".join(
+            json.dumps({"id": f"q{i}", "question": QUESTION, "passage": f"{PASSAGE} Item {i}."}) + "\n"
+            for i in range(ITEMS)
+        ),
+        encoding="utf-8",
+    )
     submitted = s2s(cluster["env"], "batch", "submit", str(batch_file))
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.split()[0]

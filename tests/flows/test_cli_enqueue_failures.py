@@ -60,7 +60,10 @@ def test_chat_fails_the_reply_when_it_cannot_be_queued(
 
 
 def test_batch_submit_fails_the_job_when_it_cannot_be_queued(
-    engine: Engine, queue: FakeQueue, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    engine: Engine,
+    queue: FakeQueue,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
     from workers import client

@@ -47,8 +47,11 @@ def test_a_question_is_queued_once_stored_and_failed_when_that_raises(
     _refuse(monkeypatch, "enqueue_question")
     with pytest.raises(redis.ConnectionError):
         questions.ask(lambda: engine, OWNER, PASSAGE, "Where did Bob move?")
-    failed = [r for r in (questions.result(lambda: engine, OWNER, q) for q in _question_ids(engine))
-              if r["status"] == "failed"]
+    failed = [
+        r
+        for r in (questions.result(lambda: engine, OWNER, q) for q in _question_ids(engine))
+        if r["status"] == "failed"
+    ]
     assert [(r["question"], r["error"]) for r in failed] == [("Where did Bob move?", NOT_QUEUED)]
 
 
@@ -67,7 +70,9 @@ def test_without_a_worker_nothing_is_stored(engine: Engine, queue: FakeQueue) ->
 
 
 def test_stored_questions_reuse_their_passage_and_wait_unqueued(engine: Engine, queue: FakeQueue) -> None:
-    ids = questions.store(lambda: engine, "bench", [("Where?", PASSAGE), ("Who?", PASSAGE), ("Where?", PASSAGE)])
+    ids = questions.store(
+        lambda: engine, "bench", [("Where?", PASSAGE), ("Who?", PASSAGE), ("Where?", PASSAGE)]
+    )
     assert len(set(ids)) == 3 and queue.questions == []
     assert {questions.result(lambda: engine, "bench", i)["status"] for i in ids} == {"pending"}
 
@@ -92,7 +97,9 @@ def _upload(*records: dict[str, str] | str) -> bytes:
     return "\n".join(r if isinstance(r, str) else json.dumps(r) for r in records).encode()
 
 
-def test_a_job_without_a_valid_item_is_stored_failed_and_never_queued(engine: Engine, queue: FakeQueue) -> None:
+def test_a_job_without_a_valid_item_is_stored_failed_and_never_queued(
+    engine: Engine, queue: FakeQueue
+) -> None:
     parsed = batch.parse_upload(_upload("{oops"), "bad.jsonl")
     job = batch.submit(lambda: engine, OWNER, parsed, "bad.jsonl")
     assert (job.items, queue.jobs) == (0, [])
@@ -144,13 +151,19 @@ def test_the_cli_and_the_ui_export_the_same_files(
     engine: Engine, queue: FakeQueue, tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "q.jsonl"
-    path.write_bytes(_upload({"id": "a", "question": "Where?", "passage": PASSAGE}, {"id": "b", "question": "Who?",
-                                                                                     "passage": "小明出生在杭州。"}))
+    path.write_bytes(
+        _upload(
+            {"id": "a", "question": "Where?", "passage": PASSAGE},
+            {"id": "b", "question": "Who?", "passage": "小明出生在杭州。"},
+        )
+    )
     assert main(["batch", "submit", str(path)]) == 0
     job_id = capsys.readouterr().out.strip()
     assert main(["batch", "results", job_id, "--format", kind]) == 0
     printed = capsys.readouterr().out
-    jsonl, csv_path, squad = exports.write_exports(batch.results(lambda: engine, "cli", job_id), job_id, tmp_path)
+    jsonl, csv_path, squad = exports.write_exports(
+        batch.results(lambda: engine, "cli", job_id), job_id, tmp_path
+    )
     assert printed == Path({"jsonl": jsonl, "csv": csv_path, "squad": squad}[kind]).read_bytes().decode()
     assert main(["batch", "status", job_id, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["pending"] == 2

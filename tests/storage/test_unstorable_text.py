@@ -54,8 +54,10 @@ def test_a_question_or_passage_with_an_unstorable_character_is_rejected(
 def test_a_batch_item_with_an_unstorable_character_rejects_the_job_before_anything_is_stored(
     db: Session, limits: Limits, text: str
 ) -> None:
-    items = [{"item_key": "a", "question": "Where?", "passage": PASSAGE},
-             {"item_key": "b", "question": text, "passage": PASSAGE}]
+    items = [
+        {"item_key": "a", "question": "Where?", "passage": PASSAGE},
+        {"item_key": "b", "question": text, "passage": PASSAGE},
+    ]
     with pytest.raises(UnstorableText) as error:
         qa.create_job(db, owner=OWNER, filename="f.jsonl", items=items, limits=limits)
     assert "'b'" in error.value.field

@@ -36,7 +36,9 @@ def test_an_exited_child_is_started_again_until_its_restarts_are_used_up(tmp_pat
             fresh = service.children[0]
             assert fresh is not exited and fresh.process.pid != exited.process.pid
             assert len(fresh.restarts) == restart + 1
-            assert json.loads((tmp_path / "service.json").read_text())["children"] == {"worker": fresh.process.pid}
+            assert json.loads((tmp_path / "service.json").read_text())["children"] == {
+                "worker": fresh.process.pid
+            }
         service.children[0].process.wait(timeout=30)
         assert not restart_child(service, service.children[0], now=1000.0 + RESTART_LIMIT)
         # restarts older than the window no longer count
@@ -49,7 +51,9 @@ def test_an_exited_child_is_started_again_until_its_restarts_are_used_up(tmp_pat
 def test_a_child_without_a_command_is_never_restarted(tmp_path: Path) -> None:
     service = _service(tmp_path)
     redis_like = spawn("redis", [sys.executable, "-c", "pass"], env={}, log_dir=tmp_path / "logs")
-    redis_like = Child(name="redis", process=redis_like.process, log=redis_like.log)  # as start_service builds it
+    redis_like = Child(
+        name="redis", process=redis_like.process, log=redis_like.log
+    )  # as start_service builds it
     service.children.append(redis_like)
     redis_like.process.wait(timeout=30)
     assert not restart_child(service, redis_like)

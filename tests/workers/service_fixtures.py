@@ -66,12 +66,24 @@ def service_env(redis_url: str, database_url: str, **extra: str) -> dict[str, st
     return env
 
 
-def start_worker(env: dict[str, str], log: Path, *, name: str = "s2s-test@%h", queues: str = "interactive,batch",
-                 wait_s: float = 60.0) -> subprocess.Popen[bytes]:
+def start_worker(
+    env: dict[str, str],
+    log: Path,
+    *,
+    name: str = "s2s-test@%h",
+    queues: str = "interactive,batch",
+    wait_s: float = 60.0,
+) -> subprocess.Popen[bytes]:
     """Start `s2s worker` and return once its heartbeat is in Redis."""
     command = [sys.executable, "-m", "cli.main", "worker", "--queues", queues, "--name", name]
-    process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=log.open("ab"),
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     client = redis.Redis.from_url(env["REDIS_URL"])
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
@@ -122,12 +134,16 @@ def running_service(tmp: Path, **worker_env: str) -> Iterator[dict[str, Any]]:
             get_settings.cache_clear()
 
 
-def submit_job(engine: Engine, count: int, *, question: str = QUESTION, poison: dict[int, str] | None = None) -> str:
+def submit_job(
+    engine: Engine, count: int, *, question: str = QUESTION, poison: dict[int, str] | None = None
+) -> str:
     """Store a job of `count` items (item i's question replaced by `poison[i]` where given) and enqueue it."""
     from workers import client
 
-    items = [{"item_key": f"k{i}", "question": (poison or {}).get(i, question), "passage": PASSAGE + f" Item {i}."}
-             for i in range(count)]
+    items = [
+        {"item_key": f"k{i}", "question": (poison or {}).get(i, question), "passage": PASSAGE + f" Item {i}."}
+        for i in range(count)
+    ]
     with transaction(engine) as db:
         job_id = qa.create_job(db, owner=OWNER, filename="big.jsonl", items=items)
     client.enqueue_job(job_id)
@@ -139,8 +155,9 @@ def job_progress(engine: Engine, job_id: str) -> qa.JobProgress:
         return qa.job_progress(db, job_id=job_id, owner=OWNER)
 
 
-def wait_job(engine: Engine, job_id: str, *, timeout_s: float = 60.0, done_at_least: int | None = None
-             ) -> qa.JobProgress:
+def wait_job(
+    engine: Engine, job_id: str, *, timeout_s: float = 60.0, done_at_least: int | None = None
+) -> qa.JobProgress:
     """The job's progress once no item is pending (or `done_at_least` items are done), or at the deadline."""
     deadline = time.monotonic() + timeout_s
     while True:

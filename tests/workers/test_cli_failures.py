@@ -39,10 +39,18 @@ def _env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _s2s(env: dict[str, str], *args: str, stdin: str | None = None,
-         timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, cwd=REPO_ROOT, input=stdin,
-                          capture_output=True, text=True, timeout=timeout)
+def _s2s(
+    env: dict[str, str], *args: str, stdin: str | None = None, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        env=env,
+        cwd=REPO_ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _one_clear_line(done: subprocess.CompletedProcess[str]) -> str:
@@ -85,8 +93,9 @@ def _count(database_url: str, model: type) -> int:
 # --- no service: no default broker, nothing stored ------------------------------------------------------
 
 
-def test_the_celery_app_has_no_default_broker_to_fall_back_on(tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_celery_app_has_no_default_broker_to_fall_back_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from workers.celery_app import ServiceCelery
 
     monkeypatch.delenv("REDIS_URL", raising=False)
@@ -105,14 +114,18 @@ def test_the_celery_app_has_no_default_broker_to_fall_back_on(tmp_path: Path,
         get_settings.cache_clear()
 
 
-@pytest.mark.parametrize("command", [
-    ["ask", "--passage", "Bob was born in Oslo.", "--question", "Where?"],
-    ["chat"],
-    ["batch", "submit", "FILE"],
-    ["batch", "cancel", "0" * 32],
-])
-def test_without_a_service_a_command_fails_in_one_line_before_storing_anything(tmp_path: Path,
-                                                                               command: list[str]) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ask", "--passage", "Bob was born in Oslo.", "--question", "Where?"],
+        ["chat"],
+        ["batch", "submit", "FILE"],
+        ["batch", "cancel", "0" * 32],
+    ],
+)
+def test_without_a_service_a_command_fails_in_one_line_before_storing_anything(
+    tmp_path: Path, command: list[str]
+) -> None:
     batch_file = tmp_path / "batch.jsonl"
     batch_file.write_text(GOOD_LINE + "\n", encoding="utf-8")
     data_dir = tmp_path / "data"
@@ -143,7 +156,9 @@ def test_a_batch_file_without_a_valid_line_fails_with_each_reason(tmp_path: Path
     assert "line 1: missing or empty 'question'" in done.stderr
     assert "line 2: invalid JSON" in done.stderr
     assert done.stdout == ""  # no job id
-    assert not (tmp_path / "s2s.sqlite3").exists() or _count(f"sqlite:///{tmp_path / 's2s.sqlite3'}", QAJob) == 0
+    assert (
+        not (tmp_path / "s2s.sqlite3").exists() or _count(f"sqlite:///{tmp_path / 's2s.sqlite3'}", QAJob) == 0
+    )
 
 
 def test_a_nul_in_a_batch_question_is_reported_for_its_line_and_the_rest_runs(
@@ -152,7 +167,9 @@ def test_a_nul_in_a_batch_question_is_reported_for_its_line_and_the_rest_runs(
     batch_file = tmp_path / "nul.jsonl"
     nul_line = json.dumps({"id": "b", "question": "Where\u0000?", "passage": "Bob was born in Oslo."})
     batch_file.write_text(GOOD_LINE + "\n" + nul_line + "\n", encoding="utf-8")
-    done = _s2s(_env(tmp_path, REDIS_URL=redis_url, DATABASE_URL=database_url), "batch", "submit", str(batch_file))
+    done = _s2s(
+        _env(tmp_path, REDIS_URL=redis_url, DATABASE_URL=database_url), "batch", "submit", str(batch_file)
+    )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     assert "line 2: question contains a NUL character" in done.stderr
@@ -184,8 +201,15 @@ def test_ask_with_a_stalled_redis_says_so_in_one_line(tmp_path: Path) -> None:
         stalled.listen(16)
         port = stalled.getsockname()[1]
         started = time.monotonic()
-        done = _s2s(_env(tmp_path, REDIS_URL=f"redis://127.0.0.1:{port}/0"),
-                    "ask", "--passage", "Bob was born in Oslo.", "--question", "Where?", timeout=60)
+        done = _s2s(
+            _env(tmp_path, REDIS_URL=f"redis://127.0.0.1:{port}/0"),
+            "ask",
+            "--passage",
+            "Bob was born in Oslo.",
+            "--question",
+            "Where?",
+            timeout=60,
+        )
     assert done.returncode == 2, done.stderr
     assert "Redis is not answering" in _one_clear_line(done)
     assert time.monotonic() - started < 45

@@ -36,8 +36,9 @@ ITEMS = 300
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    with fixtures.running_service(tmp_path, S2S_SQLITE_BUSY_TIMEOUT_MS=str(BUSY_TIMEOUT_MS),
-                         S2S_TEST_DECODE_DELAY_MS="40") as state:
+    with fixtures.running_service(
+        tmp_path, S2S_SQLITE_BUSY_TIMEOUT_MS=str(BUSY_TIMEOUT_MS), S2S_TEST_DECODE_DELAY_MS="40"
+    ) as state:
         yield state
 
 
@@ -58,7 +59,9 @@ def database_locked(engine: Engine) -> Iterator[None]:
 def test_a_job_interrupted_by_a_locked_database_finishes_once_it_answers(service: dict[str, Any]) -> None:
     engine = service["engine"]
     job_id = fixtures.submit_job(engine, ITEMS)
-    assert fixtures.wait_job(engine, job_id, timeout_s=60, done_at_least=40).pending > 0, "the lock must come mid-job"
+    assert fixtures.wait_job(engine, job_id, timeout_s=60, done_at_least=40).pending > 0, (
+        "the lock must come mid-job"
+    )
     with database_locked(engine):
         time.sleep(LOCK_S)
     released = time.monotonic()
@@ -72,8 +75,10 @@ def test_a_job_interrupted_by_a_locked_database_finishes_once_it_answers(service
             break
         time.sleep(0.1)
     finished_s = time.monotonic() - released
-    print(f"done {done_at_release} at release; resumed after {resumed_s} s, finished after {finished_s:.1f} s: "
-          f"done {progress.done}, failed {progress.failed}")
+    print(
+        f"done {done_at_release} at release; resumed after {resumed_s} s, finished after {finished_s:.1f} s: "
+        f"done {progress.done}, failed {progress.failed}"
+    )
     assert progress.status.value == "done"
     assert progress.done == ITEMS and progress.failed == 0
     with transaction(engine) as db:
@@ -83,15 +88,17 @@ def test_a_job_interrupted_by_a_locked_database_finishes_once_it_answers(service
 
 
 def test_turns_sent_during_an_outage_and_a_worker_restart_in_it_are_answered_after_it(
-    service: dict[str, Any]
+    service: dict[str, Any],
 ) -> None:
     from workers import client
 
     engine = service["engine"]
     with transaction(engine) as db:
         conversation_id = conversations.create_conversation(db, owner=OWNER).id
-        turns = [conversations.add_user_turn(db, conversation_id=conversation_id, owner=OWNER, text=f"hello {i}")
-                 for i in range(2)]
+        turns = [
+            conversations.add_user_turn(db, conversation_id=conversation_id, owner=OWNER, text=f"hello {i}")
+            for i in range(2)
+        ]
     restarted: list[Any] = []
     with database_locked(engine):
         before_restart = turns[0].reply_turn_id
@@ -103,10 +110,13 @@ def test_turns_sent_during_an_outage_and_a_worker_restart_in_it_are_answered_aft
         fixtures.stop_worker(service["worker"], sig=signal.SIGKILL)
         log_size = service["log"].stat().st_size
         starting = threading.Thread(
-            target=lambda: restarted.append(fixtures.start_worker(service["env"], service["log"])))
+            target=lambda: restarted.append(fixtures.start_worker(service["env"], service["log"]))
+        )
         starting.start()  # a fresh worker, starting while the database is still locked
         deadline = time.monotonic() + 30
-        while b"database is locked" not in service["log"].read_bytes()[log_size:]:  # its start-up met the lock
+        while (
+            b"database is locked" not in service["log"].read_bytes()[log_size:]
+        ):  # its start-up met the lock
             if time.monotonic() > deadline:
                 break
             time.sleep(0.1)

@@ -40,7 +40,9 @@ def _job(engine: Engine, count: int) -> str:
 
 def _item_ids(engine: Engine, job_id: str) -> list[int]:
     with transaction(engine) as db:
-        return list(db.scalars(select(QAJobItem.id).where(QAJobItem.job_id == job_id).order_by(QAJobItem.position)))
+        return list(
+            db.scalars(select(QAJobItem.id).where(QAJobItem.job_id == job_id).order_by(QAJobItem.position))
+        )
 
 
 def test_question_is_answered_with_the_passage_span_and_stored(engine: Engine, serving: Serving) -> None:
@@ -68,7 +70,9 @@ def test_a_reply_stored_and_the_reply_read_back_report_the_same(engine: Engine, 
     assert fresh == again
 
 
-def test_an_answer_stored_by_a_racing_delivery_is_what_the_late_one_reports(engine: Engine, serving: Serving) -> None:
+def test_an_answer_stored_by_a_racing_delivery_is_what_the_late_one_reports(
+    engine: Engine, serving: Serving
+) -> None:
     question_id = _question(engine)
 
     class RacedDecoder:
@@ -215,7 +219,11 @@ def test_a_cancelled_job_decodes_no_more_items(engine: Engine, serving: Serving)
     jobs.answer_items(engine, serving, job_id, item_ids[:2])
     with transaction(engine) as db:
         assert qa.cancel_job(db, job_id=job_id, owner=OWNER)
-    assert jobs.answer_items(engine, serving, job_id, item_ids[2:]) == {"answered": 0, "failed": 0, "skipped": 2}
+    assert jobs.answer_items(engine, serving, job_id, item_ids[2:]) == {
+        "answered": 0,
+        "failed": 0,
+        "skipped": 2,
+    }
     with transaction(engine) as db:
         statuses = [row["status"] for row in qa.export_results(db, job_id=job_id, owner=OWNER)]
     assert statuses == ["done", "done", "cancelled", "cancelled"]
@@ -244,7 +252,11 @@ def test_items_cut_short_before_are_decoded_each_alone_and_the_rest_together(
     item_ids = _item_ids(engine, job_id)
     with transaction(engine) as db:  # tell the items apart in the model calls
         for index, item_id in enumerate(item_ids):
-            db.execute(QAJobItem.__table__.update().where(QAJobItem.id == item_id).values(question=f"{QUESTION} {index}"))
+            db.execute(
+                QAJobItem.__table__.update()
+                .where(QAJobItem.id == item_id)
+                .values(question=f"{QUESTION} {index}")
+            )
     _cut_short(serving, f"item:{item_ids[1]}", 1)
     _cut_short(serving, f"item:{item_ids[3]}", serving.max_attempts - 1)
     calls = CallLog(serving.model)
@@ -265,10 +277,18 @@ def test_one_failing_request_does_not_fail_its_batch() -> None:
 
 
 def test_a_stuck_worker_exits_with_its_own_status_and_says_why() -> None:
-    code = ("import logging; logging.basicConfig(); from workers.runtime import exit_stuck_worker; "
-            "exit_stuck_worker(312.0); print('not reached')")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    code = (
+        "import logging; logging.basicConfig(); from workers.runtime import exit_stuck_worker; "
+        "exit_stuck_worker(312.0); print('not reached')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
     assert done.returncode == STUCK_EXIT_CODE
     assert "a decode has run for 312 s, past S2S_TASK_TIME_LIMIT_S" in done.stderr
     assert "not reached" not in done.stdout

@@ -89,7 +89,9 @@ def test_interactive_requests_overtake_batch_items() -> None:
     first = threading.Thread(target=batcher.answer, args=([("warm", "p")],))
     first.start()
     time.sleep(0.01)  # the batcher is busy decoding "warm"
-    batch = threading.Thread(target=batcher.answer, args=([("b1", "p"), ("b2", "p")],), kwargs={"priority": BATCH})
+    batch = threading.Thread(
+        target=batcher.answer, args=([("b1", "p"), ("b2", "p")],), kwargs={"priority": BATCH}
+    )
     batch.start()
     time.sleep(0.01)
     assert batcher.reply([["chat"]]) == [["tahc"]]
@@ -101,18 +103,32 @@ def test_interactive_requests_overtake_batch_items() -> None:
 
 def test_the_watchdog_reports_a_model_call_that_runs_past_the_limit_once() -> None:
     stuck: list[float] = []
-    batcher = MicroBatcher(FakeModel(delay_s=0.6), max_size=4, max_wait_ms=0, timeout_s=5, stuck_after_s=0.2,
-                           on_stuck=stuck.append)
+    batcher = MicroBatcher(
+        FakeModel(delay_s=0.6),
+        max_size=4,
+        max_wait_ms=0,
+        timeout_s=5,
+        stuck_after_s=0.2,
+        on_stuck=stuck.append,
+    )
     batcher.start()
-    assert batcher.answer([("slow", "p")]) == [["SLOW"]]  # the call still finishes; the worker decides what to do
+    assert batcher.answer([("slow", "p")]) == [
+        ["SLOW"]
+    ]  # the call still finishes; the worker decides what to do
     batcher.stop()
     assert len(stuck) == 1 and 0.2 < stuck[0] < 0.6
 
 
 def test_the_watchdog_stays_quiet_while_calls_finish_in_time() -> None:
     stuck: list[float] = []
-    batcher = MicroBatcher(FakeModel(delay_s=0.05), max_size=4, max_wait_ms=0, timeout_s=5, stuck_after_s=0.3,
-                           on_stuck=stuck.append)
+    batcher = MicroBatcher(
+        FakeModel(delay_s=0.05),
+        max_size=4,
+        max_wait_ms=0,
+        timeout_s=5,
+        stuck_after_s=0.3,
+        on_stuck=stuck.append,
+    )
     batcher.start()
     for _ in range(10):  # 0.5 s of calls, each well under the limit
         batcher.answer([("quick", "p")])
@@ -140,8 +156,12 @@ def test_a_request_counts_as_decoding_only_during_its_model_call() -> None:
     model = Model()
     batcher = MicroBatcher(model, max_size=16, max_wait_ms=0, timeout_s=5, attempts=attempts)
     batcher.start()
-    assert batcher.answer([("a", "p"), ("b", "p"), ("c", "p")], keys=["item:1", "item:2", "item:3"],
-                          alone={"item:2"}, priority=BATCH) == [["A"], ["B"], ["C"]]
+    assert batcher.answer(
+        [("a", "p"), ("b", "p"), ("c", "p")],
+        keys=["item:1", "item:2", "item:3"],
+        alone={"item:2"},
+        priority=BATCH,
+    ) == [["A"], ["B"], ["C"]]
     assert batcher.answer([("d", "p")]) == [["D"]]  # an unnamed request is not recorded
     batcher.stop()
     assert model.calls == [["a", "c"], ["b"], ["d"]]  # the one named alone got a call of its own

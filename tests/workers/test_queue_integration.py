@@ -66,8 +66,20 @@ def test_workers_report_model_and_queues(service: dict[str, Any]) -> None:
 
 
 def test_ask_command_prints_the_answer_first(service: dict[str, Any]) -> None:
-    command = [sys.executable, "-m", "cli.main", "ask", "--passage", PASSAGE, "--question", QUESTION, "--json"]
-    done = subprocess.run(command, env=service["env"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    command = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "ask",
+        "--passage",
+        PASSAGE,
+        "--question",
+        QUESTION,
+        "--json",
+    ]
+    done = subprocess.run(
+        command, env=service["env"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "Oslo"
 
@@ -82,8 +94,14 @@ def test_batch_file_with_bad_lines_runs_the_good_ones(service: dict[str, Any], t
     path.write_text("\n".join(lines) + "\n")
 
     def s2s(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "cli.main", *args], env=service["env"], cwd=REPO_ROOT,
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "cli.main", *args],
+            env=service["env"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 

@@ -24,9 +24,29 @@ import torch
 
 from tests.workers.conftest import REPO_ROOT, TINY_MODEL
 
-PACKAGES = ["model", "storage", "workers", "flows", "supervisor", "ui", "cli", "bench", "scripts", "settings.py"]
-PICKLING_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve", "marshal",
-                    "jsonpickle"}
+PACKAGES = [
+    "model",
+    "storage",
+    "workers",
+    "flows",
+    "supervisor",
+    "ui",
+    "cli",
+    "bench",
+    "scripts",
+    "settings.py",
+]
+PICKLING_MODULES = {
+    "pickle",
+    "cPickle",
+    "_pickle",
+    "dill",
+    "cloudpickle",
+    "joblib",
+    "shelve",
+    "marshal",
+    "jsonpickle",
+}
 REDIS_PASSWORD = "redis-Secret-4f9a"
 DATABASE_PASSWORD = "db-Secret-81c2"
 
@@ -42,10 +62,18 @@ def test_no_module_imports_a_pickling_library() -> None:
     found = []
     for path, tree in _sources():
         for node in ast.walk(tree):
-            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            found += [f"{path.relative_to(REPO_ROOT)}:{node.lineno} {name}" for name in names
-                      if name.split(".")[0] in PICKLING_MODULES]
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            found += [
+                f"{path.relative_to(REPO_ROOT)}:{node.lineno} {name}"
+                for name in names
+                if name.split(".")[0] in PICKLING_MODULES
+            ]
     assert not found, found
 
 
@@ -62,8 +90,9 @@ def test_every_torch_load_passes_weights_only_true_and_numpy_never_allows_pickle
                 value = keywords.get("weights_only")
                 if not (isinstance(value, ast.Constant) and value.value is True):
                     unsafe.append(where)
-            if "allow_pickle" in keywords and not (isinstance(keywords["allow_pickle"], ast.Constant)
-                                                   and keywords["allow_pickle"].value is False):
+            if "allow_pickle" in keywords and not (
+                isinstance(keywords["allow_pickle"], ast.Constant) and keywords["allow_pickle"].value is False
+            ):
                 unsafe.append(where)
     assert loads >= 2 and not unsafe, unsafe
 
@@ -111,8 +140,10 @@ def test_a_url_is_shown_without_its_password() -> None:
     from workers.service_discovery import shown_url
 
     assert shown_url(f"redis://:{REDIS_PASSWORD}@10.0.0.5:6379/0") == "redis://:***@10.0.0.5:6379/0"
-    assert shown_url(f"postgresql+psycopg://s2s:{DATABASE_PASSWORD}@db:5432/s2s") == \
-        "postgresql+psycopg://s2s:***@db:5432/s2s"
+    assert (
+        shown_url(f"postgresql+psycopg://s2s:{DATABASE_PASSWORD}@db:5432/s2s")
+        == "postgresql+psycopg://s2s:***@db:5432/s2s"
+    )
     assert shown_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
 
 
@@ -122,9 +153,23 @@ def password_redis(tmp_path: Path) -> Iterator[str]:
     from supervisor.embedded_redis import free_port, redis_server_binary
 
     port = free_port()
-    process = subprocess.Popen([redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                                "--requirepass", REDIS_PASSWORD, "--dir", str(tmp_path)],
-                               stdout=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        [
+            redis_server_binary(),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--requirepass",
+            REDIS_PASSWORD,
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0"
     try:
         deadline = time.monotonic() + 20
@@ -144,8 +189,14 @@ def password_redis(tmp_path: Path) -> Iterator[str]:
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key not in {"REDIS_URL", "DATABASE_URL"}}
-    env.update(S2S_DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(REPO_ROOT), S2S_CHECKPOINT=str(TINY_MODEL),
-               S2S_DEVICE="cpu", S2S_TORCH_THREADS="1", S2S_REQUEST_TIMEOUT_S="3")
+    env.update(
+        S2S_DATA_DIR=str(tmp_path / "data"),
+        PYTHONPATH=str(REPO_ROOT),
+        S2S_CHECKPOINT=str(TINY_MODEL),
+        S2S_DEVICE="cpu",
+        S2S_TORCH_THREADS="1",
+        S2S_REQUEST_TIMEOUT_S="3",
+    )
     env.update(extra)
     return env
 
@@ -157,8 +208,15 @@ def _assert_no_password(text: str, where: str) -> None:
 @pytest.mark.slow
 def test_passwords_in_urls_are_never_printed_or_logged(tmp_path: Path, password_redis: str) -> None:
     env = _env(tmp_path, REDIS_URL=password_redis)
-    up = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--no-ui"], env=env, cwd=REPO_ROOT,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "up", "--no-ui"],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     shown = ""
     try:
         assert up.stdout is not None
@@ -167,13 +225,21 @@ def test_passwords_in_urls_are_never_printed_or_logged(tmp_path: Path, password_
             shown += up.stdout.readline()
         assert "press Ctrl-C" in shown, shown
         assert "redis: redis://:***@127.0.0.1" in shown, shown
-        second = subprocess.run([sys.executable, "-m", "cli.main", "up", "--no-ui"], env=env, cwd=REPO_ROOT,
-                                capture_output=True, text=True, timeout=120)
+        second = subprocess.run(
+            [sys.executable, "-m", "cli.main", "up", "--no-ui"],
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert second.returncode == 2 and "already running" in second.stderr, second.stderr
         assert ":***@127.0.0.1" in second.stderr
         _assert_no_password(second.stdout + second.stderr, "a second s2s up's refusal")
         service_file = tmp_path / "data" / "service.json"
-        assert service_file.stat().st_mode & 0o077 == 0, "service.json (it holds the Redis URL) is not private"
+        assert service_file.stat().st_mode & 0o077 == 0, (
+            "service.json (it holds the Redis URL) is not private"
+        )
     finally:
         os.killpg(up.pid, signal.SIGTERM)
         rest, _ = up.communicate(timeout=60)
@@ -183,18 +249,36 @@ def test_passwords_in_urls_are_never_printed_or_logged(tmp_path: Path, password_
         _assert_no_password(log.read_text(errors="replace"), str(log))
 
     unreachable = f"postgresql://s2s:{DATABASE_PASSWORD}@127.0.0.1:1/s2s"
-    asked = subprocess.run([sys.executable, "-m", "cli.main", "ask", "--passage", "Bob was born in Oslo.",
-                            "--question", "Where?"], env=_env(tmp_path, REDIS_URL=password_redis,
-                                                               DATABASE_URL=unreachable),
-                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    asked = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "ask",
+            "--passage",
+            "Bob was born in Oslo.",
+            "--question",
+            "Where?",
+        ],
+        env=_env(tmp_path, REDIS_URL=password_redis, DATABASE_URL=unreachable),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert asked.returncode == 2, asked.stderr
     _assert_no_password(asked.stdout + asked.stderr, "s2s ask")
 
     # A worker that cannot reach its database says so, again and again, while it waits: never with the URL.
     log = tmp_path / "worker.log"
-    worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], cwd=REPO_ROOT,
-                              env=_env(tmp_path, REDIS_URL=password_redis, DATABASE_URL=unreachable),
-                              stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "worker"],
+        cwd=REPO_ROOT,
+        env=_env(tmp_path, REDIS_URL=password_redis, DATABASE_URL=unreachable),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while log.read_text(errors="replace").count("does not answer") < 2 and time.monotonic() < deadline:

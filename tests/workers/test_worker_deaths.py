@@ -39,8 +39,9 @@ EXTERNAL_KILLS = 3
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    with running_service(tmp_path, S2S_TEST_EXIT_ON="POISON", S2S_TEST_DECODE_DELAY_MS="100",
-                         S2S_MICROBATCH_MAX_SIZE="8") as state:
+    with running_service(
+        tmp_path, S2S_TEST_EXIT_ON="POISON", S2S_TEST_DECODE_DELAY_MS="100", S2S_MICROBATCH_MAX_SIZE="8"
+    ) as state:
         yield state
 
 
@@ -70,7 +71,8 @@ def test_only_the_poison_item_fails_however_often_the_worker_dies(service: dict[
     with transaction(engine) as db:
         rows = db.execute(
             select(QAJobItem.position, QAJobItem.status, QAJobItem.answer, QAJobItem.error)
-            .where(QAJobItem.job_id == job_id).order_by(QAJobItem.position)
+            .where(QAJobItem.job_id == job_id)
+            .order_by(QAJobItem.position)
         ).all()
     failed = {position: error for position, status, _, error in rows if status is ItemStatus.FAILED}
     print(f"poison deaths {poison_deaths}, SIGKILLs {kills}: done {progress.done}, failed {progress.failed}")
@@ -78,7 +80,9 @@ def test_only_the_poison_item_fails_however_often_the_worker_dies(service: dict[
     assert poison_deaths == get_settings().max_task_attempts  # the poison input decoded this often, no more
     assert progress.status.value == "done"
     assert list(failed) == [POISON_AT] and "gave up" in (failed[POISON_AT] or "")
-    assert all(status is ItemStatus.DONE and answer for position, status, answer, _ in rows if position != POISON_AT)
+    assert all(
+        status is ItemStatus.DONE and answer for position, status, answer, _ in rows if position != POISON_AT
+    )
     assert progress.done == ITEMS - 1
     # No item stored twice: a task SIGKILLed after its commit never logs its count, so the log may say fewer.
     assert answered_in_log(service["log"]) <= ITEMS - 1
