@@ -113,7 +113,7 @@ class Tokenizer:
         with its own leading space left out (a model emitting both wrote "a  eat" with two spaces)."""
         kept = [i for i in ids if i not in self._special_ids]
         space = self._bare_space_id
-        if space is not None:
+        if space is not None and kept:  # (nothing kept: an empty reply, e.g. the model ended at once)
             word_starts = [self.sp.id_to_piece(i).startswith(WORD_START) for i in kept]
             kept = [i for i, next_starts_word in zip(kept, [*word_starts[1:], False], strict=True)
                     if not (i == space and next_starts_word)]
@@ -146,9 +146,9 @@ def _align(text: str, pieces: Sequence[str]) -> list[tuple[int, int]]:
             pending_bytes.clear()
             pending_count = 0
             continue
-        surface = piece.replace(WORD_START, " ").strip()
+        surface = piece.replace(WORD_START, " ").strip(" ")
         if not surface:
-            while position < len(text) and text[position].isspace():
+            while position < len(text) and text[position] == " ":
                 position += 1
             spans.append((position, position))
             continue
@@ -160,7 +160,9 @@ def _align(text: str, pieces: Sequence[str]) -> list[tuple[int, int]]:
 
 
 def _find(text: str, surface: str, position: int) -> tuple[int, int]:
-    while position < len(text) and text[position].isspace():
+    # Only spaces become the word mark; every other character, whitespace or not (\r, \t, \n, U+3000), is a
+    # piece or byte pieces of its own, so skipping it would point every later piece past its text.
+    while position < len(text) and text[position] == " ":
         position += 1
     if text.startswith(surface, position):
         return position, position + len(surface)
