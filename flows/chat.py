@@ -2,7 +2,7 @@
 
 `send` = `store` (check the text and that a worker is online, store the message and its pending reply) +
 `queue` (enqueue the reply, or mark it failed so it can be retried). A reply is read back from the database
-(`poll`, `history`) or waited for on the result store (`wait`).
+(`poll`, `history`) or waited for on the result store (`wait`); `stop` cancels the replies still pending.
 """
 
 from __future__ import annotations
@@ -113,6 +113,15 @@ def wait(engine: EngineSource, turn_id: int, *, timeout: float) -> dict[str, Any
     "model_version", "latency_ms", "error"}; workers.client.ResultTimeout after `timeout` seconds (the reply
     stays queued)."""
     return wait_until_ended(engine, lambda db: job_store.turn_outcome(db, turn_id=turn_id), timeout=timeout)
+
+
+def stop(engine: EngineSource, owner: str, conversation_id: str) -> list[int]:
+    """Cancel the conversation's pending replies (the user stopped them); the ids of those it cancelled.
+
+    The database is what stops them: a worker that takes one afterwards finds it no longer pending and skips
+    it, and one decoding it now cannot store the text. Nothing is revoked in the queue."""
+    with transaction(engine()) as db:
+        return conversations.cancel_pending_replies(db, conversation_id=conversation_id, owner=owner)
 
 
 def last_failed_reply(engine: EngineSource, owner: str, conversation_id: str) -> int | None:

@@ -2,7 +2,7 @@
 
 `ask` = check the texts and that a worker is online, `store` the passage (reused by hash) and a pending
 question, then enqueue it or mark it failed. The answer is read back from the database (`result`) or waited
-for on the result store (`wait`).
+for on the result store (`wait`); `stop` cancels a question still pending.
 """
 
 from __future__ import annotations
@@ -65,6 +65,14 @@ def wait(engine: EngineSource, question_id: str, *, timeout: float) -> dict[str,
     workers.client.ResultTimeout after `timeout` seconds."""
     return wait_until_ended(engine, lambda db: job_store.question_outcome(db, question_id=question_id),
                             timeout=timeout)
+
+
+def stop(engine: EngineSource, owner: str, question_id: str) -> bool:
+    """Cancel a pending question (the user stopped it); False if it had already been answered or failed.
+
+    A worker that takes it afterwards finds it no longer pending and skips it; nothing is revoked."""
+    with transaction(engine()) as db:
+        return qa.cancel_question(db, question_id=question_id, owner=owner)
 
 
 def result(engine: EngineSource, owner: str, question_id: str) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 UI side (owner-scoped: every function takes `owner`, and another owner's rows raise `NotFound`):
 create_conversation, get_conversation, list_conversations, rename_conversation, delete_conversation,
-add_user_turn, retry_reply, get_turn, list_turns.
+add_user_turn, retry_reply, cancel_pending_replies, get_turn, list_turns.
 Worker side (by the ids the service itself enqueued): turn_status, history_for, save_reply, fail_reply.
 
 Every function takes the Session `db` first and keyword arguments after it, and never commits: the caller's
@@ -191,6 +191,18 @@ def retry_reply(db: Session, *, turn_id: int, owner: str, decoding: dict[str, An
     if decoding is not None:
         values["decoding"] = decoding
     return _set_reply(db, turn_id=turn_id, from_status=TurnStatus.FAILED, values=values)
+
+
+def cancel_pending_replies(db: Session, *, conversation_id: str, owner: str) -> list[int]:
+    """Mark the conversation's pending replies cancelled (the user stopped them); the ids of those it changed.
+
+    A worker that takes one afterwards skips it (turn_status is no longer pending), and one decoding it now
+    cannot store its text (save_reply only writes a pending turn)."""
+    pending = [turn.id for turn in list_turns(db, conversation_id=conversation_id, owner=owner)
+               if turn.role is Role.ASSISTANT and turn.status is TurnStatus.PENDING]
+    values = {"status": TurnStatus.CANCELLED, "error": "stopped by the user", "finished_at": utcnow()}
+    return [turn_id for turn_id in pending
+            if _set_reply(db, turn_id=turn_id, from_status=TurnStatus.PENDING, values=values)]
 
 
 def requested_decoding(db: Session, *, turn_id: int) -> dict[str, Any] | None:

@@ -92,12 +92,14 @@ class TurnStatus(enum.StrEnum):
     PENDING = "pending"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # the user stopped it while pending; a worker that meets it skips it
 
 
 class QuestionStatus(enum.StrEnum):
     PENDING = "pending"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # the user stopped it while pending; a worker that meets it skips it
 
 
 class JobStatus(enum.StrEnum):

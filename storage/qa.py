@@ -1,8 +1,8 @@
 """Reading comprehension: passages, questions asked one at a time, and batch QA jobs with their items.
 
-UI side (owner-scoped; another owner's rows raise `NotFound`): create_question, get_question, create_job,
-get_job, list_jobs, job_progress, cancel_job, export_results. `upsert_passage` is shared by content: a
-passage id is only reachable through the text itself or an owner's question or job.
+UI side (owner-scoped; another owner's rows raise `NotFound`): create_question, get_question, cancel_question,
+create_job, get_job, list_jobs, job_progress, cancel_job, export_results. `upsert_passage` is shared by
+content: a passage id is only reachable through the text itself or an owner's question or job.
 Worker side (by ids the service enqueued): question_input, save_answer, fail_question, claim_pending_items,
 pending_item, record_item_answer, record_item_failure, finish_job_if_complete, fail_job.
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Executable, bindparam, func, insert, select
@@ -45,6 +44,11 @@ from storage.models import (
 
 _IN_CHUNK = 500  # ids per IN (...) list, well under SQLite's bound-parameter limit
 _ACTIVE_JOB = (JobStatus.QUEUED, JobStatus.RUNNING)
+# A job's ETA waits for a measured rate (_eta_s): items finished after the first burst (those within
+# ETA_FIRST_BURST_S of the first answer), at least ETA_MIN_ITEMS of them, over at least ETA_MIN_SPAN_S.
+ETA_FIRST_BURST_S = 1.0
+ETA_MIN_ITEMS = 8
+ETA_MIN_SPAN_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ class JobProgress:
     pending: int
     cancelled: int
     fraction: float  # share of items no longer pending, 0..1
-    eta_s: float | None  # None until the job is running and has finished an item
+    eta_s: float | None  # None unless the job is running and the rate items finish at is known
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON for the CLI and the UI: {"job_id", "state", counts, "fraction", "eta_s"}."""
@@ -199,6 +203,16 @@ def save_answer(
 def fail_question(db: Session, *, question_id: str, error: str) -> bool:
     """Worker side: mark a pending question failed; False if it was not pending."""
     values = {"status": QuestionStatus.FAILED, "error": error, "finished_at": utcnow()}
+    return _finish_pending(db, Question, row_id=question_id, values=values)
+
+
+def cancel_question(db: Session, *, question_id: str, owner: str) -> bool:
+    """Mark a pending question cancelled (the user stopped it); False if it had already been answered or failed.
+
+    A worker that takes it afterwards skips it (question_input returns None), and one decoding it now cannot
+    store its answer (save_answer only writes a pending question)."""
+    get_question(db, question_id=question_id, owner=owner)
+    values = {"status": QuestionStatus.CANCELLED, "error": "stopped by the user", "finished_at": utcnow()}
     return _finish_pending(db, Question, row_id=question_id, values=values)
 
 
@@ -423,8 +437,32 @@ def _count_items(db: Session, *, job_id: str, status: ItemStatus) -> int:
     return db.scalar(query) or 0
 
 
-def job_progress(db: Session, *, job_id: str, owner: str, now: datetime | None = None) -> JobProgress:
-    """Counts by item status, the share finished, and an ETA from the rate items finished since the start."""
+def _eta_s(db: Session, *, job_id: str, pending: int) -> float | None:
+    """Seconds until `pending` items are answered, at the rate items finished after the first burst did; None
+    until ETA_MIN_ITEMS have finished after it, over at least ETA_MIN_SPAN_S.
+
+    The time to the first answers (queue wait, model warm-up) and a first chunk that finishes all at once say
+    nothing about the rate: counted from the job's start they made early estimates jump (112 s, 3 min, 29 s).
+    """
+    query = (
+        select(QAJobItem.finished_at)
+        .where(QAJobItem.job_id == job_id, QAJobItem.status.in_((ItemStatus.DONE, ItemStatus.FAILED)),
+               QAJobItem.finished_at.is_not(None))
+        .order_by(QAJobItem.finished_at)
+    )
+    times = [t for t in db.scalars(query) if t is not None]
+    if not times:
+        return None
+    first = times[0]
+    later = [t for t in times if (t - first).total_seconds() > ETA_FIRST_BURST_S]
+    span_s = (times[-1] - first).total_seconds()
+    if len(later) < ETA_MIN_ITEMS or span_s < ETA_MIN_SPAN_S:
+        return None
+    return pending * span_s / len(later)
+
+
+def job_progress(db: Session, *, job_id: str, owner: str) -> JobProgress:
+    """Counts by item status, the share finished, and an ETA once the rate items finish at is known (_eta_s)."""
     job = get_job(db, job_id=job_id, owner=owner)
     query = (
         select(QAJobItem.status, func.count()).where(QAJobItem.job_id == job_id).group_by(QAJobItem.status)
@@ -433,10 +471,7 @@ def job_progress(db: Session, *, job_id: str, owner: str, now: datetime | None =
     done, failed = counts.get(ItemStatus.DONE, 0), counts.get(ItemStatus.FAILED, 0)
     pending, cancelled = counts.get(ItemStatus.PENDING, 0), counts.get(ItemStatus.CANCELLED, 0)
     total = done + failed + pending + cancelled
-    eta_s: float | None = None
-    if job.status is JobStatus.RUNNING and job.started_at is not None and done + failed > 0:
-        elapsed_s = max(((now or utcnow()) - job.started_at).total_seconds(), 0.0)
-        eta_s = pending * elapsed_s / (done + failed)
+    eta_s = _eta_s(db, job_id=job_id, pending=pending) if job.status is JobStatus.RUNNING and pending else None
     return JobProgress(
         job_id=job_id,
         status=job.status,

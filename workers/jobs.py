@@ -15,6 +15,7 @@ SQLite file.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from storage.models import QuestionStatus, TurnStatus
 from workers import job_store
 from workers.attempts import AttemptLog, LocalAttempts, request_key
 from workers.microbatch import Decoder, TrackedDecoder, Unbatched
+
+logger = logging.getLogger(__name__)
 
 GAVE_UP = "gave up after {attempts} decodes of it stopped its worker"
 
@@ -83,7 +86,9 @@ def reply_to_turn(engine: Engine, serving: Serving, turn_id: int) -> dict[str, A
     key = request_key("turn", turn_id)
     cut_short = serving.suspects([key]).get(key, 0)
     with transaction(engine) as db:
-        if conversations.turn_status(db, turn_id=turn_id) is not TurnStatus.PENDING:
+        status = conversations.turn_status(db, turn_id=turn_id)
+        if status is not TurnStatus.PENDING:  # answered already (a redelivery), or stopped by the user
+            logger.info("reply %s skipped: it is %s", turn_id, status.value)
             return job_store.turn_outcome(db, turn_id=turn_id)
         if cut_short >= serving.max_attempts:
             conversations.fail_reply(db, turn_id=turn_id, error=GAVE_UP.format(attempts=cut_short))
@@ -124,8 +129,10 @@ def answer_question(engine: Engine, serving: Serving, question_id: str) -> dict[
     cut_short = serving.suspects([key]).get(key, 0)
     with transaction(engine) as db:
         request = qa.question_input(db, question_id=question_id)
-        if request is None:
-            return job_store.question_outcome(db, question_id=question_id)
+        if request is None:  # answered already (a redelivery), or stopped by the user
+            outcome = job_store.question_outcome(db, question_id=question_id)
+            logger.info("question %s skipped: it is %s", question_id, outcome["status"])
+            return outcome
         if cut_short >= serving.max_attempts:
             qa.fail_question(db, question_id=question_id, error=GAVE_UP.format(attempts=cut_short))
             return job_store.question_outcome(db, question_id=question_id)

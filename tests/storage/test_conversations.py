@@ -333,3 +333,17 @@ def test_requested_decoding_is_kept_on_the_pending_reply_until_it_is_answered(db
     conversations.save_reply(db, turn_id=turns.reply_turn_id, text="hello", model_version="m",
                              decoding={"beam_size": 2, "max_length": 40})
     assert conversations.requested_decoding(db, turn_id=turns.reply_turn_id) is None
+
+
+def test_cancelling_stops_only_pending_replies_and_a_late_answer_is_not_stored(db: Session, limits: Limits) -> None:
+    conversation_id = _conversation_id(db)
+    answered = _exchange(db, conversation_id, "hi", "hello", limits)
+    waiting = _exchange(db, conversation_id, "and then?", None, limits)
+    assert conv.cancel_pending_replies(db, conversation_id=conversation_id, owner=OWNER) == [waiting.reply_turn_id]
+    assert conv.cancel_pending_replies(db, conversation_id=conversation_id, owner=OWNER) == []
+    assert conv.turn_status(db, turn_id=waiting.reply_turn_id) is TurnStatus.CANCELLED  # a worker skips it
+    assert not conv.save_reply(db, turn_id=waiting.reply_turn_id, text="late", model_version="chat@1")
+    assert conv.get_turn(db, turn_id=waiting.reply_turn_id, owner=OWNER).text is None
+    assert conv.get_turn(db, turn_id=answered.reply_turn_id, owner=OWNER).text == "hello"
+    with pytest.raises(NotFound):
+        conv.cancel_pending_replies(db, conversation_id=conversation_id, owner=OTHER_OWNER)

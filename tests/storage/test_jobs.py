@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -239,29 +240,35 @@ def test_fail_job_fails_the_job_and_its_pending_items(db: Session, limits: Limit
     assert (job.status, job.error) == (JobStatus.FAILED, "no model for zh")
 
 
-def test_job_progress_counts_items_and_estimates_the_time_left_from_the_rate_so_far(
+def _finish_at(db: Session, item_ids: list[int], seconds_ago: float) -> None:
+    """Answer the items as if a worker had done so `seconds_ago` seconds ago."""
+    for item_id in item_ids:
+        _answer(db, item_id)
+        db.get_one(QAJobItem, item_id).finished_at = utcnow() - timedelta(seconds=seconds_ago)
+    db.flush()
+
+
+def test_job_progress_counts_items_and_estimates_the_time_left_from_the_rate_after_the_first_burst(
     db: Session, limits: Limits
 ) -> None:
-    job_id = _job_id(db, limits, count=5)
+    job_id = _job_id(db, dataclasses.replace(limits, max_batch_items=40), count=40)
     item_ids = _item_ids(db, job_id)
-    qa.claim_pending_items(db, job_id=job_id, limit=5)
-    started = utcnow() - timedelta(seconds=30)
-    db.get_one(QAJob, job_id).started_at = started
+    qa.claim_pending_items(db, job_id=job_id, limit=40)
+    db.get_one(QAJob, job_id).started_at = utcnow() - timedelta(seconds=100)
+    _finish_at(db, item_ids[:8], seconds_ago=60)  # the first chunk, after 40 s of queue wait and warm-up
+    first = qa.job_progress(db, job_id=job_id, owner=OWNER)
+    _finish_at(db, item_ids[8:16], seconds_ago=40)
+    _finish_at(db, item_ids[16:23], seconds_ago=20)
+    qa.record_item_failure(db, item_id=item_ids[23], error="boom")
+    db.get_one(QAJobItem, item_ids[23]).finished_at = utcnow() - timedelta(seconds=20)
     db.flush()
-    _answer(db, item_ids[0])
-    _answer(db, item_ids[1])
-    qa.record_item_failure(db, item_id=item_ids[2], error="boom")
-    progress = qa.job_progress(db, job_id=job_id, owner=OWNER, now=started + timedelta(seconds=30))
-    # 3 items finished in 30 s: 10 s each, so the 2 pending items need about 20 s.
-    assert (progress.total, progress.done, progress.failed, progress.pending, progress.cancelled) == (
-        5,
-        2,
-        1,
-        2,
-        0,
-    )
-    assert progress.status is JobStatus.RUNNING
-    assert progress.fraction == pytest.approx(0.6) and progress.eta_s == pytest.approx(20.0)
+    progress = qa.job_progress(db, job_id=job_id, owner=OWNER)
+    # counted from the start, the first chunk would promise 32 * 100 / 8 = 400 s: no ETA until a rate is known
+    assert first.eta_s is None
+    assert (progress.total, progress.done, progress.failed, progress.pending, progress.cancelled) == (40, 23, 1, 16, 0)
+    assert progress.status is JobStatus.RUNNING and progress.fraction == pytest.approx(0.6)
+    # 16 items in the 40 s after the first chunk: 2.5 s each, so the 16 pending ones need about 40 s
+    assert progress.eta_s == pytest.approx(40.0, abs=0.5)
 
 
 def test_job_progress_has_no_eta_before_the_first_item_or_after_the_end(db: Session, limits: Limits) -> None:

@@ -142,3 +142,15 @@ def test_fail_question_marks_a_pending_question_failed_and_keeps_it_failed(
         "passage too long for the model",
         None,
     )
+
+
+def test_cancel_question_stops_a_pending_question_and_a_worker_then_skips_it(db: Session, limits: Limits) -> None:
+    question_id = _question_id(db, limits)
+    with pytest.raises(NotFound):
+        qa.cancel_question(db, question_id=question_id, owner=OTHER_OWNER)
+    assert qa.cancel_question(db, question_id=question_id, owner=OWNER)
+    assert not qa.cancel_question(db, question_id=question_id, owner=OWNER)
+    assert qa.question_input(db, question_id=question_id) is None  # what a worker reads: nothing to do
+    assert not qa.save_answer(db, question_id=question_id, answer="late", score=0.0, model_version="rc-en@1")
+    question = qa.get_question(db, question_id=question_id, owner=OWNER)
+    assert (question.status, question.answer) == (QuestionStatus.CANCELLED, None)

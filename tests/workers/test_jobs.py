@@ -70,6 +70,25 @@ def test_a_reply_stored_and_the_reply_read_back_report_the_same(engine: Engine, 
     assert fresh == again
 
 
+def test_a_reply_or_question_the_user_stopped_is_skipped_without_a_decode(engine: Engine, serving: Serving) -> None:
+    turn_id, question_id = _turn(engine), _question(engine)
+    with transaction(engine) as db:
+        conversation_id = conversations.get_turn(db, turn_id=turn_id, owner=OWNER).conversation_id
+        conversations.cancel_pending_replies(db, conversation_id=conversation_id, owner=OWNER)
+        qa.cancel_question(db, question_id=question_id, owner=OWNER)
+
+    class NoDecode:
+        def answer(self, *args: object, **kwargs: object) -> list[list[object]]:
+            raise AssertionError("a stopped question was decoded")
+
+        def reply(self, *args: object, **kwargs: object) -> list[list[object]]:
+            raise AssertionError("a stopped reply was decoded")
+
+    untouched = dataclasses.replace(serving, decoder=NoDecode())
+    assert jobs.reply_to_turn(engine, untouched, turn_id)["status"] == "cancelled"
+    assert jobs.answer_question(engine, untouched, question_id)["status"] == "cancelled"
+
+
 def test_an_answer_stored_by_a_racing_delivery_is_what_the_late_one_reports(
     engine: Engine, serving: Serving
 ) -> None:
