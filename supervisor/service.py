@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 STOP_GRACE_S = 15.0
 RESTART_LIMIT = 5  # restarts of one child within RESTART_WINDOW_S; one more exit stops the service
 RESTART_WINDOW_S = 600.0
+CHILD_NAMES = {"ui": "the UI", "worker": "the worker", "redis": "the private Redis"}  # as the stop lines say them
 
 
 class PortInUse(RuntimeError):
@@ -166,12 +167,16 @@ def start_service(settings: Settings, *, with_ui: bool = True) -> Service:
 
 
 def stop_service(service: Service) -> None:
+    """Stop every child, saying which (the UI and the worker first, Redis, which saves its data, last)."""
     service.stopping = True
-    for child in reversed(service.children):  # UI and worker first, Redis (which saves its data) last
+    for child in reversed(service.children):
         stop_child(child)
+        logger.info("stopped %s (pid %d)", CHILD_NAMES.get(child.name, child.name), child.process.pid)
     remove_service_file(service.settings, pid=os.getpid())
     if service.lock is not None:
         service.lock.release()
+    if service.children:
+        logger.info("the service is stopped; its data stays in %s", service.settings.data_dir)
 
 
 def wait_for_worker(timeout_s: float) -> bool:
@@ -207,6 +212,8 @@ def run_until_stopped(service: Service, *, poll_s: float = 0.5) -> int:
     stop_requested: list[int] = []
 
     def _request_stop(signum: int, _frame: Any) -> None:
+        if not stop_requested:
+            logger.info("%s: stopping the service", "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
         stop_requested.append(signum)
 
     previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}

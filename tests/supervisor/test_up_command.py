@@ -1,4 +1,5 @@
-"""`s2s up` with REDIS_URL unset: private Redis, worker, answers, and nothing left running after SIGTERM."""
+"""`s2s up` with REDIS_URL unset: private Redis, worker, answers, and nothing left running after Ctrl-C (it says what
+it stopped) or SIGTERM."""
 
 from __future__ import annotations
 
@@ -62,10 +63,15 @@ def test_up_serves_and_stops_without_stray_processes(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines()[0] == "Oslo"
 
-        up.send_signal(signal.SIGTERM)
+        up.send_signal(signal.SIGINT)  # Ctrl-C
         assert up.wait(timeout=60) == 0
         assert not (tmp_path / "service.json").exists()
         assert [pid for pid in children if pid_alive(pid)] == []
+        said = "".join(lines)  # what it stopped, in order
+        stops = [said.index(f"stopped {name} (pid {info['children'][key]})")
+                 for key, name in (("worker", "the worker"), ("redis", "the private Redis"))]
+        assert "Ctrl-C: stopping the service" in said and stops == sorted(stops)
+        assert f"the service is stopped; its data stays in {tmp_path}" in said
     finally:
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGKILL)
