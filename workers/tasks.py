@@ -14,13 +14,21 @@ dead worker's messages, so it now waits for the database before it takes work.
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any
+import os
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import redis
 from celery import signals
+from kombu.exceptions import OperationalError as BrokerError
 
+from settings import get_settings
 from workers import jobs, metrics
 from workers.celery_app import (
+    BATCH_QUEUE,
     ITEMS_TASK,
     QUESTION_TASK,
     REPLY_TASK,
@@ -33,11 +41,13 @@ from workers.recovery import recover_from_dead_workers
 from workers.runtime import (
     DATABASE_OUTAGE,
     OUTAGE_BACKOFF_MAX_S,
+    Runtime,
     get_runtime,
     init_runtime,
     shutdown_runtime,
     until_database_answers,
 )
+from workers.sweeper import LostItemSweeper
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +77,40 @@ def answer_question(question_id: str) -> dict[str, Any]:
         return jobs.answer_question(runtime.engine, runtime.serving, question_id)
 
 
+# Redis not answering: refused (killed, restarting), reset, or stalled past the client's socket timeout.
+BROKER_OUTAGE = (redis.ConnectionError, redis.TimeoutError, BrokerError)
+BROKER_OUTAGE_WAIT_S = 3600.0  # a publish waits this long for Redis to come back, then its task fails
+T = TypeVar("T")
+
+
+def until_broker_answers(call: Callable[[], T], *, what: str) -> T:
+    """`call()`, again with backoff (0.5 s doubling to 5 s) while Redis does not answer, for up to
+    BROKER_OUTAGE_WAIT_S. For publishes a task cannot leave half done: a job's chunk messages."""
+    wait_s, give_up = 0.5, time.monotonic() + BROKER_OUTAGE_WAIT_S
+    while True:
+        try:
+            return call()
+        except BROKER_OUTAGE as error:
+            if time.monotonic() > give_up:
+                raise
+            logger.warning("%s: Redis does not answer (%s); trying again in %.1f s", what,
+                           str(error).splitlines()[0] if str(error) else type(error).__name__, wait_s)
+        time.sleep(wait_s)
+        wait_s = min(wait_s * 2, 5.0)
+
+
 @app.task(name=START_JOB_TASK, **ON_OUTAGE_RETRY)
 def start_job(job_id: str) -> dict[str, Any]:
-    """Fan a job out into chunk tasks of pending items (a redelivery re-sends only what is still pending)."""
+    """Fan a job out into chunk tasks of pending items (a redelivery re-sends only what is still pending).
+
+    Each chunk is sent on its own, waiting for Redis if it stops answering: before, Redis killed mid-fan-out
+    failed this task after the chunks sent so far, and the rest of the job's items stayed pending for good
+    (112 of 400 in tests/workers/test_faults.py) until some worker's start-up recovery."""
     runtime = get_runtime()
     chunks = jobs.plan_job(runtime.engine, job_id, chunk_size=runtime.settings.batch_chunk_size)
-    send_item_chunks(app, runtime.redis, job_id, chunks)
+    for chunk in chunks:
+        until_broker_answers(functools.partial(send_item_chunks, app, runtime.redis, job_id, [chunk]),
+                             what=f"sending job {job_id}'s items")
     return {"job_id": job_id, "chunks": len(chunks), "items": sum(len(chunk) for chunk in chunks)}
 
 
@@ -86,6 +124,26 @@ def answer_items(job_id: str, item_ids: list[int]) -> dict[str, int]:
 # --- worker lifecycle ------------------------------------------------------------------------------------
 
 _heartbeat: Heartbeat | None = None
+_sweeper: LostItemSweeper | None = None
+
+CANNOT_SERVE_EXIT_CODE = 78  # EX_CONFIG: the checkpoint (or another start-up input) is missing or unusable
+
+
+def _runtime_or_exit() -> Runtime:
+    """This process's runtime; if it cannot be built (a missing, truncated or corrupt checkpoint, a checkpoint
+    that is not a plain tensor file), say so in one line and end the process before it consumes anything.
+
+    Celery's signal dispatch only logs a receiver's exception, so before this a worker whose model did not
+    load logged a traceback and then ran as "ready" with no model: it took messages it could never answer."""
+    try:
+        return init_runtime()
+    except Exception as error:
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:500]
+        message = (f"s2s worker: cannot start, nothing taken from the queue: {reason} "
+                   f"(S2S_CHECKPOINT={get_settings().checkpoint_dir})")
+        logger.critical("%s", message)
+        logging.shutdown()
+        os._exit(CANNOT_SERVE_EXIT_CODE)
 
 
 def _pool_name(worker: Any) -> str:
@@ -94,8 +152,8 @@ def _pool_name(worker: Any) -> str:
 
 
 def _start_serving(worker: Any) -> None:
-    global _heartbeat
-    runtime = init_runtime()
+    global _heartbeat, _sweeper
+    runtime = _runtime_or_exit()
     nodename = str(getattr(worker, "hostname", "") or "unknown")
     consume_from = getattr(app.amqp.queues, "consume_from", None) or {}
     queues = sorted(consume_from) or [q.name for q in app.conf.task_queues]
@@ -115,6 +173,10 @@ def _start_serving(worker: Any) -> None:
         stats=runtime.batcher.stats.as_dict,
     )
     _heartbeat.start()
+    if BATCH_QUEUE in queues:  # items lost in Redis while the service runs are sent again (workers/sweeper.py)
+        _sweeper = LostItemSweeper(app, runtime.redis, runtime.engine, nodename=nodename,
+                                   chunk_size=runtime.settings.batch_chunk_size)
+        _sweeper.start()
     settings = runtime.settings
     metrics.serve_metrics(port=settings.metrics_port, host=settings.metrics_host, node=nodename,
                           device=runtime.device, versions=runtime.versions)
@@ -130,7 +192,7 @@ def _on_worker_init(sender: Any = None, **_kwargs: Any) -> None:
 
 @signals.worker_process_init.connect
 def _on_worker_process_init(**_kwargs: Any) -> None:
-    init_runtime()
+    _runtime_or_exit()
 
 
 @signals.worker_shutdown.connect
@@ -138,6 +200,8 @@ def _on_worker_shutdown(**_kwargs: Any) -> None:
     metrics.READY.set(0)
     if _heartbeat is not None:
         _heartbeat.stop()
+    if _sweeper is not None:
+        _sweeper.stop()
     shutdown_runtime()
 
 
