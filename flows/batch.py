@@ -16,7 +16,7 @@ from flows.queueing import EngineSource, enqueue_or_fail
 from flows.uploads import BatchFileError, BatchLimits, ParsedBatch, parse_batch_file
 from settings import get_settings
 from storage import qa
-from storage.db import transaction
+from storage.db import read_transaction, transaction
 from workers import client
 
 FILENAME_CHARS = 255
@@ -82,13 +82,13 @@ def submit(engine: EngineSource, owner: str, parsed: ParsedBatch, filename: str)
 def status(engine: EngineSource, owner: str, job_id: str) -> dict[str, Any]:
     """Progress of one job (JobProgress.to_dict(): state, counts, fraction, eta_s), its filename, error,
     bad_records (input lines refused) and errors: [{"where": "line N" | "item ID", "reason"}]."""
-    with transaction(engine()) as db:
+    with read_transaction(engine()) as db:
         progress = qa.job_progress(db, job_id=job_id, owner=owner)
         job = qa.get_job(db, job_id=job_id, owner=owner)
-        rows = qa.export_results(db, job_id=job_id, owner=owner)
         errors = [{"where": f"line {e['line']}", "reason": e["reason"]} for e in job.parse_errors]
         errors += [
-            {"where": f"item {r['id']}", "reason": r["error"]} for r in rows if r["status"] == "failed"
+            {"where": f"item {r['id']}", "reason": r["error"]}
+            for r in qa.failed_items(db, job_id=job_id, owner=owner)
         ]
         return {
             **progress.to_dict(),
@@ -101,7 +101,7 @@ def status(engine: EngineSource, owner: str, job_id: str) -> dict[str, Any]:
 
 def list_jobs(engine: EngineSource, owner: str) -> list[dict[str, Any]]:
     """The owner's recent jobs, newest first, each as `status` reports it."""
-    with transaction(engine()) as db:
+    with read_transaction(engine()) as db:
         job_ids = [job.id for job in qa.list_jobs(db, owner=owner)]
     return [status(engine, owner, job_id) for job_id in job_ids]
 
@@ -121,5 +121,5 @@ def cancel(engine: EngineSource, owner: str, job_id: str) -> bool:
 
 def results(engine: EngineSource, owner: str, job_id: str) -> list[dict[str, Any]]:
     """One row per item: {"id", "question", "answer", "score", "status", "error"} (storage.qa.export_results)."""
-    with transaction(engine()) as db:
+    with read_transaction(engine()) as db:
         return qa.export_results(db, job_id=job_id, owner=owner)

@@ -14,7 +14,7 @@ from flows.queueing import EngineSource, enqueue_or_fail
 from flows.waiting import wait_until_ended
 from settings import get_settings
 from storage import conversations
-from storage.db import transaction
+from storage.db import read_transaction, transaction
 from storage.limits import check_text
 from storage.models import Role, TurnStatus
 from workers import client, job_store
@@ -36,7 +36,7 @@ class SentMessage:
 
 def list_conversations(engine: EngineSource, owner: str) -> list[dict[str, Any]]:
     """The owner's conversations, most recent first: {"id", "title" ("" if none), "updated_at" (ISO 8601)}."""
-    with transaction(engine()) as db:
+    with read_transaction(engine()) as db:
         rows = conversations.list_conversations(db, owner=owner)
         return [{"id": c.id, "title": c.title or "", "updated_at": c.updated_at.isoformat()} for c in rows]
 
@@ -66,7 +66,7 @@ def delete_conversation(engine: EngineSource, owner: str, conversation_id: str) 
 
 def history(engine: EngineSource, owner: str, conversation_id: str) -> list[dict[str, Any]]:
     """The whole conversation, oldest first: {"role", "status", "text", "error", "model_version"} per turn."""
-    with transaction(engine()) as db:
+    with read_transaction(engine()) as db:
         turns = conversations.list_turns(db, conversation_id=conversation_id, owner=owner)
         return [{"role": turn.role.value, "status": turn.status.value, "text": turn.text, "error": turn.error,
                  "model_version": turn.model_version} for turn in turns]
@@ -103,7 +103,7 @@ def queue(engine: EngineSource, turn_id: int) -> str:
 
 def poll(engine: EngineSource, owner: str, turn_id: int) -> dict[str, Any]:
     """{"status": "pending"|"done"|"failed", "text", "error"} of a reply turn."""
-    with transaction(engine()) as db:
+    with read_transaction(engine()) as db:
         turn = conversations.get_turn(db, turn_id=turn_id, owner=owner)
         return {"status": turn.status.value, "text": turn.text, "error": turn.error}
 

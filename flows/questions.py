@@ -15,7 +15,7 @@ from flows.queueing import EngineSource, enqueue_or_fail
 from flows.waiting import wait_until_ended
 from settings import get_settings
 from storage import qa
-from storage.db import transaction
+from storage.db import read_transaction, transaction
 from storage.limits import check_text
 from workers import client, job_store
 
@@ -77,7 +77,7 @@ def stop(engine: EngineSource, owner: str, question_id: str) -> bool:
 
 def result(engine: EngineSource, owner: str, question_id: str) -> dict[str, Any]:
     """The question's state; once done also answer, score, n_best, attention, passage and model_version."""
-    with transaction(engine()) as db:
+    with read_transaction(engine()) as db:
         row = qa.get_question(db, question_id=question_id, owner=owner)
         return {
             "question_id": row.id,

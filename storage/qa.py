@@ -511,3 +511,15 @@ def export_results(db: Session, *, job_id: str, owner: str) -> list[dict[str, An
         }
         for key, question, answer, score, status, error in db.execute(query)
     ]
+
+
+def failed_items(db: Session, *, job_id: str, owner: str) -> list[dict[str, str | None]]:
+    """The job's failed items in file order, {"id" (the item_key), "error"}: what a status report lists, read
+    without the other items' rows (a poll of a large job would otherwise read all of them)."""
+    get_job(db, job_id=job_id, owner=owner)
+    query = (
+        select(QAJobItem.item_key, QAJobItem.error)
+        .where(QAJobItem.job_id == job_id, QAJobItem.status == ItemStatus.FAILED)
+        .order_by(QAJobItem.position)
+    )
+    return [{"id": key, "error": error} for key, error in db.execute(query)]

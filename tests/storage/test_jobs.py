@@ -330,3 +330,15 @@ def test_worker_functions_on_an_unknown_job_raise_not_found(db: Session) -> None
         qa.finish_job_if_complete(db, job_id="0" * 32)
     with pytest.raises(NotFound):
         qa.pending_item(db, item_id=10**9)
+
+
+def test_failed_items_lists_only_the_failed_ones_in_file_order(db: Session, limits: Limits) -> None:
+    job_id = _job_id(db, limits)
+    first, second, third = _item_ids(db, job_id)
+    qa.record_item_failure(db, item_id=third, error="late")
+    _answer(db, second)
+    qa.record_item_failure(db, item_id=first, error="boom")
+    assert qa.failed_items(db, job_id=job_id, owner=OWNER) == [{"id": "q0", "error": "boom"},
+                                                                {"id": "q2", "error": "late"}]
+    with pytest.raises(NotFound):
+        qa.failed_items(db, job_id=job_id, owner=OTHER_OWNER)
