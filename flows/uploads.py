@@ -9,9 +9,11 @@ known format, or with more items than allowed raises BatchFileError with a messa
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,8 +58,12 @@ def detect_format(filename: str, text: str) -> str:
     if lowered.endswith(".json") or stripped.startswith("{"):
         try:
             document = json.loads(text)
-        except json.JSONDecodeError:
-            return "jsonl"  # several objects, one per line
+        except json.JSONDecodeError as error:
+            if _first_line_is_an_object(stripped):
+                return "jsonl"  # several objects, one per line
+            # One document that does not parse (a SQuAD file cut short, say): not a file of bad lines.
+            raise BatchFileError(f"{filename or 'the file'} is not valid JSON: {error.msg} at line {error.lineno}, "
+                                 f"column {error.colno} (is it cut short?)") from error
         return "squad" if isinstance(document, dict) and "data" in document else "jsonl"
     first_line = stripped.splitlines()[0] if stripped else ""
     if all(name in first_line for name in REQUIRED_FIELDS) and "," in first_line:
@@ -65,14 +71,46 @@ def detect_format(filename: str, text: str) -> str:
     raise BatchFileError(f"{filename or 'the file'}: unknown format; use .jsonl, .csv or SQuAD .json")
 
 
+def _first_line_is_an_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text.splitlines()[0]), dict)
+    except (json.JSONDecodeError, IndexError):
+        return False
+
+
+# Byte-order marks of the UTF-16 and UTF-32 text some editors and spreadsheets save ("Unicode text"); with one
+# the encoding is certain. UTF-32 first: its little-endian mark starts with UTF-16's.
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
+         (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def decode_upload(data: bytes) -> str:
+    """The text of an uploaded file: UTF-8 (with or without a byte-order mark), or UTF-16/UTF-32 with one.
+    BatchFileError, saying where and what to do, for anything else (Latin-1, UTF-16 without a mark)."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding)
+            except UnicodeDecodeError as error:
+                raise BatchFileError(f"the file is not UTF-8 text: it starts with a {encoding.upper()} byte-order mark "
+                                     f"but does not decode ({error.reason}); save it as UTF-8") from error
+    head = data[:4096]
+    if head.count(0) > len(head) // 4:  # mostly-ASCII text as UTF-16 without a mark: every other byte is NUL
+        raise BatchFileError("the file is not UTF-8 text: it is mostly NUL bytes (UTF-16 text without a "
+                             "byte-order mark?); save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise BatchFileError(f"the file is not UTF-8 text: byte 0x{data[error.start]:02X} on line {line} (Latin-1 "
+                             f"or Windows-1252?); save it as UTF-8") from error
+
+
 def parse_batch_file(data: bytes, filename: str, *, limits: BatchLimits) -> ParsedBatch:
     """Parse an uploaded file; raise BatchFileError if it cannot be used at all."""
     if len(data) > limits.max_bytes:
         raise BatchFileError(f"the file is too large: {len(data)} bytes > limit {limits.max_bytes}")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise BatchFileError(f"the file is not UTF-8 text (byte {error.start})") from error
+    text = decode_upload(data)
     if not text.strip():
         raise BatchFileError("the file is empty")
     kind = detect_format(filename, text)
@@ -80,6 +118,8 @@ def parse_batch_file(data: bytes, filename: str, *, limits: BatchLimits) -> Pars
     records = {"jsonl": _jsonl_records, "csv": _csv_records, "squad": _squad_records}[kind](text)
     seen: set[str] = set()
     for line, record in records:
+        if len(parsed.errors) > limits.max_items:  # the bad lines are stored with the job, for the user to read
+            raise BatchFileError(f"too many bad lines: more than {limits.max_items}; is it the right file?")
         if isinstance(record, str):
             parsed.errors.append({"line": line, "reason": record})
             continue
@@ -121,42 +161,44 @@ def _check(record: dict[str, Any], seen: set[str], limits: BatchLimits) -> str |
 Record = tuple[int, "dict[str, Any] | str"]  # (line, record or the reason it is unreadable)
 
 
-def _jsonl_records(text: str) -> list[Record]:
-    records: list[Record] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+def _jsonl_records(text: str) -> Iterator[Record]:
+    """One record per non-blank line, read as the caller asks for them (so a file over the item limit is
+    refused at the first item past it, not after every line is parsed)."""
+    for number, line in enumerate(io.StringIO(text), start=1):
         if not line.strip():
             continue
         try:
             value = json.loads(line)
         except json.JSONDecodeError as error:
-            records.append((number, f"invalid JSON: {error.msg}"))
+            yield number, f"invalid JSON: {error.msg}"
             continue
-        records.append((number, value if isinstance(value, dict) else "not a JSON object"))
-    return records
+        yield number, value if isinstance(value, dict) else "not a JSON object"
 
 
-def _csv_records(text: str) -> list[Record]:
+def _csv_records(text: str) -> Iterator[Record]:
     dialect = "excel-tab" if "\t" in text.splitlines()[0] and "," not in text.splitlines()[0] else "excel"
-    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
+    # strict: a quote opened and never closed, or text after a closing quote, is an error, not a field that
+    # swallows the rest of the file
+    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect, strict=True)
     header = [name.strip() for name in reader.fieldnames or []]
     missing = [name for name in REQUIRED_FIELDS if name not in header]
     if missing:
         raise BatchFileError(f"the CSV header lacks {', '.join(missing)} (it has: {', '.join(header)})")
     reader.fieldnames = header
-    records: list[Record] = []
     start = 2
     try:
         for row in reader:
             if None in row:
-                records.append((start, "more fields than the header"))
+                yield start, "more fields than the header"
             elif any(row.get(name) is None for name in REQUIRED_FIELDS):
-                records.append((start, "fewer fields than the header"))
+                yield start, "fewer fields than the header"
             else:
-                records.append((start, {name: row[name] for name in REQUIRED_FIELDS}))
+                yield start, {name: row[name] for name in REQUIRED_FIELDS}
             start = reader.line_num + 1
-    except csv.Error as error:
-        records.append((reader.line_num, f"unreadable CSV: {error}"))
-    return records
+    except csv.Error as error:  # the reader cannot go on: say so, and that the rest was not read
+        lines = len(text.splitlines())
+        rest = f"; lines {start}-{lines} were not read" if lines > start else ""
+        yield start, f"unreadable CSV from this line on: {error} (a quote opened and not closed?){rest}"
 
 
 def _squad_records(text: str) -> list[Record]:

@@ -58,7 +58,7 @@ def test_squad_json_gives_one_item_per_question() -> None:
     [
         (b"", "empty"),
         (b"  \n\n", "empty"),
-        (b"\xff\xfe\x00bad", "not UTF-8"),
+        (b"\xff\xfd\x00bad", "not UTF-8"),  # no byte-order mark (FF FE would be UTF-16)
         (b"x" * 10_001, "too large"),
         (b"just some words", "unknown format"),
     ],
