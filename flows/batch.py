@@ -15,7 +15,7 @@ from typing import Any
 from flows.queueing import EngineSource, enqueue_or_fail
 from flows.uploads import BatchFileError, BatchLimits, ParsedBatch, parse_batch_file
 from settings import get_settings
-from storage import qa
+from storage import batch_jobs
 from storage.db import read_transaction, transaction
 from workers import client
 
@@ -60,14 +60,14 @@ def submit(engine: EngineSource, owner: str, parsed: ParsedBatch, filename: str)
     if parsed.items:
         client.require_broker()
     with transaction(engine()) as db:
-        job_id = qa.create_job(
+        job_id = batch_jobs.create_job(
             db, owner=owner, filename=filename[:FILENAME_CHARS], items=parsed.items, errors=parsed.errors
         )
     if parsed.items:
         enqueue_or_fail(
             engine,
             lambda: client.enqueue_job(job_id),
-            lambda db, error: qa.fail_job(db, job_id=job_id, error=error),
+            lambda db, error: batch_jobs.fail_job(db, job_id=job_id, error=error),
         )
     online = any(client.BATCH_QUEUE in worker.get("queues", []) for worker in client.list_workers())
     return SubmittedJob(
@@ -83,12 +83,12 @@ def status(engine: EngineSource, owner: str, job_id: str) -> dict[str, Any]:
     """Progress of one job (JobProgress.to_dict(): state, counts, fraction, eta_s), its filename, error,
     bad_records (input lines refused) and errors: [{"where": "line N" | "item ID", "reason"}]."""
     with read_transaction(engine()) as db:
-        progress = qa.job_progress(db, job_id=job_id, owner=owner)
-        job = qa.get_job(db, job_id=job_id, owner=owner)
+        progress = batch_jobs.job_progress(db, job_id=job_id, owner=owner)
+        job = batch_jobs.get_job(db, job_id=job_id, owner=owner)
         errors = [{"where": f"line {e['line']}", "reason": e["reason"]} for e in job.parse_errors]
         errors += [
             {"where": f"item {r['id']}", "reason": r["error"]}
-            for r in qa.failed_items(db, job_id=job_id, owner=owner)
+            for r in batch_jobs.failed_items(db, job_id=job_id, owner=owner)
         ]
         return {
             **progress.to_dict(),
@@ -102,7 +102,7 @@ def status(engine: EngineSource, owner: str, job_id: str) -> dict[str, Any]:
 def list_jobs(engine: EngineSource, owner: str) -> list[dict[str, Any]]:
     """The owner's recent jobs, newest first, each as `status` reports it."""
     with read_transaction(engine()) as db:
-        job_ids = [job.id for job in qa.list_jobs(db, owner=owner)]
+        job_ids = [job.id for job in batch_jobs.list_jobs(db, owner=owner)]
     return [status(engine, owner, job_id) for job_id in job_ids]
 
 
@@ -113,13 +113,13 @@ def cancel(engine: EngineSource, owner: str, job_id: str) -> bool:
     revoked."""
     client.require_broker()
     with transaction(engine()) as db:
-        cancelled = qa.cancel_job(db, job_id=job_id, owner=owner)
+        cancelled = batch_jobs.cancel_job(db, job_id=job_id, owner=owner)
     if cancelled:
         client.cancel_job(job_id)
     return cancelled
 
 
 def results(engine: EngineSource, owner: str, job_id: str) -> list[dict[str, Any]]:
-    """One row per item: {"id", "question", "answer", "score", "status", "error"} (storage.qa.export_results)."""
+    """One row per item: {"id", "question", "answer", "score", "status", "error"} (storage.batch_jobs.export_results)."""
     with read_transaction(engine()) as db:
-        return qa.export_results(db, job_id=job_id, owner=owner)
+        return batch_jobs.export_results(db, job_id=job_id, owner=owner)

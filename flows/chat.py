@@ -17,7 +17,7 @@ from storage import conversations
 from storage.db import read_transaction, transaction
 from storage.limits import check_text
 from storage.models import Role, TurnStatus
-from workers import client, job_store
+from workers import client
 
 TITLE_CHARS = 40  # a conversation started by a message is titled with its start
 TITLE_MAX_CHARS = 200
@@ -112,7 +112,7 @@ def wait(engine: EngineSource, turn_id: int, *, timeout: float) -> dict[str, Any
     """Block until the reply is stored, failed or cancelled, reading its row: {"turn_id", "status", "text",
     "model_version", "latency_ms", "error"}; workers.client.ResultTimeout after `timeout` seconds (the reply
     stays queued)."""
-    return wait_until_ended(engine, lambda db: job_store.turn_outcome(db, turn_id=turn_id), timeout=timeout)
+    return wait_until_ended(engine, lambda db: conversations.turn_outcome(db, turn_id=turn_id), timeout=timeout)
 
 
 def stop(engine: EngineSource, owner: str, conversation_id: str) -> list[int]:

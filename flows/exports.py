@@ -1,7 +1,7 @@
 """A batch job's results as text: JSONL, CSV and SQuAD predictions JSON ({id: answer}); the one exporter of
 the UI's downloads and `s2s batch results`.
 
-Rows come from flows.batch.results (storage.qa.export_results); this module only formats and writes.
+Rows come from flows.batch.results (storage.batch_jobs.export_results); this module only formats and writes.
 """
 
 from __future__ import annotations

@@ -14,10 +14,10 @@ from typing import Any
 from flows.queueing import EngineSource, enqueue_or_fail
 from flows.waiting import wait_until_ended
 from settings import get_settings
-from storage import qa
+from storage import questions
 from storage.db import read_transaction, transaction
 from storage.limits import check_text
-from workers import client, job_store
+from workers import client
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,8 @@ def store(engine: EngineSource, owner: str, pairs: Sequence[tuple[str, str]]) ->
 
 def _store(engine: EngineSource, owner: str, pairs: Sequence[tuple[str, str]]) -> list[str]:
     with transaction(engine()) as db:
-        passage_ids = {passage: qa.upsert_passage(db, text=passage) for passage in {p for _, p in pairs}}
-        return [qa.create_question(db, owner=owner, passage_id=passage_ids[passage], question=question).id
+        passage_ids = {passage: questions.upsert_passage(db, text=passage) for passage in {p for _, p in pairs}}
+        return [questions.create_question(db, owner=owner, passage_id=passage_ids[passage], question=question).id
                 for question, passage in pairs]
 
 
@@ -55,7 +55,7 @@ def ask(engine: EngineSource, owner: str, passage: str, question: str) -> AskedQ
     client.require_worker(client.INTERACTIVE_QUEUE)
     [question_id] = _store(engine, owner, [(question, passage)])
     task_id = enqueue_or_fail(engine, lambda: client.enqueue_question(question_id),
-                              lambda db, error: qa.fail_question(db, question_id=question_id, error=error))
+                              lambda db, error: questions.fail_question(db, question_id=question_id, error=error))
     return AskedQuestion(question_id=question_id, task_id=task_id)
 
 
@@ -63,7 +63,7 @@ def wait(engine: EngineSource, question_id: str, *, timeout: float) -> dict[str,
     """Block until the question is answered, failed or cancelled, reading its row: {"question_id", "status",
     "answer", "score", "span", "n_best", "model_version", "latency_ms", "error"};
     workers.client.ResultTimeout after `timeout` seconds."""
-    return wait_until_ended(engine, lambda db: job_store.question_outcome(db, question_id=question_id),
+    return wait_until_ended(engine, lambda db: questions.question_outcome(db, question_id=question_id),
                             timeout=timeout)
 
 
@@ -72,13 +72,13 @@ def stop(engine: EngineSource, owner: str, question_id: str) -> bool:
 
     A worker that takes it afterwards finds it no longer pending and skips it; nothing is revoked."""
     with transaction(engine()) as db:
-        return qa.cancel_question(db, question_id=question_id, owner=owner)
+        return questions.cancel_question(db, question_id=question_id, owner=owner)
 
 
 def result(engine: EngineSource, owner: str, question_id: str) -> dict[str, Any]:
     """The question's state; once done also answer, score, n_best, attention, passage and model_version."""
     with read_transaction(engine()) as db:
-        row = qa.get_question(db, question_id=question_id, owner=owner)
+        row = questions.get_question(db, question_id=question_id, owner=owner)
         return {
             "question_id": row.id,
             "status": row.status.value,

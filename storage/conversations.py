@@ -221,6 +221,30 @@ def turn_status(db: Session, *, turn_id: int) -> TurnStatus:
     return status
 
 
+def turn_outcome(db: Session, *, turn_id: int) -> dict[str, Any]:
+    """What a waiting caller needs about a reply turn, whatever its state."""
+    turn = db.get(Turn, turn_id)
+    if turn is None:
+        raise NotFound("turn", turn_id)
+    return turn_outcome_of(turn_id=turn.id, status=turn.status, text=turn.text, model_version=turn.model_version,
+                           latency_ms=turn.latency_ms, error=turn.error)
+
+
+def turn_outcome_of(
+    *, turn_id: int, status: TurnStatus, text: str | None, model_version: str | None, latency_ms: float | None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """turn_outcome from the values themselves: a task that has just stored them need not read them back."""
+    return {
+        "turn_id": turn_id,
+        "status": status.value,
+        "text": text,
+        "model_version": model_version,
+        "latency_ms": latency_ms,
+        "error": error,
+    }
+
+
 def history_for(db: Session, *, turn_id: int, max_turns: int) -> list[str]:
     """The texts of the last `max_turns` done turns before this one, oldest first: what the reply is decoded from."""
     if max_turns < 1:

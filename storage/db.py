@@ -136,3 +136,9 @@ def update_rows(db: Session, model: type[Any], *criteria: ColumnElement[bool], *
     for loaded in [obj for obj in db.identity_map.values() if isinstance(obj, model)]:
         db.expire(loaded)
     return matched
+
+
+def finish_pending(db: Session, model: type[Any], *, row_id: object, values: dict[str, Any]) -> bool:
+    """Write `values` to the row `row_id` of `model` only if it is still pending (a question or a batch item
+    that a redelivered task, another worker or the user may have finished first); True if this call did."""
+    return update_rows(db, model, model.id == row_id, model.status == "pending", **values) == 1

@@ -2,7 +2,7 @@
 
 Statuses are str enums stored as short strings (no database enum types, so adding a status needs no type
 migration). Timestamps are timezone-aware UTC on every backend. JSON columns hold what the model produced
-(decoding settings, n-best lists, attention data). Queries and writes live in conversations.py and qa.py.
+(decoding settings, n-best lists, attention data). Queries and writes live in conversations.py, questions.py and batch_jobs.py.
 """
 
 from __future__ import annotations

@@ -100,7 +100,7 @@ def enqueue_job(job_id: str) -> str:
 def cancel_job(job_id: str) -> int:
     """Revoke the job's queued chunk tasks (no terminate: a running chunk stops at its next status check).
 
-    Call it after storage.qa.cancel_job committed: that is what stops items; revoking only spares workers the
+    Call it after storage.batch_jobs.cancel_job committed: that is what stops items; revoking only spares workers the
     messages. Returns how many chunk tasks were revoked.
     """
     raw = redis_client().get(JOB_CHUNKS_KEY.format(job_id=job_id))

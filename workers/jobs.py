@@ -24,10 +24,9 @@ from typing import Any
 from sqlalchemy import Engine
 
 from model.language import detect_language
-from storage import conversations, qa
+from storage import batch_jobs, conversations, questions
 from storage.db import transaction
 from storage.models import QuestionStatus, TurnStatus
-from workers import job_store
 from workers.attempts import AttemptLog, LocalAttempts, request_key
 from workers.microbatch import Decoder, TrackedDecoder, Unbatched
 
@@ -89,10 +88,10 @@ def reply_to_turn(engine: Engine, serving: Serving, turn_id: int) -> dict[str, A
         status = conversations.turn_status(db, turn_id=turn_id)
         if status is not TurnStatus.PENDING:  # answered already (a redelivery), or stopped by the user
             logger.info("reply %s skipped: it is %s", turn_id, status.value)
-            return job_store.turn_outcome(db, turn_id=turn_id)
+            return conversations.turn_outcome(db, turn_id=turn_id)
         if cut_short >= serving.max_attempts:
             conversations.fail_reply(db, turn_id=turn_id, error=GAVE_UP.format(attempts=cut_short))
-            return job_store.turn_outcome(db, turn_id=turn_id)
+            return conversations.turn_outcome(db, turn_id=turn_id)
         history = conversations.history_for(db, turn_id=turn_id, max_turns=serving.history_turns)
         requested = conversations.requested_decoding(db, turn_id=turn_id)
     started = time.perf_counter()
@@ -104,7 +103,7 @@ def reply_to_turn(engine: Engine, serving: Serving, turn_id: int) -> dict[str, A
     except Exception as error:  # InputError, timeout: the user sees the message
         with transaction(engine) as db:
             conversations.fail_reply(db, turn_id=turn_id, error=str(error) or type(error).__name__)
-            return job_store.turn_outcome(db, turn_id=turn_id)
+            return conversations.turn_outcome(db, turn_id=turn_id)
     latency_ms = (time.perf_counter() - started) * 1000.0
     best = hypotheses[0]
     model_version, decoding = serving.provenance("chat", history, decode)
@@ -118,8 +117,8 @@ def reply_to_turn(engine: Engine, serving: Serving, turn_id: int) -> dict[str, A
             latency_ms=latency_ms,
         )
         if not saved:  # answered or failed meanwhile (a redelivery raced it): report what is stored
-            return job_store.turn_outcome(db, turn_id=turn_id)
-    return job_store.turn_outcome_of(turn_id=turn_id, status=TurnStatus.DONE, text=best.text,
+            return conversations.turn_outcome(db, turn_id=turn_id)
+    return conversations.turn_outcome_of(turn_id=turn_id, status=TurnStatus.DONE, text=best.text,
                                      model_version=model_version, latency_ms=latency_ms)
 
 
@@ -128,14 +127,14 @@ def answer_question(engine: Engine, serving: Serving, question_id: str) -> dict[
     key = request_key("question", question_id)
     cut_short = serving.suspects([key]).get(key, 0)
     with transaction(engine) as db:
-        request = qa.question_input(db, question_id=question_id)
+        request = questions.question_input(db, question_id=question_id)
         if request is None:  # answered already (a redelivery), or stopped by the user
-            outcome = job_store.question_outcome(db, question_id=question_id)
+            outcome = questions.question_outcome(db, question_id=question_id)
             logger.info("question %s skipped: it is %s", question_id, outcome["status"])
             return outcome
         if cut_short >= serving.max_attempts:
-            qa.fail_question(db, question_id=question_id, error=GAVE_UP.format(attempts=cut_short))
-            return job_store.question_outcome(db, question_id=question_id)
+            questions.fail_question(db, question_id=question_id, error=GAVE_UP.format(attempts=cut_short))
+            return questions.question_outcome(db, question_id=question_id)
     started = time.perf_counter()
     try:
         pairs = [(request.question, request.passage)]
@@ -145,15 +144,15 @@ def answer_question(engine: Engine, serving: Serving, question_id: str) -> dict[
             raise ValueError("the model produced no answer")
     except Exception as error:
         with transaction(engine) as db:
-            qa.fail_question(db, question_id=question_id, error=str(error) or type(error).__name__)
-            return job_store.question_outcome(db, question_id=question_id)
+            questions.fail_question(db, question_id=question_id, error=str(error) or type(error).__name__)
+            return questions.question_outcome(db, question_id=question_id)
     latency_ms = (time.perf_counter() - started) * 1000.0
     best = hypotheses[0]
     pair = (request.question, request.passage)
     model_version, decoding = serving.provenance("rc", pair, serving.rc_decode)
     n_best = [hypothesis.to_dict() for hypothesis in hypotheses]
     with transaction(engine) as db:
-        saved = qa.save_answer(
+        saved = questions.save_answer(
             db,
             question_id=question_id,
             answer=best.text,
@@ -165,8 +164,8 @@ def answer_question(engine: Engine, serving: Serving, question_id: str) -> dict[
             latency_ms=latency_ms,
         )
         if not saved:  # answered or failed meanwhile (a redelivery raced it): report what is stored
-            return job_store.question_outcome(db, question_id=question_id)
-    return job_store.question_outcome_of(
+            return questions.question_outcome(db, question_id=question_id)
+    return questions.question_outcome_of(
         question_id=question_id, status=QuestionStatus.DONE, answer=best.text, score=best.score,
         span=n_best[0]["span"], n_best=n_best, model_version=model_version, latency_ms=latency_ms,
     )
@@ -189,11 +188,11 @@ def plan_job(engine: Engine, job_id: str, *, chunk_size: int, queued: Collection
     """The job's pending item ids in chunks of `chunk_size`, file order, leaving out those a queued message
     already carries (`queued`); [] if the job is no longer active."""
     with transaction(engine) as db:
-        if job_store.job_status(db, job_id=job_id) not in job_store.ACTIVE_JOB:
+        if batch_jobs.job_status(db, job_id=job_id) not in batch_jobs.ACTIVE_JOB:
             return []
-        pending = job_store.pending_item_ids(db, job_id=job_id)
+        pending = batch_jobs.pending_item_ids(db, job_id=job_id)
         if not pending:
-            qa.finish_job_if_complete(db, job_id=job_id)
+            batch_jobs.finish_job_if_complete(db, job_id=job_id)
     item_ids = [item_id for item_id in pending if item_id not in queued]
     return [item_ids[start : start + chunk_size] for start in range(0, len(item_ids), chunk_size)]
 
@@ -204,23 +203,23 @@ def answer_items(engine: Engine, serving: Serving, job_id: str, item_ids: Sequen
     keys = {item_id: request_key("item", item_id) for item_id in item_ids}
     cut_short = serving.suspects(list(keys.values()))
     with transaction(engine) as db:
-        if job_store.job_status(db, job_id=job_id) not in job_store.ACTIVE_JOB:
+        if batch_jobs.job_status(db, job_id=job_id) not in batch_jobs.ACTIVE_JOB:
             outcome["skipped"] = len(item_ids)
             return outcome  # cancelled or failed: the remaining items are not decoded
-        job_store.mark_job_running(db, job_id=job_id)
+        batch_jobs.start_job(db, job_id=job_id)
         inputs = []
         for item_id in item_ids:
-            item = qa.pending_item(db, item_id=item_id)
+            item = batch_jobs.pending_item(db, item_id=item_id)
             times = cut_short.get(keys[item_id], 0)
             if item is None:
                 outcome["skipped"] += 1
             elif times >= serving.max_attempts:
-                qa.record_item_failure(db, item_id=item_id, error=GAVE_UP.format(attempts=times))
+                batch_jobs.record_item_failure(db, item_id=item_id, error=GAVE_UP.format(attempts=times))
                 outcome["failed"] += 1
             else:
                 inputs.append(item)
         if outcome["failed"]:
-            qa.finish_job_if_complete(db, job_id=job_id)
+            batch_jobs.finish_job_if_complete(db, job_id=job_id)
     if not inputs:
         return outcome
     decoder = serving.tracked(batch=True)
@@ -234,11 +233,11 @@ def answer_items(engine: Engine, serving: Serving, job_id: str, item_ids: Sequen
         for item, result in zip(inputs, results, strict=True):
             if isinstance(result, Exception) or not result:
                 error = str(result) if isinstance(result, Exception) else "the model produced no answer"
-                stored = qa.record_item_failure(db, item_id=item.item_id, error=error)
+                stored = batch_jobs.record_item_failure(db, item_id=item.item_id, error=error)
                 outcome["failed"] += int(stored)
             else:
                 best = result[0]
-                stored = qa.record_item_answer(
+                stored = batch_jobs.record_item_answer(
                     db,
                     item_id=item.item_id,
                     answer=best.text,
@@ -247,7 +246,7 @@ def answer_items(engine: Engine, serving: Serving, job_id: str, item_ids: Sequen
                 )
                 outcome["answered"] += int(stored)
             outcome["skipped"] += int(not stored)  # cancelled while it was decoding
-        qa.finish_job_if_complete(db, job_id=job_id)
+        batch_jobs.finish_job_if_complete(db, job_id=job_id)
     return outcome
 
 

@@ -24,8 +24,9 @@ import redis
 from celery import Celery
 from sqlalchemy import Engine
 
+from storage import batch_jobs
 from storage.db import transaction
-from workers import job_store, jobs
+from workers import jobs
 from workers.celery_app import BATCH_QUEUE, ITEMS_TASK, START_JOB_TASK, send_item_chunks
 from workers.heartbeat import HEARTBEAT_PREFIX, heartbeat_key
 
@@ -102,7 +103,7 @@ def resend_lost_items(app: Celery, client: redis.Redis, engine: Engine, *, chunk
     when no worker holds messages (recover_from_dead_workers)."""
     jobs_to_plan, queued = queued_batch_work(client)
     with transaction(engine) as db:
-        active = [job_id for job_id in job_store.active_job_ids(db) if job_id not in jobs_to_plan]
+        active = [job_id for job_id in batch_jobs.active_job_ids(db) if job_id not in jobs_to_plan]
     resent = 0
     for job_id in active:
         chunks = jobs.plan_job(engine, job_id, chunk_size=chunk_size, queued=queued)

@@ -26,8 +26,9 @@ import redis
 from celery import Celery
 from sqlalchemy import Engine
 
+from storage import batch_jobs
 from storage.db import transaction
-from workers import job_store, jobs
+from workers import jobs
 from workers.celery_app import BATCH_QUEUE, ITEMS_TASK, START_JOB_TASK, send_item_chunks
 from workers.recovery import UNACKED_KEY
 
@@ -92,7 +93,7 @@ class LostItemSweeper:
         """One sweep; returns how many items it sent again."""
         jobs_to_plan, carried = carried_batch_work(self.client)
         with transaction(self.engine) as db:
-            active = [job_id for job_id in job_store.active_job_ids(db) if job_id not in jobs_to_plan]
+            active = [job_id for job_id in batch_jobs.active_job_ids(db) if job_id not in jobs_to_plan]
         missing_now: dict[str, set[int]] = {}
         resent = 0
         for job_id in active:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from storage import qa
+from storage import batch_jobs
 from storage.db import make_engine, transaction
 from tests.storage.conftest import empty_database, postgres_url
 from tests.workers.conftest import PASSAGE, QUESTION, REPO_ROOT
@@ -116,7 +116,7 @@ def test_both_workers_take_work_from_one_job(cluster: dict[str, Any]) -> None:
         deadline = time.monotonic() + 60
         while True:
             with transaction(engine) as db:
-                progress = qa.job_progress(db, job_id=job_id, owner="cli")
+                progress = batch_jobs.job_progress(db, job_id=job_id, owner="cli")
             if progress.pending == 0 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)

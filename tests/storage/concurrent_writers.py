@@ -13,8 +13,8 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from typing import Any
 
+from storage import batch_jobs, migrate
 from storage import conversations as conv
-from storage import migrate, qa
 from storage.db import make_engine, transaction
 from storage.limits import Limits
 
@@ -85,7 +85,7 @@ def _write(
                     counts["saved_replies"] += saved
         for item_id in item_ids:
             with transaction(engine) as db:
-                answered = qa.record_item_answer(
+                answered = batch_jobs.record_item_answer(
                     db,
                     item_id=item_id,
                     answer=f"answer {item_id}",
@@ -93,7 +93,7 @@ def _write(
                     model_version=f"worker-{worker}",
                 )
                 counts["answered_items"] += answered
-                counts["finished_jobs"] += qa.finish_job_if_complete(db, job_id=job_id)
+                counts["finished_jobs"] += batch_jobs.finish_job_if_complete(db, job_id=job_id)
     finally:
         engine.dispose()
     return counts

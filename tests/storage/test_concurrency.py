@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import URL
 
+from storage import batch_jobs, migrate
 from storage import conversations as conv
-from storage import migrate, qa
 from storage.db import make_engine, transaction
 from storage.models import ItemStatus, JobStatus, QAJobItem, Role, TurnStatus
 from tests.storage import concurrent_writers
@@ -56,7 +56,7 @@ def test_concurrent_writers_and_redelivered_tasks_leave_no_lost_or_duplicated_ro
     with transaction(engine) as db:
         conversation_ids = [conv.create_conversation(db, owner=owner).id for _ in range(CONVERSATIONS)]
         items = [{"item_key": f"k{i}", "question": f"Q{i}?", "passage": f"P{i % 3}."} for i in range(ITEMS)]
-        job_id = qa.create_job(
+        job_id = batch_jobs.create_job(
             db, owner=owner, filename="f.jsonl", items=items, limits=concurrent_writers.LIMITS
         )
         item_ids = list(db.scalars(select(QAJobItem.id).where(QAJobItem.job_id == job_id)))
@@ -78,8 +78,8 @@ def test_concurrent_writers_and_redelivered_tasks_leave_no_lost_or_duplicated_ro
     try:
         with transaction(engine) as db:
             turns = {cid: conv.list_turns(db, conversation_id=cid, owner=owner) for cid in conversation_ids}
-            progress = qa.job_progress(db, job_id=job_id, owner=owner)
-            answers = qa.export_results(db, job_id=job_id, owner=owner)
+            progress = batch_jobs.job_progress(db, job_id=job_id, owner=owner)
+            answers = batch_jobs.export_results(db, job_id=job_id, owner=owner)
     finally:
         engine.dispose()
     assert totals == {

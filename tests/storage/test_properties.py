@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage import conversations, qa
+from storage import batch_jobs, conversations, questions
 from storage.errors import DuplicateKey, EmptyInput, InputTooLong, NotFound, StorageError, UnstorableText
 from storage.limits import Limits, unstorable_reason
 from storage.models import QAJob, Turn
@@ -69,22 +69,22 @@ def test_a_job_keeps_its_items_in_order_exactly_or_refuses_a_repeated_key(db: Se
              for key in keys]
     if len(set(keys)) < len(keys):
         with pytest.raises(DuplicateKey):
-            qa.create_job(db, owner=owner, filename="p.jsonl", items=items, limits=limits)
+            batch_jobs.create_job(db, owner=owner, filename="p.jsonl", items=items, limits=limits)
         assert _count(db, QAJob, owner) == 0
         return
-    job_id = qa.create_job(db, owner=owner, filename="p.jsonl", items=items, limits=limits)
+    job_id = batch_jobs.create_job(db, owner=owner, filename="p.jsonl", items=items, limits=limits)
     db.expire_all()
-    rows = qa.export_results(db, job_id=job_id, owner=owner)
+    rows = batch_jobs.export_results(db, job_id=job_id, owner=owner)
     assert [(row["id"], row["question"]) for row in rows] == [(i["item_key"], i["question"]) for i in items]
     with pytest.raises(NotFound):
-        qa.export_results(db, job_id=job_id, owner=_owner())
+        batch_jobs.export_results(db, job_id=job_id, owner=_owner())
 
 
 @PROPERTIES
 @given(first=STORABLE, second=STORABLE)
 def test_one_passage_text_is_stored_once_and_two_texts_twice(db: Session, first: str, second: str) -> None:
     limits = Limits(max_message_chars=50, max_question_chars=40, max_passage_chars=200, max_batch_items=10)
-    ids = [qa.upsert_passage(db, text=text, limits=limits) for text in (first, second, first)]
+    ids = [questions.upsert_passage(db, text=text, limits=limits) for text in (first, second, first)]
     assert ids[0] == ids[2] and (ids[0] == ids[1]) == (first == second)
 
 

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from storage import batch_jobs, questions
 from storage import conversations as conv
-from storage import qa
 from storage.errors import UnstorableText
 from storage.limits import Limits
 from storage.models import QAJob, Turn
@@ -44,10 +44,10 @@ def test_a_question_or_passage_with_an_unstorable_character_is_rejected(
     db: Session, limits: Limits, text: str
 ) -> None:
     with pytest.raises(UnstorableText):
-        qa.upsert_passage(db, text=text, limits=limits)
-    passage_id = qa.upsert_passage(db, text=PASSAGE, limits=limits)
+        questions.upsert_passage(db, text=text, limits=limits)
+    passage_id = questions.upsert_passage(db, text=PASSAGE, limits=limits)
     with pytest.raises(UnstorableText):
-        qa.create_question(db, owner=OWNER, passage_id=passage_id, question=text, limits=limits)
+        questions.create_question(db, owner=OWNER, passage_id=passage_id, question=text, limits=limits)
 
 
 @pytest.mark.parametrize("text", UNSTORABLE)
@@ -59,7 +59,7 @@ def test_a_batch_item_with_an_unstorable_character_rejects_the_job_before_anythi
         {"item_key": "b", "question": text, "passage": PASSAGE},
     ]
     with pytest.raises(UnstorableText) as error:
-        qa.create_job(db, owner=OWNER, filename="f.jsonl", items=items, limits=limits)
+        batch_jobs.create_job(db, owner=OWNER, filename="f.jsonl", items=items, limits=limits)
     assert "'b'" in error.value.field
     assert db.scalar(select(func.count()).select_from(QAJob)) == 0
 
@@ -69,7 +69,7 @@ def test_a_title_or_filename_with_a_nul_is_rejected(db: Session, limits: Limits)
         conv.create_conversation(db, owner=OWNER, title="chat\x00")
     items = [{"item_key": "a", "question": "Where?", "passage": PASSAGE}]
     with pytest.raises(UnstorableText):
-        qa.create_job(db, owner=OWNER, filename="f\x00.jsonl", items=items, limits=limits)
+        batch_jobs.create_job(db, owner=OWNER, filename="f\x00.jsonl", items=items, limits=limits)
 
 
 def test_control_characters_a_database_can_store_are_kept_as_sent(db: Session, limits: Limits) -> None:

@@ -19,7 +19,7 @@ import redis
 from sqlalchemy import Engine
 
 from settings import get_settings
-from storage import migrate, qa
+from storage import batch_jobs, migrate
 from storage.db import make_engine, transaction
 from tests.workers.conftest import OWNER, PASSAGE, QUESTION, REPO_ROOT, TINY_MODEL
 
@@ -145,19 +145,19 @@ def submit_job(
         for i in range(count)
     ]
     with transaction(engine) as db:
-        job_id = qa.create_job(db, owner=OWNER, filename="big.jsonl", items=items)
+        job_id = batch_jobs.create_job(db, owner=OWNER, filename="big.jsonl", items=items)
     client.enqueue_job(job_id)
     return job_id
 
 
-def job_progress(engine: Engine, job_id: str) -> qa.JobProgress:
+def job_progress(engine: Engine, job_id: str) -> batch_jobs.JobProgress:
     with transaction(engine) as db:
-        return qa.job_progress(db, job_id=job_id, owner=OWNER)
+        return batch_jobs.job_progress(db, job_id=job_id, owner=OWNER)
 
 
 def wait_job(
     engine: Engine, job_id: str, *, timeout_s: float = 60.0, done_at_least: int | None = None
-) -> qa.JobProgress:
+) -> batch_jobs.JobProgress:
     """The job's progress once no item is pending (or `done_at_least` items are done), or at the deadline."""
     deadline = time.monotonic() + timeout_s
     while True:

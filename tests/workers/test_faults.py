@@ -29,7 +29,7 @@ import torch
 from sqlalchemy import Engine, func, select
 
 from settings import get_settings
-from storage import conversations, migrate, qa
+from storage import batch_jobs, conversations, migrate, questions
 from storage.db import make_engine, transaction
 from storage.models import ItemStatus, QAJobItem, Question, QuestionStatus, Role, Turn, TurnStatus
 from tests.storage.conftest import empty_database
@@ -218,7 +218,7 @@ def submit_job(state: dict[str, Any], count: int) -> str:
 
     items = [{"item_key": f"k{i}", "question": QUESTION, "passage": PASSAGE + f" Item {i}."} for i in range(count)]
     with transaction(state["engine"]) as db:
-        job_id = qa.create_job(db, owner=OWNER, filename="big.jsonl", items=items)
+        job_id = batch_jobs.create_job(db, owner=OWNER, filename="big.jsonl", items=items)
     state["sender"].send(START_JOB_TASK, job_id)
     return job_id
 
@@ -400,8 +400,8 @@ def test_a_worker_refuses_an_unusable_checkpoint_in_one_line_and_takes_no_work(t
         sender = Sender(redis_url)
         try:
             with transaction(engine) as db:
-                passage_id = qa.upsert_passage(db, text=PASSAGE)
-                question_id = qa.create_question(db, owner=OWNER, passage_id=passage_id, question=QUESTION).id
+                passage_id = questions.upsert_passage(db, text=PASSAGE)
+                question_id = questions.create_question(db, owner=OWNER, passage_id=passage_id, question=QUESTION).id
             sender.send(QUESTION_TASK, question_id)  # queued before the worker starts: it must still be there after
             env = fixtures.service_env(redis_url, database_url, S2S_CHECKPOINT=str(checkpoint))
             started = time.monotonic()

@@ -9,7 +9,7 @@ import sys
 
 from sqlalchemy import Engine, select
 
-from storage import conversations, qa
+from storage import batch_jobs, conversations, questions
 from storage.db import transaction
 from storage.models import ItemStatus, JobStatus, QAJobItem
 from tests.workers.conftest import OWNER, PASSAGE, QUESTION, REPO_ROOT
@@ -20,8 +20,8 @@ from workers.runtime import STUCK_EXIT_CODE
 
 def _question(engine: Engine, question: str = QUESTION) -> str:
     with transaction(engine) as db:
-        passage_id = qa.upsert_passage(db, text=PASSAGE)
-        return qa.create_question(db, owner=OWNER, passage_id=passage_id, question=question).id
+        passage_id = questions.upsert_passage(db, text=PASSAGE)
+        return questions.create_question(db, owner=OWNER, passage_id=passage_id, question=question).id
 
 
 def _turn(engine: Engine, text: str = "hello there", decoding: dict[str, object] | None = None) -> int:
@@ -35,7 +35,7 @@ def _turn(engine: Engine, text: str = "hello there", decoding: dict[str, object]
 def _job(engine: Engine, count: int) -> str:
     items = [{"item_key": f"q{i}", "question": QUESTION, "passage": PASSAGE} for i in range(count)]
     with transaction(engine) as db:
-        return qa.create_job(db, owner=OWNER, filename="x.jsonl", items=items)
+        return batch_jobs.create_job(db, owner=OWNER, filename="x.jsonl", items=items)
 
 
 def _item_ids(engine: Engine, job_id: str) -> list[int]:
@@ -52,7 +52,7 @@ def test_question_is_answered_with_the_passage_span_and_stored(engine: Engine, s
     assert outcome["answer"] == "Oslo"
     assert PASSAGE[slice(*outcome["span"])] == "Oslo"
     with transaction(engine) as db:
-        stored = qa.get_question(db, question_id=question_id, owner=OWNER)
+        stored = questions.get_question(db, question_id=question_id, owner=OWNER)
         assert stored.answer == "Oslo" and stored.n_best and stored.attention is not None
 
 
@@ -75,7 +75,7 @@ def test_a_reply_or_question_the_user_stopped_is_skipped_without_a_decode(engine
     with transaction(engine) as db:
         conversation_id = conversations.get_turn(db, turn_id=turn_id, owner=OWNER).conversation_id
         conversations.cancel_pending_replies(db, conversation_id=conversation_id, owner=OWNER)
-        qa.cancel_question(db, question_id=question_id, owner=OWNER)
+        questions.cancel_question(db, question_id=question_id, owner=OWNER)
 
     class NoDecode:
         def answer(self, *args: object, **kwargs: object) -> list[list[object]]:
@@ -97,10 +97,10 @@ def test_an_answer_stored_by_a_racing_delivery_is_what_the_late_one_reports(
     class RacedDecoder:
         """Decodes, but another delivery of the same question stores its answer first."""
 
-        def answer(self, questions: list[tuple[str, str]], decode: object = None) -> list[list[object]]:
+        def answer(self, pairs: list[tuple[str, str]], decode: object = None) -> list[list[object]]:
             with transaction(engine) as db:
-                qa.save_answer(db, question_id=question_id, answer="Paris", score=-1.0, model_version="racer")
-            return serving.decoder.answer(questions, decode)
+                questions.save_answer(db, question_id=question_id, answer="Paris", score=-1.0, model_version="racer")
+            return serving.decoder.answer(pairs, decode)
 
         def reply(self, histories: list[list[str]], decode: object = None) -> list[list[object]]:
             raise AssertionError("not a chat request")
@@ -189,7 +189,7 @@ def test_without_overrides_answers_record_the_models_own_decoding(engine: Engine
     jobs.reply_to_turn(engine, serving, turn_id)
     model_defaults = serving.model.routes["*"].default_decode.to_dict()
     with transaction(engine) as db:
-        assert qa.get_question(db, question_id=question_id, owner=OWNER).decoding == model_defaults
+        assert questions.get_question(db, question_id=question_id, owner=OWNER).decoding == model_defaults
         assert conversations.get_turn(db, turn_id=turn_id, owner=OWNER).decoding == model_defaults
 
 
@@ -219,8 +219,8 @@ def test_batch_items_are_answered_and_the_job_finishes(engine: Engine, serving: 
     for chunk in chunks:
         jobs.answer_items(engine, serving, job_id, chunk)
     with transaction(engine) as db:
-        progress = qa.job_progress(db, job_id=job_id, owner=OWNER)
-        rows = qa.export_results(db, job_id=job_id, owner=OWNER)
+        progress = batch_jobs.job_progress(db, job_id=job_id, owner=OWNER)
+        rows = batch_jobs.export_results(db, job_id=job_id, owner=OWNER)
     assert progress.status is JobStatus.DONE and progress.done == 5
     assert {row["answer"] for row in rows} == {"Oslo"}
 
@@ -237,14 +237,14 @@ def test_a_cancelled_job_decodes_no_more_items(engine: Engine, serving: Serving)
     item_ids = _item_ids(engine, job_id)
     jobs.answer_items(engine, serving, job_id, item_ids[:2])
     with transaction(engine) as db:
-        assert qa.cancel_job(db, job_id=job_id, owner=OWNER)
+        assert batch_jobs.cancel_job(db, job_id=job_id, owner=OWNER)
     assert jobs.answer_items(engine, serving, job_id, item_ids[2:]) == {
         "answered": 0,
         "failed": 0,
         "skipped": 2,
     }
     with transaction(engine) as db:
-        statuses = [row["status"] for row in qa.export_results(db, job_id=job_id, owner=OWNER)]
+        statuses = [row["status"] for row in batch_jobs.export_results(db, job_id=job_id, owner=OWNER)]
     assert statuses == ["done", "done", "cancelled", "cancelled"]
 
 
@@ -258,7 +258,7 @@ def test_items_whose_decode_killed_the_worker_too_often_fail_and_the_job_still_e
     outcome = jobs.answer_items(engine, serving, job_id, item_ids)
     assert outcome["failed"] == 2
     with transaction(engine) as db:
-        progress = qa.job_progress(db, job_id=job_id, owner=OWNER)
+        progress = batch_jobs.job_progress(db, job_id=job_id, owner=OWNER)
         items = list(db.scalars(select(QAJobItem.status)))
     assert progress.status is JobStatus.DONE
     assert items == [ItemStatus.FAILED, ItemStatus.FAILED]
@@ -329,7 +329,7 @@ def test_a_span_reader_answers_through_the_job_and_its_pointer_is_stored(engine:
     assert outcome["status"] == "done" and outcome["model_version"].startswith("rc@")
     assert PASSAGE[slice(*outcome["span"])] == outcome["answer"]
     with transaction(engine) as db:
-        stored = qa.get_question(db, question_id=question_id, owner=OWNER)
+        stored = questions.get_question(db, question_id=question_id, owner=OWNER)
         record = stored.attention
         assert record is not None and len(record["attention"]) == 2 == len(record["output_tokens"])
         assert record["pointer"]["question_tokens"] == QUESTION.rstrip("?").split() + ["?"]

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from flows import chat, questions
-from storage import conversations, qa
+from flows import chat
+from flows import questions as question_flow
+from storage import batch_jobs, conversations, questions
 from storage.db import transaction
 from storage.models import ItemStatus, QAJobItem
 from tests.workers.conftest import OWNER, PASSAGE, QUESTION, REPO_ROOT
@@ -33,13 +34,13 @@ def test_question_goes_through_the_queue(service: dict[str, Any]) -> None:
     from workers import client
 
     with transaction(service["engine"]) as db:
-        passage_id = qa.upsert_passage(db, text=PASSAGE)
-        question_id = qa.create_question(db, owner=OWNER, passage_id=passage_id, question=QUESTION).id
+        passage_id = questions.upsert_passage(db, text=PASSAGE)
+        question_id = questions.create_question(db, owner=OWNER, passage_id=passage_id, question=QUESTION).id
     client.enqueue_question(question_id)
-    outcome = questions.wait(lambda: service["engine"], question_id, timeout=30)
+    outcome = question_flow.wait(lambda: service["engine"], question_id, timeout=30)
     assert outcome["answer"] == "Oslo"
     with transaction(service["engine"]) as db:
-        assert qa.get_question(db, question_id=question_id, owner=OWNER).answer == "Oslo"
+        assert questions.get_question(db, question_id=question_id, owner=OWNER).answer == "Oslo"
 
 
 def test_chat_turn_is_stored_and_answered(service: dict[str, Any]) -> None:
@@ -121,7 +122,7 @@ def test_cancel_stops_the_remaining_items(service: dict[str, Any]) -> None:
     job_id = submit_job(engine, 800)
     time.sleep(0.5)
     with transaction(engine) as db:
-        assert qa.cancel_job(db, job_id=job_id, owner=OWNER)
+        assert batch_jobs.cancel_job(db, job_id=job_id, owner=OWNER)
     client.cancel_job(job_id)
     progress = wait_job(engine, job_id, timeout_s=5)
     assert progress.status.value == "cancelled"

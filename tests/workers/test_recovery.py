@@ -11,7 +11,7 @@ from celery import Celery
 from sqlalchemy import Engine
 
 from settings import get_settings
-from storage import qa
+from storage import batch_jobs
 from storage.db import transaction
 from tests.workers.conftest import OWNER, PASSAGE, QUESTION
 from tests.workers.service_fixtures import redis_for_tests
@@ -31,7 +31,7 @@ def broker(tmp_path: Path) -> Iterator[tuple[Celery, redis.Redis]]:
 def _job(engine: Engine, count: int) -> tuple[str, list[int]]:
     items = [{"item_key": f"k{i}", "question": QUESTION, "passage": PASSAGE} for i in range(count)]
     with transaction(engine) as db:
-        job_id = qa.create_job(db, owner=OWNER, filename="lost.jsonl", items=items)
+        job_id = batch_jobs.create_job(db, owner=OWNER, filename="lost.jsonl", items=items)
     [item_ids] = jobs.plan_job(engine, job_id, chunk_size=count)
     return job_id, item_ids
 
@@ -61,6 +61,6 @@ def test_a_job_whose_start_message_is_queued_is_left_to_it(
     assert queued_batch_work(client) == ({job_id}, set())
     assert resend_lost_items(celery, client, engine, chunk_size=5) == 0
     with transaction(engine) as db:
-        assert qa.cancel_job(db, job_id=job_id, owner=OWNER)
+        assert batch_jobs.cancel_job(db, job_id=job_id, owner=OWNER)
     client.delete("batch")
     assert resend_lost_items(celery, client, engine, chunk_size=5) == 0  # a cancelled job gets nothing
