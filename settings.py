@@ -110,6 +110,19 @@ class Settings(BaseSettings):
         alias="S2S_MAX_UPLOAD_BYTES",
         description="Largest batch file accepted, in bytes.",
     )
+    owner_requests_per_minute: int = Field(
+        default=120,
+        ge=0,
+        alias="S2S_OWNER_REQUESTS_PER_MINUTE",
+        description="Chat messages, questions and batch files one owner (a login or a browser key) may send in any "
+        "minute; 0 = no limit.",
+    )
+    owner_max_pending_items: int = Field(
+        default=50_000,
+        ge=0,
+        alias="S2S_OWNER_MAX_PENDING_ITEMS",
+        description="Batch items one owner may have waiting at once, over all its jobs; 0 = no limit.",
+    )
     history_turns: int = Field(
         default=6, ge=1, le=50, alias="S2S_HISTORY_TURNS", description="Previous chat turns the model reads."
     )

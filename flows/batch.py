@@ -15,7 +15,7 @@ from typing import Any
 from flows.queueing import EngineSource, enqueue_or_fail
 from flows.uploads import BatchFileError, BatchLimits, ParsedBatch, parse_batch_file
 from settings import get_settings
-from storage import batch_jobs
+from storage import batch_jobs, quotas
 from storage.db import read_transaction, transaction
 from workers import client
 
@@ -60,6 +60,7 @@ def submit(engine: EngineSource, owner: str, parsed: ParsedBatch, filename: str)
     if parsed.items:
         client.require_broker()
     with transaction(engine()) as db:
+        quotas.check_quota(db, owner=owner, items=len(parsed.items))
         job_id = batch_jobs.create_job(
             db, owner=owner, filename=filename[:FILENAME_CHARS], items=parsed.items, errors=parsed.errors
         )

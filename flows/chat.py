@@ -13,7 +13,7 @@ from typing import Any
 from flows.queueing import EngineSource, enqueue_or_fail
 from flows.waiting import wait_until_ended
 from settings import get_settings
-from storage import conversations
+from storage import conversations, quotas
 from storage.db import read_transaction, transaction
 from storage.limits import check_text
 from storage.models import Role, TurnStatus
@@ -86,6 +86,7 @@ def store(engine: EngineSource, owner: str, conversation_id: str | None, text: s
     check_text(text, limit=get_settings().max_message_chars, field="message")
     client.require_worker(client.INTERACTIVE_QUEUE)
     with transaction(engine()) as db:
+        quotas.check_quota(db, owner=owner)
         if not conversation_id:
             title = " ".join(text.split())[:TITLE_CHARS]
             conversation_id = conversations.create_conversation(db, owner=owner, title=title).id

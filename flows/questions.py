@@ -14,7 +14,7 @@ from typing import Any
 from flows.queueing import EngineSource, enqueue_or_fail
 from flows.waiting import wait_until_ended
 from settings import get_settings
-from storage import questions
+from storage import questions, quotas
 from storage.db import read_transaction, transaction
 from storage.limits import check_text
 from workers import client
@@ -53,6 +53,8 @@ def ask(engine: EngineSource, owner: str, passage: str, question: str) -> AskedQ
     """Store the pending question and enqueue it; if enqueueing raises, the question is failed first."""
     check(passage, question)
     client.require_worker(client.INTERACTIVE_QUEUE)
+    with read_transaction(engine()) as db:
+        quotas.check_quota(db, owner=owner)
     [question_id] = _store(engine, owner, [(question, passage)])
     task_id = enqueue_or_fail(engine, lambda: client.enqueue_question(question_id),
                               lambda db, error: questions.fail_question(db, question_id=question_id, error=error))

@@ -46,6 +46,11 @@ class UnstorableText(StorageError, ValueError):
         self.reason = reason
 
 
+class OverLimit(StorageError):
+    """An owner asked for more than its share (S2S_OWNER_REQUESTS_PER_MINUTE, S2S_OWNER_MAX_PENDING_ITEMS);
+    nothing was stored. The message says which limit and what to do."""
+
+
 class DuplicateKey(StorageError, ValueError):
     """Two batch items share an `item_key`; keys must be unique within a job."""
 

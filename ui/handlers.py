@@ -28,7 +28,7 @@ from flows.uploads import BatchFileError
 from model.decode_file import decode_settings_for
 from settings import get_settings
 from storage.db import make_engine
-from storage.errors import DuplicateKey, EmptyInput, InputTooLong, NotFound
+from storage.errors import DuplicateKey, EmptyInput, InputTooLong, NotFound, OverLimit, UnstorableText
 from storage.models import Role, TurnStatus
 from workers import client
 from workers.service_discovery import ServiceNotRunning
@@ -60,7 +60,7 @@ def engine() -> Engine:
 
 def describe_error(error: BaseException) -> str:
     """One readable sentence for an error a user can cause or meet."""
-    if isinstance(error, UserError | BatchFileError | DuplicateKey):
+    if isinstance(error, UserError | BatchFileError | DuplicateKey | UnstorableText | OverLimit):
         return str(error)
     if isinstance(error, EmptyInput):
         return f"The {error.field} is empty: please type something."
