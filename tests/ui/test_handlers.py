@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from flows import exports
 from flows.uploads import BatchFileError
 from settings import get_settings
-from storage import conversations, qa
+from storage import conversations, questions
 from storage.db import transaction
 from storage.errors import EmptyInput, InputTooLong, NotFound
 from storage.models import Passage
@@ -27,7 +27,7 @@ from workers.client import NoWorker
 
 def _answer_as_worker(question_id: str) -> None:
     with transaction(handlers.engine()) as db:
-        qa.save_answer(db, question_id=question_id, answer="Oslo", score=-0.01, model_version="rc-en@test",
+        questions.save_answer(db, question_id=question_id, answer="Oslo", score=-0.01, model_version="rc-en@test",
                        n_best=[{"text": "Oslo", "score": -0.01}, {"text": "Oslo.", "score": -6.6}],
                        attention=ATTENTION)
 
