@@ -2,8 +2,10 @@
 
 Formats: JSONL (one {"id", "question", "passage"} per line), CSV with `id,question,passage` columns (more
 columns are ignored), and SQuAD-format JSON ({"data": [{"paragraphs": [{"context", "qas": [{"id",
-"question"}]}]}]}). A bad record is reported with its line number (for SQuAD: the question's ordinal in the
-file) and the reason, and the rest of the file still runs. A file that is empty, too large, not UTF-8, in no
+"question"}]}]}]}). The id is optional: a record without one is named by its line number (for SQuAD: the
+question's ordinal), so training-style JSONL ({"question", "passage", "answer"}) runs as it is. A bad record is
+reported with its line number (for SQuAD: the question's ordinal in the file) and the reason, and the rest of
+the file still runs. A file that is empty, too large, not UTF-8, in no
 known format, or with more items than allowed raises BatchFileError with a message for the user.
 """
 
@@ -20,7 +22,8 @@ from typing import Any
 from storage.limits import unstorable_reason
 
 FORMATS = ("jsonl", "csv", "squad")
-REQUIRED_FIELDS = ("id", "question", "passage")
+FIELDS = ("id", "question", "passage")
+REQUIRED_FIELDS = ("question", "passage")  # a record without an id gets its line number
 
 
 class BatchFileError(ValueError):
@@ -123,6 +126,8 @@ def parse_batch_file(data: bytes, filename: str, *, limits: BatchLimits) -> Pars
         if isinstance(record, str):
             parsed.errors.append({"line": line, "reason": record})
             continue
+        if record.get("id") is None or record["id"] == "":
+            record["id"] = str(line)
         reason = _check(record, seen, limits)
         if reason is not None:
             parsed.errors.append({"line": line, "reason": reason})
@@ -139,14 +144,14 @@ def parse_batch_file(data: bytes, filename: str, *, limits: BatchLimits) -> Pars
 
 
 def _check(record: dict[str, Any], seen: set[str], limits: BatchLimits) -> str | None:
-    for name in REQUIRED_FIELDS:
+    for name in FIELDS:
         value = record.get(name)
         if value is None or (isinstance(value, str) and not value.strip()):
             return f"missing or empty {name!r}"
         if not isinstance(value, str | int) or isinstance(value, bool):
             return f"{name!r} must be a string"
     record["id"] = str(record["id"])
-    for name in REQUIRED_FIELDS:  # the storage layer's own check, so one bad line does not fail the whole job
+    for name in FIELDS:  # the storage layer's own check, so one bad line does not fail the whole job
         if (unstorable := unstorable_reason(record[name])) is not None:
             return f"{name} contains {unstorable}, which cannot be stored"
     if record["id"] in seen:
@@ -190,10 +195,10 @@ def _csv_records(text: str) -> Iterator[Record]:
         for row in reader:
             if None in row:
                 yield start, "more fields than the header"
-            elif any(row.get(name) is None for name in REQUIRED_FIELDS):
+            elif any(row.get(name) is None for name in REQUIRED_FIELDS if name in header):
                 yield start, "fewer fields than the header"
             else:
-                yield start, {name: row[name] for name in REQUIRED_FIELDS}
+                yield start, {name: row.get(name) for name in FIELDS}
             start = reader.line_num + 1
     except csv.Error as error:  # the reader cannot go on: say so, and that the rest was not read
         lines = len(text.splitlines())

@@ -23,6 +23,19 @@ def test_jsonl_bad_lines_are_reported_with_their_numbers_and_the_rest_kept() -> 
     assert "duplicate id" in parsed.errors[3]["reason"]
 
 
+def test_records_without_an_id_are_named_by_their_line_number_in_every_format() -> None:
+    training_style = [json.dumps({"question": "Who?", "passage": "Bob.", "answer": "Bob"}), _line("a"),
+                      json.dumps({"id": "", "question": "Why?", "passage": "Bob."}), _line("3")]
+    parsed = parse_batch_file("\n".join(training_style).encode(), "x.jsonl", limits=LIMITS)
+    assert [item["item_key"] for item in parsed.items] == ["1", "a", "3"]
+    assert parsed.errors == [{"line": 4, "reason": "duplicate id '3'"}]  # an id given is kept, and still unique
+    csv_file = parse_batch_file(b"question,passage\nWho?,Bob.\nWhy?,Bob.\n", "x.csv", limits=LIMITS)
+    assert [item["item_key"] for item in csv_file.items] == ["2", "3"] and not csv_file.errors
+    document = {"data": [{"paragraphs": [{"context": "Bob.", "qas": [{"question": "Who?"}]}]}]}
+    squad = parse_batch_file(json.dumps(document).encode(), "dev.json", limits=LIMITS)
+    assert [item["item_key"] for item in squad.items] == ["1"]
+
+
 def test_too_long_fields_are_rejected_per_line() -> None:
     text = "\n".join([_line("a", question="q" * 41), _line("b", passage="p" * 101), _line("c")])
     parsed = parse_batch_file(text.encode(), "x.jsonl", limits=LIMITS)
