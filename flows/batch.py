@@ -16,7 +16,9 @@ from flows.queueing import EngineSource, enqueue_or_fail
 from flows.uploads import BatchFileError, BatchLimits, ParsedBatch, parse_batch_file
 from settings import get_settings
 from storage import batch_jobs, quotas
+from storage.batch_jobs import JobProgress
 from storage.db import read_transaction, transaction
+from storage.models import QAJob
 from workers import client
 
 FILENAME_CHARS = 255
@@ -86,25 +88,28 @@ def status(engine: EngineSource, owner: str, job_id: str) -> dict[str, Any]:
     with read_transaction(engine()) as db:
         progress = batch_jobs.job_progress(db, job_id=job_id, owner=owner)
         job = batch_jobs.get_job(db, job_id=job_id, owner=owner)
-        errors = [{"where": f"line {e['line']}", "reason": e["reason"]} for e in job.parse_errors]
-        errors += [
-            {"where": f"item {r['id']}", "reason": r["error"]}
-            for r in batch_jobs.failed_items(db, job_id=job_id, owner=owner)
-        ]
-        return {
-            **progress.to_dict(),
-            "filename": job.filename,
-            "error": job.error,
-            "bad_records": len(job.parse_errors),
-            "errors": errors,
-        }
+        return _report(job, progress, batch_jobs.failed_items(db, job_id=job_id, owner=owner))
 
 
 def list_jobs(engine: EngineSource, owner: str) -> list[dict[str, Any]]:
-    """The owner's recent jobs, newest first, each as `status` reports it."""
+    """The owner's recent jobs, newest first, each as `status` reports it (read with three queries in all:
+    the jobs, their item counts, their failed items)."""
     with read_transaction(engine()) as db:
-        job_ids = [job.id for job in batch_jobs.list_jobs(db, owner=owner)]
-    return [status(engine, owner, job_id) for job_id in job_ids]
+        listed = batch_jobs.jobs_with_progress(db, owner=owner)
+        failed = batch_jobs.failed_items_by_job(db, owner=owner, job_ids=[job.id for job, _ in listed])
+        return [_report(job, progress, failed.get(job.id, [])) for job, progress in listed]
+
+
+def _report(job: QAJob, progress: JobProgress, failed: list[dict[str, str | None]]) -> dict[str, Any]:
+    errors = [{"where": f"line {e['line']}", "reason": e["reason"]} for e in job.parse_errors]
+    errors += [{"where": f"item {item['id']}", "reason": item["error"]} for item in failed]
+    return {
+        **progress.to_dict(),
+        "filename": job.filename,
+        "error": job.error,
+        "bad_records": len(job.parse_errors),
+        "errors": errors,
+    }
 
 
 def cancel(engine: EngineSource, owner: str, job_id: str) -> bool:

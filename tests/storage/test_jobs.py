@@ -338,3 +338,22 @@ def test_failed_items_lists_only_the_failed_ones_in_file_order(db: Session, limi
                                                                 {"id": "q2", "error": "late"}]
     with pytest.raises(NotFound):
         batch_jobs.failed_items(db, job_id=job_id, owner=OTHER_OWNER)
+
+
+def test_jobs_with_progress_counts_every_listed_job_as_job_progress_does(db: Session, limits: Limits) -> None:
+    first, second = _job_id(db, limits), _job_id(db, limits, count=2)
+    _answer(db, _item_ids(db, first)[0])
+    batch_jobs.record_item_failure(db, item_id=_item_ids(db, second)[1], error="boom")
+    listed = batch_jobs.jobs_with_progress(db, owner=OWNER)
+    assert {job.id for job, _ in listed} == {first, second}
+    for job, progress in listed:
+        assert progress == batch_jobs.job_progress(db, job_id=job.id, owner=OWNER)
+    assert batch_jobs.jobs_with_progress(db, owner=OTHER_OWNER) == []
+
+
+def test_failed_items_by_job_gives_each_of_the_owners_jobs_its_failed_items(db: Session, limits: Limits) -> None:
+    first, second = _job_id(db, limits), _job_id(db, limits)
+    batch_jobs.record_item_failure(db, item_id=_item_ids(db, second)[2], error="boom")
+    found = batch_jobs.failed_items_by_job(db, owner=OWNER, job_ids=[first, second])
+    assert found == {second: [{"id": "q2", "error": "boom"}]}
+    assert batch_jobs.failed_items_by_job(db, owner=OTHER_OWNER, job_ids=[first, second]) == {}
