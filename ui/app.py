@@ -20,8 +20,31 @@ logger = logging.getLogger(__name__)
 
 OWNER_STORAGE_KEY = "s2s-owner-key"
 QUEUE_SIZE_PER_SLOT = 8
-# The model version under each reply (ui/events.for_display): a quiet line of its own, not part of the reply.
-CSS = "#chatbot .model-version { font-size: 0.8em; opacity: 0.65; }"
+CSS = """
+/* the model version under each reply (ui/events.for_display): a quiet line of its own, not part of the reply */
+#chatbot .model-version { font-size: 0.8em; opacity: 0.65; }
+/* a dropdown's text stops short of its caret, ending in an ellipsis, instead of running under it */
+input[role="combobox"] { padding-right: 28px !important; text-overflow: ellipsis; }
+/* a tab's notice line (ui/events.notice): the one place a problem is said, next to where the user typed */
+#workers table.workers { width: 100%; border-collapse: collapse; table-layout: auto; }
+#workers .workers th, #workers .workers td { text-align: left; vertical-align: top; padding: 6px 8px;
+          border-bottom: 1px solid var(--border-color-primary); }
+#workers .workers td { overflow-wrap: anywhere; }  /* long names and versions break; the headers stay whole */
+@media (max-width: 480px) { #workers .workers { font-size: 0.85em; } #workers .workers th, #workers .workers td { padding: 4px; } }
+#batch-help pre, #batch-help code { white-space: pre-wrap; overflow-wrap: anywhere; }  /* the example, at 390 px */
+.notice { color: var(--error-text-color); background: var(--error-background-fill);
+          border: 1px solid var(--error-border-color); border-radius: var(--radius-md); padding: 6px 10px; }
+"""
+BATCH_HELP = """\
+Each line needs a **`question`** and the **`passage`** it is about; an **`id`** is optional (a line without one
+is named by its line number). For example, one JSONL line:
+
+```json
+{"id": "q1", "question": "Where was Bob born?", "passage": "Bob was born in Oslo."}
+```
+
+CSV: a header row with `question,passage` (and `id`). SQuAD JSON: `data` → `paragraphs` → `context`, `qas`.
+"""
 RC_EXAMPLES = [
     ["Bob was born in Oslo. Later Bob moved to Lima for work.", "Where was Bob born?"],
     ["The Gray Point lighthouse was built in 1887 by a shipwright named Ada Lund. It was painted red in 1920.",
@@ -47,7 +70,9 @@ def browser_secret(settings: Settings) -> str:
     return secret
 
 
-def _chat_tab(owner_key: gr.BrowserState) -> tuple[gr.Dropdown, gr.Chatbot, gr.State]:
+def _chat_tab(owner_key: gr.BrowserState) -> list[gr.components.Component]:
+    """Lays out the chat tab; returns what the page load fills in (list, chat, conversation id, Retry, Stop,
+    notice)."""
     settings = get_settings()
     conversation_id = gr.State("")
     with gr.Row():
@@ -62,11 +87,13 @@ def _chat_tab(owner_key: gr.BrowserState) -> tuple[gr.Dropdown, gr.Chatbot, gr.S
         with gr.Column(scale=3):
             # User text is shown as text: no Markdown rendering, and HTML is sanitized.
             chatbot = gr.Chatbot(label="Conversation", height=420, render_markdown=False, sanitize_html=True,
-                                 elem_id="chatbot", feedback_options=None)
+                                 elem_id="chatbot", feedback_options=None, buttons=["copy", "copy_all"])
             message = gr.Textbox(label="Message", placeholder="Type in English or 中文, then press Enter",
                                  max_lines=4, max_length=settings.max_message_chars, elem_id="chat-input")
+            chat_notice = gr.HTML("", visible=False, elem_id="chat-notice")  # what went wrong, said here only
             with gr.Row():
                 send_button = gr.Button("Send", variant="primary", elem_id="send")
+                stop_button = gr.Button("Stop reply", variant="stop", elem_id="stop-reply", visible=False)  # pending
                 retry_button = gr.Button("Retry failed reply", elem_id="retry", visible=False)  # shown on a failure
             with gr.Accordion("Decoding settings", open=False):
                 start = handlers.decoding_panel_defaults()
@@ -77,21 +104,28 @@ def _chat_tab(owner_key: gr.BrowserState) -> tuple[gr.Dropdown, gr.Chatbot, gr.S
                 gr.Markdown("Settings you change are stored with each message and the worker decodes the reply "
                             "with them; untouched ones keep the model's own defaults.")
     decoding = [beam_size, length_penalty, max_length]
-    reply_outputs = [chatbot, conversation_id, message, conversations, retry_button]
+    buttons = [retry_button, stop_button]
+    reply_outputs = [chatbot, conversation_id, message, conversations, *buttons, chat_notice]
     for trigger in (send_button.click, message.submit):
         trigger(events.send_message, [message, conversation_id, owner_key, *decoding], reply_outputs,
                 api_visibility="private", concurrency_limit=None)
     retry_button.click(events.retry_reply, [conversation_id, owner_key, *decoding], reply_outputs,
                        api_visibility="private", concurrency_limit=None)
+    stop_button.click(events.stop_reply, [conversation_id, owner_key], [chatbot, *buttons, chat_notice],
+                      api_visibility="private", concurrency_limit=None)
     conversations.input(events.open_conversation, [conversations, owner_key],
-                        [chatbot, conversation_id, retry_button], api_visibility="private")
-    new_button.click(events.new_conversation, None, [chatbot, conversation_id, conversations, title, retry_button],
-                     api_visibility="private")
-    rename_button.click(events.rename_conversation, [title, conversation_id, owner_key], conversations,
+                        [chatbot, conversation_id, *buttons, chat_notice], api_visibility="private")
+    # The Chatbot's own Clear icon (it cannot be hidden) does what New conversation does: an emptied chat
+    # whose next message went on with the old conversation was a lie.
+    for trigger in (new_button.click, chatbot.clear):
+        trigger(events.new_conversation, None, [chatbot, conversation_id, conversations, title, *buttons, chat_notice],
+                api_visibility="private")
+    rename_button.click(events.rename_conversation, [title, conversation_id, owner_key], [conversations, chat_notice],
                         api_visibility="private")
     delete_button.click(events.delete_conversation, [conversation_id, owner_key],
-                        [chatbot, conversation_id, conversations, retry_button], api_visibility="private")
-    return conversations, chatbot, conversation_id
+                        [chatbot, conversation_id, conversations, *buttons, chat_notice], api_visibility="private")
+    session = [conversations, chatbot, conversation_id, *buttons, chat_notice]
+    return session
 
 
 def _reading_tab(owner_key: gr.BrowserState) -> None:
@@ -101,7 +135,10 @@ def _reading_tab(owner_key: gr.BrowserState) -> None:
             passage = gr.Textbox(label="Passage", lines=8, max_length=settings.max_passage_chars, elem_id="passage")
             question = gr.Textbox(label="Question", max_lines=2, max_length=settings.max_question_chars,
                                   elem_id="question")
-            ask_button = gr.Button("Ask", variant="primary", elem_id="ask")
+            rc_notice = gr.HTML("", visible=False, elem_id="rc-notice")  # what went wrong, said here only
+            with gr.Row():
+                ask_button = gr.Button("Ask", variant="primary", elem_id="ask")
+                stop_button = gr.Button("Stop", variant="stop", elem_id="stop-question", visible=False)  # pending
             gr.Examples(RC_EXAMPLES, inputs=[passage, question], label="Examples (English and 中文)")
         with gr.Column():
             answer = gr.Textbox(label="Answer", interactive=False, elem_id="answer")
@@ -114,19 +151,25 @@ def _reading_tab(owner_key: gr.BrowserState) -> None:
     # The attention view is HTML built from escaped text (ui/attention.py), so the browser's fonts draw CJK.
     attention_view = gr.HTML(attention.PLACEHOLDER, css_template=attention.CSS, js_on_load=None,
                              elem_id="attention-view", padding=True)
-    outputs = [answer, score, n_best, highlighted, attention_view, details]
+    question_id = gr.State("")  # the pending question, for Stop
+    outputs = [answer, score, n_best, highlighted, attention_view, details, question_id, stop_button, rc_notice]
     for trigger in (ask_button.click, question.submit):
         trigger(events.ask_question, [passage, question, owner_key], outputs, api_visibility="private",
                 concurrency_limit=None)
+    stop_button.click(events.stop_question, [question_id, owner_key], [stop_button, rc_notice],
+                      api_visibility="private", concurrency_limit=None)
 
 
 def _batch_tab(owner_key: gr.BrowserState) -> None:
     with gr.Row():
-        upload = gr.File(label="Upload JSONL, CSV or SQuAD JSON", file_types=[".jsonl", ".ndjson", ".csv", ".json"],
-                         type="filepath", elem_id="batch-file")
+        with gr.Column():
+            upload = gr.File(label="Upload JSONL, CSV or SQuAD JSON",
+                             file_types=[".jsonl", ".ndjson", ".csv", ".json"], type="filepath", elem_id="batch-file")
+            gr.Markdown(BATCH_HELP, elem_id="batch-help")
         with gr.Column():
             submit_button = gr.Button("Submit job", variant="primary", elem_id="batch-submit")
-            submit_report = gr.Textbox(label="Submission", interactive=False, elem_id="batch-report")
+            submit_report = gr.Textbox(label="Submission", interactive=False, lines=2, max_lines=4,
+                                       elem_id="batch-report")  # two lines: the report wraps at 390 px
     jobs = gr.Dataframe(headers=events.JOB_HEADERS, label="Your jobs (refreshes every 2 s)", interactive=False,
                         elem_id="jobs")
     refresh_problem = gr.Textbox(label="Refresh problem", interactive=False, max_lines=1, visible=False,
@@ -144,16 +187,16 @@ def _batch_tab(owner_key: gr.BrowserState) -> None:
     submit_button.click(events.submit_batch, [upload, owner_key], [submit_report, errors, jobs, selected],
                         api_visibility="private")
     cancel_button.click(events.cancel_job, [selected, owner_key], action_report, api_visibility="private")
-    export_button.click(events.export_job, [selected, owner_key], downloads, api_visibility="private")
+    export_button.click(events.export_job, [selected, owner_key], [downloads, action_report], api_visibility="private")
     timer = gr.Timer(2.0)
     timer.tick(events.refresh_jobs, [selected, owner_key], [jobs, selected, errors, refresh_problem],
                api_visibility="private", show_progress="hidden")
 
 
-def _system_tab() -> tuple[gr.Dataframe, gr.Textbox]:
-    summary = gr.Textbox(label="Service", interactive=False, elem_id="system-summary")
-    workers = gr.Dataframe(headers=events.WORKER_HEADERS, label="Workers online", interactive=False,
-                           elem_id="workers")
+def _system_tab() -> tuple[gr.HTML, gr.Textbox]:
+    summary = gr.Textbox(label="Service", interactive=False, lines=2, elem_id="system-summary")  # wraps at 390 px
+    gr.Markdown("**Workers online**")
+    workers = gr.HTML(events.workers_table([]), elem_id="workers")  # long cells wrap: every column in view
     refresh = gr.Button("Refresh")
     refresh.click(events.system_status, None, [workers, summary], api_visibility="private")
     gr.Timer(5.0).tick(events.system_status, None, [workers, summary], api_visibility="private",
@@ -168,7 +211,7 @@ def build_app() -> gr.Blocks:
         gr.Markdown("## s2s-service: chat and reading comprehension")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
-                conversations, chatbot, conversation_id = _chat_tab(owner_key)
+                session = _chat_tab(owner_key)
             with gr.Tab("Reading comprehension", id="rc"):
                 _reading_tab(owner_key)
             with gr.Tab("Batch jobs", id="batch"):
@@ -176,8 +219,7 @@ def build_app() -> gr.Blocks:
             with gr.Tab("System", id="system"):
                 workers, summary = _system_tab()
         api.register()
-        demo.load(events.start_session, owner_key, [owner_key, conversations, chatbot, conversation_id],
-                  api_visibility="private")
+        demo.load(events.start_session, owner_key, [owner_key, *session], api_visibility="private")
         demo.load(events.system_status, None, [workers, summary], api_visibility="private")
     # Gradio only waits here; the model is protected by the Celery queue, so many events may wait at once.
     demo.queue(default_concurrency_limit=settings.ui_concurrency,

@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 PENDING_TEXT = "⏳ waiting for the model…"
 FAILED_TEXT = "⚠️ The reply failed: {error}. Press “Retry” to ask again."
+CANCELLED_TEXT = "⏹ Stopped: you cancelled this reply."
 MIN_OWNER_KEY_CHARS = 16
 DECODING_BOUNDS = {"beam_size": (1, 16), "length_penalty": (0.0, 3.0), "max_length": (1, 256)}
 
@@ -157,6 +158,8 @@ def _content(turn: dict[str, Any]) -> str:
         return turn["text"] or ""
     if turn["status"] == TurnStatus.PENDING.value:
         return PENDING_TEXT
+    if turn["status"] == TurnStatus.CANCELLED.value:
+        return CANCELLED_TEXT
     return FAILED_TEXT.format(error=turn["error"] or "unknown error")
 
 
@@ -192,12 +195,22 @@ def retry_reply(owner: str, conversation_id: str, *, decoding: dict[str, Any] | 
         raise UserError("There is no failed reply to retry in this conversation.") from error
 
 
+def stop_reply(owner: str, conversation_id: str) -> bool:
+    """Cancel the conversation's pending reply (the worker skips it); False if none was pending any more."""
+    return bool(chat.stop(engine, owner, conversation_id))
+
+
 # --- reading comprehension --------------------------------------------------------------------------------
 
 
 def ask_question(owner: str, passage: str, question: str) -> str:
     """Store (or reuse, by hash) the passage and a pending question, enqueue it; returns the question id."""
     return questions.ask(engine, owner, passage, question).question_id
+
+
+def stop_question(owner: str, question_id: str) -> bool:
+    """Cancel a pending question (the worker skips it); False if it had already been answered or failed."""
+    return questions.stop(engine, owner, question_id)
 
 
 def question_result(owner: str, question_id: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Fixtures for the UI tests: a migrated SQLite file in tmp, Settings pointing at it, and a fake of the few
-workers.client functions the handlers call (the single boundary to the queue)."""
+workers.client functions the handlers call (the single boundary to the queue); for the browser tests, the
+running service, a Chromium and a page on it, one of each per test module (tests/ui/browser.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from settings import get_settings
 from storage import migrate
+from tests.ui.browser import Service, chromium, new_page, running_service
 from ui import handlers
 
 OWNER = "anon:" + "a" * 32
@@ -103,3 +105,21 @@ def queue(database_url: str, monkeypatch: pytest.MonkeyPatch) -> FakeQueue:
                  "queue_depths"):
         monkeypatch.setattr(client, name, getattr(fake, name))
     return fake
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    with running_service(tmp_path_factory.mktemp("ui-e2e")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(service: Service) -> Iterator[Any]:
+    with chromium() as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def page(browser: Any, service: Service) -> Any:
+    """A page in its own browser context (one owner key), shared by the module's tests in file order."""
+    return new_page(browser, service)

@@ -134,14 +134,16 @@ def test_the_retry_button_shows_only_while_a_reply_has_failed(queue: FakeQueue, 
     assert opened[2] == {"__type__": "update", "visible": False}
     monkeypatch.setattr(client, "enqueue_reply", broken)
     updates, error = _events(events.send_message("again", sent.conversation_id, KEY, *decoding.values(), None))
-    assert isinstance(error, gr.Error) and "Redis" in error.message
-    chat, _, _, _, retry = updates[-1]  # the failed reply is shown, with the button to retry it
+    chat, _, _, _, retry, stop, notice = updates[-1]  # the failed reply is shown, with the button to retry it
+    assert error is None and notice["visible"] is True and "Redis" in notice["value"]  # said, not raised
     assert chat[-1]["content"].startswith("⚠️ The reply failed") and retry["visible"] is True
+    assert stop["visible"] is False
     assert asyncio.run(events.open_conversation(sent.conversation_id, KEY, None))[2]["visible"] is True  # type: ignore[arg-type]
     monkeypatch.setattr(client, "enqueue_reply", queue.enqueue_reply)
     updates, error = _events(events.retry_reply(sent.conversation_id, KEY, *decoding.values(), None), most=1)
-    assert error is None and updates[0][-1]["visible"] is False  # pending again: nothing to retry
-    assert asyncio.run(events.new_conversation())[-1]["visible"] is False
+    _, _, _, _, retry, stop, _ = updates[0]
+    assert error is None and retry["visible"] is False and stop["visible"] is True  # pending again: stoppable
+    assert asyncio.run(events.new_conversation())[4]["visible"] is False
 
 
 def test_each_reply_shows_the_model_version_that_wrote_it_escaped(queue: FakeQueue) -> None:
@@ -333,3 +335,40 @@ def test_unreachable_redis_and_database_have_readable_messages() -> None:
     assert "Redis" in handlers.describe_error(redis.ConnectionError("refused"))
     db_error = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("unable to open database file"))
     assert handlers.describe_error(db_error) == "The database is unreachable right now. Please try again shortly."
+
+
+def test_an_empty_message_is_said_in_the_notice_line_and_raises_nothing(queue: FakeQueue) -> None:
+    updates, error = _events(events.send_message("  ", "", KEY, *handlers.decoding_panel_defaults().values(), None))
+    assert error is None and len(updates) == 1
+    *untouched, notice = updates[0]
+    assert all(update == gr.skip() for update in untouched)  # the message box keeps what was typed
+    assert notice["visible"] is True and "The message is empty" in notice["value"]
+
+
+def test_stopping_a_pending_reply_or_question_cancels_it_and_says_so_when_it_had_arrived(queue: FakeQueue) -> None:
+    sent = handlers.send_message(OWNER, None, "hello")
+    assert handlers.stop_reply(OWNER, sent.conversation_id) is True
+    assert handlers.stop_reply(OWNER, sent.conversation_id) is False
+    assert handlers.poll_reply(OWNER, sent.reply_turn_id)["status"] == "cancelled"
+    assert handlers.load_history(OWNER, sent.conversation_id)[-1]["content"] == handlers.CANCELLED_TEXT
+    question_id = handlers.ask_question(OWNER, PASSAGE, "Where was Bob born?")
+    _answer_as_worker(question_id)
+    assert asyncio.run(events.stop_question(question_id, KEY, None))[1]["value"].endswith(  # type: ignore[arg-type]
+        "The answer had already arrived.</div>")
+    other = handlers.ask_question(OWNER, PASSAGE, "Who moved?")
+    assert handlers.stop_question(OWNER, other) is True
+    assert handlers.question_result(OWNER, other)["status"] == "cancelled"
+    with pytest.raises(NotFound):
+        handlers.stop_question(OTHER, other)
+
+
+def test_etas_are_round_figures_and_a_dash_until_known() -> None:
+    assert [events._eta(s) for s in (None, 4.0, 41.0, 400.0, 9000.0)] == [
+        "–", "a few seconds", "about 40 s", "about 7 min", "about 2.5 h"]
+
+
+def test_the_workers_table_escapes_its_cells_and_puts_each_model_version_on_a_line() -> None:
+    table = events.workers_table([{"worker": "<b>w</b>", "versions": "chat/en=a@1, rc/en=b@2", "device": "cpu",
+                                   "queues": "batch", "last_seen": "2026-12-03T18:24:09.364783+00:00"}])
+    assert "&lt;b&gt;w&lt;/b&gt;" in table and "chat/en=a@1<br>rc/en=b@2" in table
+    assert "<th>last seen</th>" in table and "<td>18:24:09 UTC</td>" in table
