@@ -18,6 +18,7 @@ from settings import get_settings
 from storage import batch_jobs, quotas
 from storage.batch_jobs import JobProgress
 from storage.db import read_transaction, transaction
+from storage.limits import Limits
 from storage.models import QAJob
 from workers import client
 
@@ -64,7 +65,12 @@ def submit(engine: EngineSource, owner: str, parsed: ParsedBatch, filename: str)
     with transaction(engine()) as db:
         quotas.check_quota(db, owner=owner, items=len(parsed.items))
         job_id = batch_jobs.create_job(
-            db, owner=owner, filename=filename[:FILENAME_CHARS], items=parsed.items, errors=parsed.errors
+            db,
+            owner=owner,
+            filename=filename[:FILENAME_CHARS],
+            items=parsed.items,
+            errors=parsed.errors,
+            limits=Limits.from_settings(get_settings()),
         )
     if parsed.items:
         enqueue_or_fail(

@@ -15,7 +15,7 @@ from flows.waiting import wait_until_ended
 from settings import get_settings
 from storage import conversations, quotas
 from storage.db import read_transaction, transaction
-from storage.limits import check_text
+from storage.limits import Limits, check_text
 from storage.models import Role, TurnStatus
 from workers import client
 
@@ -83,7 +83,8 @@ def store(engine: EngineSource, owner: str, conversation_id: str | None, text: s
           decoding: dict[str, Any] | None = None) -> SentMessage:
     """send's first half: check the text and that a worker is online, store the message and its pending reply
     (a new conversation, titled with the message's start, when `conversation_id` is None)."""
-    check_text(text, limit=get_settings().max_message_chars, field="message")
+    limits = Limits.from_settings(get_settings())
+    check_text(text, limit=limits.max_message_chars, field="message")  # before the worker check: the text's fault
     client.require_worker(client.INTERACTIVE_QUEUE)
     with transaction(engine()) as db:
         quotas.check_quota(db, owner=owner)
@@ -91,7 +92,7 @@ def store(engine: EngineSource, owner: str, conversation_id: str | None, text: s
             title = " ".join(text.split())[:TITLE_CHARS]
             conversation_id = conversations.create_conversation(db, owner=owner, title=title).id
         turns = conversations.add_user_turn(db, conversation_id=conversation_id, owner=owner, text=text,
-                                            decoding=decoding)
+                                            decoding=decoding, limits=limits)
     return SentMessage(conversation_id=conversation_id, reply_turn_id=turns.reply_turn_id)
 
 

@@ -16,7 +16,7 @@ from flows.waiting import wait_until_ended
 from settings import get_settings
 from storage import questions, quotas
 from storage.db import read_transaction, transaction
-from storage.limits import check_text
+from storage.limits import Limits, check_text
 from workers import client
 
 
@@ -28,9 +28,9 @@ class AskedQuestion:
 
 def check(passage: str, question: str) -> None:
     """EmptyInput / InputTooLong / UnstorableText unless both texts are within the configured bounds."""
-    settings = get_settings()
-    check_text(passage, limit=settings.max_passage_chars, field="passage")
-    check_text(question, limit=settings.max_question_chars, field="question")
+    limits = Limits.from_settings(get_settings())
+    check_text(passage, limit=limits.max_passage_chars, field="passage")
+    check_text(question, limit=limits.max_question_chars, field="question")
 
 
 def store(engine: EngineSource, owner: str, pairs: Sequence[tuple[str, str]]) -> list[str]:
@@ -43,9 +43,12 @@ def store(engine: EngineSource, owner: str, pairs: Sequence[tuple[str, str]]) ->
 
 
 def _store(engine: EngineSource, owner: str, pairs: Sequence[tuple[str, str]]) -> list[str]:
+    limits = Limits.from_settings(get_settings())
     with transaction(engine()) as db:
-        passage_ids = {passage: questions.upsert_passage(db, text=passage) for passage in {p for _, p in pairs}}
-        return [questions.create_question(db, owner=owner, passage_id=passage_ids[passage], question=question).id
+        passage_ids = {passage: questions.upsert_passage(db, text=passage, limits=limits)
+                       for passage in {p for _, p in pairs}}
+        return [questions.create_question(db, owner=owner, passage_id=passage_ids[passage], question=question,
+                                          limits=limits).id
                 for question, passage in pairs]
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from storage.db import finish_pending, update_rows
 from storage.errors import DuplicateKey, InputTooLong, NotFound
-from storage.limits import Limits, check_owner, check_storable, check_text, resolve_limits
+from storage.limits import DEFAULT_LIMITS, Limits, check_owner, check_storable, check_text
 from storage.models import (
     FILENAME_MAX_CHARS,
     ITEM_KEY_MAX_CHARS,
@@ -91,7 +91,7 @@ def create_job(
     filename: str,
     items: Sequence[Mapping[str, str]],
     errors: Sequence[Mapping[str, Any]] = (),
-    limits: Limits | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> str:
     """Store a job and its items (each {"item_key", "question", "passage"}) in bulk; return the job id.
 
@@ -100,13 +100,12 @@ def create_job(
     a repeated key. A job without a valid item is stored as failed, so the user still sees its errors.
     """
     check_owner(owner)
-    bounds = resolve_limits(limits)
     if len(filename) > FILENAME_MAX_CHARS:
         raise InputTooLong("filename", limit=FILENAME_MAX_CHARS, length=len(filename))
     check_storable(filename, field="filename")
     for field, count in (("items", len(items)), ("parse errors", len(errors))):
-        if count > bounds.max_batch_items:
-            raise InputTooLong(field, limit=bounds.max_batch_items, length=count)
+        if count > limits.max_batch_items:
+            raise InputTooLong(field, limit=limits.max_batch_items, length=count)
     keys: set[str] = set()
     texts_by_hash: dict[str, str] = {}
     item_hashes: list[str] = []
@@ -115,9 +114,9 @@ def create_job(
         if key in keys:
             raise DuplicateKey(key)
         keys.add(key)
-        check_text(item["question"], limit=bounds.max_question_chars, field=f"question of item {key!r}")
+        check_text(item["question"], limit=limits.max_question_chars, field=f"question of item {key!r}")
         passage = check_text(
-            item["passage"], limit=bounds.max_passage_chars, field=f"passage of item {key!r}"
+            item["passage"], limit=limits.max_passage_chars, field=f"passage of item {key!r}"
         )
         digest = passage_hash(passage)
         texts_by_hash[digest] = passage

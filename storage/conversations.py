@@ -22,12 +22,12 @@ from sqlalchemy.orm import Session
 from storage.db import update_rows
 from storage.errors import InputTooLong, NotFound
 from storage.limits import (
+    DEFAULT_LIMITS,
     Limits,
     check_optional_text,
     check_owner,
     check_storable,
     check_text,
-    resolve_limits,
 )
 from storage.models import (
     CLIENT_REQUEST_ID_MAX_CHARS,
@@ -111,7 +111,7 @@ def add_user_turn(
     text: str,
     client_request_id: str | None = None,
     decoding: dict[str, Any] | None = None,
-    limits: Limits | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> NewTurns:
     """Store the user's message and a pending assistant turn right after it; enqueue the reply id after commit.
 
@@ -119,9 +119,9 @@ def add_user_turn(
     reply, the worker decodes with it, and save_reply replaces it with the settings actually used.
 
     Sending again with the same `client_request_id` creates nothing and returns the first call's ids.
-    Raises EmptyInput / InputTooLong for a bad message (S2S_MAX_MESSAGE_CHARS unless `limits` says otherwise).
+    Raises EmptyInput / InputTooLong for a bad message (limits.max_message_chars).
     """
-    check_text(text, limit=resolve_limits(limits).max_message_chars, field="message")
+    check_text(text, limit=limits.max_message_chars, field="message")
     check_optional_text(client_request_id, limit=CLIENT_REQUEST_ID_MAX_CHARS, field="client_request_id")
     # The row lock serialises senders on PostgreSQL (SQLite's BEGIN IMMEDIATE already does), so positions and
     # the request-id lookup below do not race; the unique constraints stay as the backstop.
@@ -198,11 +198,17 @@ def cancel_pending_replies(db: Session, *, conversation_id: str, owner: str) -> 
 
     A worker that takes one afterwards skips it (turn_status is no longer pending), and one decoding it now
     cannot store its text (save_reply only writes a pending turn)."""
-    pending = [turn.id for turn in list_turns(db, conversation_id=conversation_id, owner=owner)
-               if turn.role is Role.ASSISTANT and turn.status is TurnStatus.PENDING]
+    pending = [
+        turn.id
+        for turn in list_turns(db, conversation_id=conversation_id, owner=owner)
+        if turn.role is Role.ASSISTANT and turn.status is TurnStatus.PENDING
+    ]
     values = {"status": TurnStatus.CANCELLED, "error": "stopped by the user", "finished_at": utcnow()}
-    return [turn_id for turn_id in pending
-            if _set_reply(db, turn_id=turn_id, from_status=TurnStatus.PENDING, values=values)]
+    return [
+        turn_id
+        for turn_id in pending
+        if _set_reply(db, turn_id=turn_id, from_status=TurnStatus.PENDING, values=values)
+    ]
 
 
 def requested_decoding(db: Session, *, turn_id: int) -> dict[str, Any] | None:
@@ -226,12 +232,23 @@ def turn_outcome(db: Session, *, turn_id: int) -> dict[str, Any]:
     turn = db.get(Turn, turn_id)
     if turn is None:
         raise NotFound("turn", turn_id)
-    return turn_outcome_of(turn_id=turn.id, status=turn.status, text=turn.text, model_version=turn.model_version,
-                           latency_ms=turn.latency_ms, error=turn.error)
+    return turn_outcome_of(
+        turn_id=turn.id,
+        status=turn.status,
+        text=turn.text,
+        model_version=turn.model_version,
+        latency_ms=turn.latency_ms,
+        error=turn.error,
+    )
 
 
 def turn_outcome_of(
-    *, turn_id: int, status: TurnStatus, text: str | None, model_version: str | None, latency_ms: float | None,
+    *,
+    turn_id: int,
+    status: TurnStatus,
+    text: str | None,
+    model_version: str | None,
+    latency_ms: float | None,
     error: str | None = None,
 ) -> dict[str, Any]:
     """turn_outcome from the values themselves: a task that has just stored them need not read them back."""

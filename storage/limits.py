@@ -1,7 +1,8 @@
 """Input bounds for stored text, and the one check that enforces them.
 
-Repository functions that store user text take a keyword `limits: Limits | None`; None means "the limits in
-`get_settings()`" (S2S_MAX_MESSAGE_CHARS, S2S_MAX_QUESTION_CHARS, S2S_MAX_PASSAGE_CHARS, S2S_MAX_BATCH_ITEMS).
+Repository functions that store user text take a keyword `limits: Limits`: the flows pass the deployment's
+(`Limits.from_settings(get_settings())`: S2S_MAX_MESSAGE_CHARS, S2S_MAX_QUESTION_CHARS, S2S_MAX_PASSAGE_CHARS,
+S2S_MAX_BATCH_ITEMS); without it, DEFAULT_LIMITS, the settings' defaults. Storage never reads the environment.
 Text over a limit raises `InputTooLong`; it is never truncated. Text with a character no database here can
 store raises `UnstorableText` on SQLite and PostgreSQL alike (PostgreSQL refuses NUL in text with a DataError;
 SQLite kept it; neither can encode a lone surrogate): it is rejected, not cleaned, so what is stored is what the
@@ -14,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from settings import Settings, get_settings
+from settings import Settings
 from storage.errors import EmptyInput, InputTooLong, UnstorableText
 from storage.models import OWNER_MAX_CHARS
 
@@ -40,8 +41,7 @@ class Limits:
         )
 
 
-def resolve_limits(limits: Limits | None) -> Limits:
-    return limits if limits is not None else Limits.from_settings(get_settings())
+DEFAULT_LIMITS = Limits.from_settings(Settings.model_construct())  # the defaults settings.py declares, no env
 
 
 def unstorable_reason(text: str) -> str | None:

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from storage.db import finish_pending
 from storage.errors import NotFound
-from storage.limits import Limits, check_owner, check_text, resolve_limits
+from storage.limits import DEFAULT_LIMITS, Limits, check_owner, check_text
 from storage.models import MODEL_VERSION_MAX_CHARS, Passage, Question, QuestionStatus, utcnow
 
 _IN_CHUNK = 500  # ids per IN (...) list, well under SQLite's bound-parameter limit
@@ -45,9 +45,9 @@ def passage_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def upsert_passage(db: Session, *, text: str, limits: Limits | None = None) -> int:
+def upsert_passage(db: Session, *, text: str, limits: Limits = DEFAULT_LIMITS) -> int:
     """The id of the passage with this exact text, storing it first if it is new."""
-    check_text(text, limit=resolve_limits(limits).max_passage_chars, field="passage")
+    check_text(text, limit=limits.max_passage_chars, field="passage")
     digest = passage_hash(text)
     return upsert_passages(db, {digest: text})[digest]
 
@@ -80,11 +80,11 @@ def upsert_passages(db: Session, texts_by_hash: Mapping[str, str]) -> dict[str, 
 
 
 def create_question(
-    db: Session, *, owner: str, passage_id: int, question: str, limits: Limits | None = None
+    db: Session, *, owner: str, passage_id: int, question: str, limits: Limits = DEFAULT_LIMITS
 ) -> Question:
     """A pending question about a stored passage; enqueue its id after commit."""
     check_owner(owner)
-    check_text(question, limit=resolve_limits(limits).max_question_chars, field="question")
+    check_text(question, limit=limits.max_question_chars, field="question")
     if db.get(Passage, passage_id) is None:
         raise NotFound("passage", passage_id)
     row = Question(owner=owner, passage_id=passage_id, question=question, status=QuestionStatus.PENDING)
@@ -168,15 +168,28 @@ def question_outcome(db: Session, *, question_id: str) -> dict[str, Any]:
     if row is None:
         raise NotFound("question", question_id)
     return question_outcome_of(
-        question_id=row.id, status=row.status, answer=row.answer, score=row.score,
-        span=(row.attention or {}).get("span"), n_best=row.n_best, model_version=row.model_version,
-        latency_ms=row.latency_ms, error=row.error,
+        question_id=row.id,
+        status=row.status,
+        answer=row.answer,
+        score=row.score,
+        span=(row.attention or {}).get("span"),
+        n_best=row.n_best,
+        model_version=row.model_version,
+        latency_ms=row.latency_ms,
+        error=row.error,
     )
 
 
 def question_outcome_of(
-    *, question_id: str, status: QuestionStatus, answer: str | None, score: float | None, span: Any,
-    n_best: list[dict[str, Any]] | None, model_version: str | None, latency_ms: float | None,
+    *,
+    question_id: str,
+    status: QuestionStatus,
+    answer: str | None,
+    score: float | None,
+    span: Any,
+    n_best: list[dict[str, Any]] | None,
+    model_version: str | None,
+    latency_ms: float | None,
     error: str | None = None,
 ) -> dict[str, Any]:
     """question_outcome from the values themselves: a task that has just stored them need not read them back."""

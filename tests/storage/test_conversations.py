@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from settings import get_settings
 from storage import conversations as conv
 from storage.errors import EmptyInput, InputTooLong, NotFound
-from storage.limits import Limits
+from storage.limits import DEFAULT_LIMITS, Limits
 from storage.models import Role, Turn, TurnStatus
 from tests.storage.conftest import OTHER_OWNER, OWNER
 
@@ -175,19 +175,24 @@ def test_an_empty_or_blank_message_is_rejected(db: Session, limits: Limits, text
         conv.add_user_turn(db, conversation_id=conversation_id, owner=OWNER, text=text, limits=limits)
 
 
-def test_without_explicit_limits_the_message_limit_comes_from_settings(
+def test_without_explicit_limits_storage_uses_the_default_limits_not_the_environment(
     db: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("S2S_MAX_MESSAGE_CHARS", "5")
+    monkeypatch.setenv("S2S_MAX_MESSAGE_CHARS", "5")  # what the flows pass on; storage itself never reads it
     get_settings.cache_clear()
     try:
         conversation_id = _conversation_id(db)
-        conv.add_user_turn(db, conversation_id=conversation_id, owner=OWNER, text="12345")
+        conv.add_user_turn(db, conversation_id=conversation_id, owner=OWNER, text="123456")
         with pytest.raises(InputTooLong) as error:
-            conv.add_user_turn(db, conversation_id=conversation_id, owner=OWNER, text="123456")
+            conv.add_user_turn(
+                db,
+                conversation_id=conversation_id,
+                owner=OWNER,
+                text="x" * (DEFAULT_LIMITS.max_message_chars + 1),
+            )
     finally:
         get_settings.cache_clear()
-    assert error.value.limit == 5
+    assert error.value.limit == DEFAULT_LIMITS.max_message_chars == 1000
 
 
 def test_an_empty_owner_is_rejected(db: Session) -> None:
@@ -327,19 +332,29 @@ def test_requested_decoding_is_kept_on_the_pending_reply_until_it_is_answered(db
     from storage import conversations
 
     conversation = conversations.create_conversation(db, owner="alice")
-    turns = conversations.add_user_turn(db, conversation_id=conversation.id, owner="alice", text="hi",
-                                        decoding={"beam_size": 2})
+    turns = conversations.add_user_turn(
+        db, conversation_id=conversation.id, owner="alice", text="hi", decoding={"beam_size": 2}
+    )
     assert conversations.requested_decoding(db, turn_id=turns.reply_turn_id) == {"beam_size": 2}
-    conversations.save_reply(db, turn_id=turns.reply_turn_id, text="hello", model_version="m",
-                             decoding={"beam_size": 2, "max_length": 40})
+    conversations.save_reply(
+        db,
+        turn_id=turns.reply_turn_id,
+        text="hello",
+        model_version="m",
+        decoding={"beam_size": 2, "max_length": 40},
+    )
     assert conversations.requested_decoding(db, turn_id=turns.reply_turn_id) is None
 
 
-def test_cancelling_stops_only_pending_replies_and_a_late_answer_is_not_stored(db: Session, limits: Limits) -> None:
+def test_cancelling_stops_only_pending_replies_and_a_late_answer_is_not_stored(
+    db: Session, limits: Limits
+) -> None:
     conversation_id = _conversation_id(db)
     answered = _exchange(db, conversation_id, "hi", "hello", limits)
     waiting = _exchange(db, conversation_id, "and then?", None, limits)
-    assert conv.cancel_pending_replies(db, conversation_id=conversation_id, owner=OWNER) == [waiting.reply_turn_id]
+    assert conv.cancel_pending_replies(db, conversation_id=conversation_id, owner=OWNER) == [
+        waiting.reply_turn_id
+    ]
     assert conv.cancel_pending_replies(db, conversation_id=conversation_id, owner=OWNER) == []
     assert conv.turn_status(db, turn_id=waiting.reply_turn_id) is TurnStatus.CANCELLED  # a worker skips it
     assert not conv.save_reply(db, turn_id=waiting.reply_turn_id, text="late", model_version="chat@1")
