@@ -351,3 +351,25 @@ def test_one_owner_key_is_held_to_its_requests_a_minute_and_others_are_not(ui: U
     assert _owned(ui, Question, key) == 0
     assert ui.predict("hello", "", other, api_name="/chat")["status"] == "done"  # another key is not held
 
+
+
+@pytest.mark.parametrize(("owner_key", "said"), [
+    ("k" * 300, "too long"),
+    ("abcdefghijklmnop\x00qrstuvwxyz", "NUL"),
+    ("short", "session key"),
+])
+def test_hostile_owner_keys_are_refused_in_one_line_and_nothing_stored(ui: UI, owner_key: str, said: str) -> None:
+    assert said in _refused(ui, "hello", "", owner_key, api_name="/chat")
+    with transaction(ui.engine) as db:
+        owners = db.scalars(select(Conversation.owner)).all()
+    assert not any(owner_key in owner for owner in owners)
+
+
+def test_a_hostile_file_name_is_stored_as_text_or_refused_never_used_as_a_path(ui: UI) -> None:
+    key = _key()
+    job = ui.predict(_line("a"), "../../../etc/passwd.jsonl", key, api_name="/batch_submit")
+    with transaction(ui.engine) as db:
+        stored = db.get(QAJob, job["job_id"])
+        assert stored is not None and stored.filename == "../../../etc/passwd.jsonl"
+    assert "NUL" in _refused(ui, _line("b"), "x\x00.jsonl", key, api_name="/batch_submit")
+    assert _owned(ui, QAJob, key) == 1
