@@ -38,8 +38,16 @@ if str(REPO_ROOT) not in sys.path:
 
 from bench.bench_queue import bench_service, percentile  # noqa: E402
 
-MESSAGES = ["hello there", "how are you today?", "what do you like to do on weekends?", "tell me about your job",
-            "do you like music?", "where did you grow up?", "我今天很开心", "你喜欢看电影吗？"]
+MESSAGES = [
+    "hello there",
+    "how are you today?",
+    "what do you like to do on weekends?",
+    "tell me about your job",
+    "do you like music?",
+    "where did you grow up?",
+    "我今天很开心",
+    "你喜欢看电影吗？",
+]
 PASSAGE = "Bob was born in Oslo. He lives in Paris and works as a baker near the river."
 QUESTION = "Where was Bob born?"
 
@@ -53,8 +61,15 @@ class UserStats:
     errors: list[str] = field(default_factory=list)
 
 
-def run_user(engine_source: Any, index: int, stop: threading.Event, stats: UserStats, *, think_s: float,
-             reply_timeout_s: float) -> None:
+def run_user(
+    engine_source: Any,
+    index: int,
+    stop: threading.Event,
+    stats: UserStats,
+    *,
+    think_s: float,
+    reply_timeout_s: float,
+) -> None:
     from flows import chat
     from workers.client import ResultTimeout
 
@@ -89,8 +104,10 @@ def run_user(engine_source: Any, index: int, stop: threading.Event, stats: UserS
 def submit_job(engine_source: Any, items: int) -> str:
     from flows import batch
 
-    lines = [json.dumps({"id": f"item-{i}", "question": QUESTION, "passage": f"{PASSAGE} Item {i}."})
-             for i in range(items)]
+    lines = [
+        json.dumps({"id": f"item-{i}", "question": QUESTION, "passage": f"{PASSAGE} Item {i}."})
+        for i in range(items)
+    ]
     parsed = batch.parse_upload(("\n".join(lines) + "\n").encode(), "load.jsonl")
     return batch.submit(engine_source, f"anon:load-batch-{os.getpid()}", parsed, "load.jsonl").job_id
 
@@ -106,23 +123,70 @@ def count_records(engine: Any, job_id: str) -> dict[str, Any]:
     reply = aliased(Turn)
     with transaction(engine) as db:
         users = Conversation.owner.like("anon:load-user-%")
-        messages = db.scalar(select(func.count()).select_from(Turn).join(Conversation)
-                             .where(users, Turn.role == Role.USER)) or 0
-        replies = db.scalar(select(func.count()).select_from(Turn).join(Conversation)
-                            .where(users, Turn.role == Role.ASSISTANT)) or 0
-        answered = db.scalar(
-            select(func.count()).select_from(Turn).join(Conversation)
-            .join(reply, (reply.conversation_id == Turn.conversation_id) & (reply.position == Turn.position + 1))
-            .where(users, Turn.role == Role.USER, reply.role == Role.ASSISTANT, reply.status == TurnStatus.DONE,
-                   reply.text.is_not(None))) or 0
-        statuses = dict(db.execute(select(QAJobItem.status, func.count()).where(QAJobItem.job_id == job_id)
-                                   .group_by(QAJobItem.status)).all())
-        keys = db.scalar(select(func.count(func.distinct(QAJobItem.item_key))).where(QAJobItem.job_id == job_id))
-        with_answer = db.scalar(select(func.count()).select_from(QAJobItem).where(
-            QAJobItem.job_id == job_id, QAJobItem.status == ItemStatus.DONE, QAJobItem.answer.is_not(None))) or 0
-    return {"messages": int(messages), "replies": int(replies), "messages_with_one_done_reply": int(answered),
-            "items": {str(status): int(count) for status, count in statuses.items()}, "distinct_item_keys": keys,
-            "items_with_an_answer": int(with_answer)}
+        messages = (
+            db.scalar(
+                select(func.count()).select_from(Turn).join(Conversation).where(users, Turn.role == Role.USER)
+            )
+            or 0
+        )
+        replies = (
+            db.scalar(
+                select(func.count())
+                .select_from(Turn)
+                .join(Conversation)
+                .where(users, Turn.role == Role.ASSISTANT)
+            )
+            or 0
+        )
+        answered = (
+            db.scalar(
+                select(func.count())
+                .select_from(Turn)
+                .join(Conversation)
+                .join(
+                    reply,
+                    (reply.conversation_id == Turn.conversation_id) & (reply.position == Turn.position + 1),
+                )
+                .where(
+                    users,
+                    Turn.role == Role.USER,
+                    reply.role == Role.ASSISTANT,
+                    reply.status == TurnStatus.DONE,
+                    reply.text.is_not(None),
+                )
+            )
+            or 0
+        )
+        statuses = dict(
+            db.execute(
+                select(QAJobItem.status, func.count())
+                .where(QAJobItem.job_id == job_id)
+                .group_by(QAJobItem.status)
+            ).all()
+        )
+        keys = db.scalar(
+            select(func.count(func.distinct(QAJobItem.item_key))).where(QAJobItem.job_id == job_id)
+        )
+        with_answer = (
+            db.scalar(
+                select(func.count())
+                .select_from(QAJobItem)
+                .where(
+                    QAJobItem.job_id == job_id,
+                    QAJobItem.status == ItemStatus.DONE,
+                    QAJobItem.answer.is_not(None),
+                )
+            )
+            or 0
+        )
+    return {
+        "messages": int(messages),
+        "replies": int(replies),
+        "messages_with_one_done_reply": int(answered),
+        "items": {str(status): int(count) for status, count in statuses.items()},
+        "distinct_item_keys": keys,
+        "items_with_an_answer": int(with_answer),
+    }
 
 
 def wait_until_settled(engine: Any, job_id: str, *, timeout_s: float) -> float:
@@ -135,10 +199,22 @@ def wait_until_settled(engine: Any, job_id: str, *, timeout_s: float) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
         with transaction(engine) as db:
-            pending = (db.scalar(select(func.count()).select_from(Turn).join(Conversation).where(
-                Conversation.owner.like("anon:load-user-%"), Turn.status == TurnStatus.PENDING)) or 0) + (
-                db.scalar(select(func.count()).select_from(QAJobItem).where(
-                    QAJobItem.job_id == job_id, QAJobItem.status == ItemStatus.PENDING)) or 0)
+            pending = (
+                db.scalar(
+                    select(func.count())
+                    .select_from(Turn)
+                    .join(Conversation)
+                    .where(Conversation.owner.like("anon:load-user-%"), Turn.status == TurnStatus.PENDING)
+                )
+                or 0
+            ) + (
+                db.scalar(
+                    select(func.count())
+                    .select_from(QAJobItem)
+                    .where(QAJobItem.job_id == job_id, QAJobItem.status == ItemStatus.PENDING)
+                )
+                or 0
+            )
         if not pending:
             break
         time.sleep(0.25)
@@ -150,21 +226,37 @@ def service_with_workers(checkpoint: str, workers: int, device: str) -> Iterator
     from tests.workers.service_fixtures import service_env, start_worker, stop_worker
 
     with bench_service() as service:
-        env = service_env(service.redis_url, service.database_url, S2S_CHECKPOINT=checkpoint,
-                          S2S_LOG_LEVEL="WARNING", S2S_DEVICE=device)
+        env = service_env(
+            service.redis_url,
+            service.database_url,
+            S2S_CHECKPOINT=checkpoint,
+            S2S_LOG_LEVEL="WARNING",
+            S2S_DEVICE=device,
+        )
         started = []
         try:
             for number in range(workers):
-                started.append(start_worker(env, service.tmp / f"worker{number}.log", name=f"load{number}@%h",
-                                            wait_s=300))
+                started.append(
+                    start_worker(
+                        env, service.tmp / f"worker{number}.log", name=f"load{number}@%h", wait_s=300
+                    )
+                )
             yield service
         finally:
             for process in started:
                 stop_worker(process)
 
 
-def run_load(service: Any, *, users: int, seconds: float, items: int, think_ms: float = 0.0,
-             reply_timeout_s: float = 120.0, drain_s: float = 600.0) -> dict[str, Any]:
+def run_load(
+    service: Any,
+    *,
+    users: int,
+    seconds: float,
+    items: int,
+    think_ms: float = 0.0,
+    reply_timeout_s: float = 120.0,
+    drain_s: float = 600.0,
+) -> dict[str, Any]:
     """The load on a running service (bench_service with workers); the report, with the exactly-once check."""
     engine = service.engine
 
@@ -175,9 +267,15 @@ def run_load(service: Any, *, users: int, seconds: float, items: int, think_ms: 
     stats = [UserStats() for _ in range(users)]
     job_id = submit_job(engine_source, items)
     started = time.perf_counter()
-    threads = [threading.Thread(target=run_user, args=(engine_source, i, stop, stats[i]),
-                                kwargs={"think_s": think_ms / 1000.0, "reply_timeout_s": reply_timeout_s},
-                                daemon=True) for i in range(users)]
+    threads = [
+        threading.Thread(
+            target=run_user,
+            args=(engine_source, i, stop, stats[i]),
+            kwargs={"think_s": think_ms / 1000.0, "reply_timeout_s": reply_timeout_s},
+            daemon=True,
+        )
+        for i in range(users)
+    ]
     for thread in threads:
         thread.start()
     time.sleep(seconds)
@@ -192,18 +290,29 @@ def run_load(service: Any, *, users: int, seconds: float, items: int, think_ms: 
     done_items = counts["items"].get("done", 0)
     # lost: messages sent but not stored, stored without a done reply, items not answered; duplicated: more
     # messages, replies or items stored than were sent
-    lost = (max(0, sent - counts["messages"]) + (counts["messages"] - counts["messages_with_one_done_reply"])
-            + (items - done_items))
-    duplicated = (max(0, counts["messages"] - sent) + max(0, counts["replies"] - counts["messages"])
-                  + max(0, sum(counts["items"].values()) - items))
+    lost = (
+        max(0, sent - counts["messages"])
+        + (counts["messages"] - counts["messages_with_one_done_reply"])
+        + (items - done_items)
+    )
+    duplicated = (
+        max(0, counts["messages"] - sent)
+        + max(0, counts["replies"] - counts["messages"])
+        + max(0, sum(counts["items"].values()) - items)
+    )
     return {
         "users": users,
         "seconds": round(load_s, 1),
         "chat_requests": sent,
         "chat_replies_in_time": len(latencies),
         "chat_requests_per_s": round(len(latencies) / load_s, 2),
-        "chat_latency_ms": {"p50": round(percentile(latencies, 0.50), 1), "p95": round(percentile(latencies, 0.95), 1),
-                            "p99": round(percentile(latencies, 0.99), 1)} if latencies else None,
+        "chat_latency_ms": {
+            "p50": round(percentile(latencies, 0.50), 1),
+            "p95": round(percentile(latencies, 0.95), 1),
+            "p99": round(percentile(latencies, 0.99), 1),
+        }
+        if latencies
+        else None,
         "chat_failed": sum(user.failed for user in stats),
         "chat_timed_out": sum(len(user.timed_out) for user in stats),
         "chat_refused_before_storing": sum(len(user.errors) for user in stats),
@@ -214,32 +323,55 @@ def run_load(service: Any, *, users: int, seconds: float, items: int, think_ms: 
         "database": counts,
         "lost": lost,
         "duplicated": duplicated,
-        "exactly_once": lost == 0 and duplicated == 0 and counts["items_with_an_answer"] == items
-                        and counts["distinct_item_keys"] == items,
+        "exactly_once": lost == 0
+        and duplicated == 0
+        and counts["items_with_an_answer"] == items
+        and counts["distinct_item_keys"] == items,
     }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_checkpoint = REPO_ROOT / "model" / "checkpoints"
-    parser.add_argument("--checkpoint", default=str(default_checkpoint), help="checkpoint dir (or models.json dir)")
+    parser.add_argument(
+        "--checkpoint", default=str(default_checkpoint), help="checkpoint dir (or models.json dir)"
+    )
     parser.add_argument("--users", type=int, default=32, help="simulated chat users")
     parser.add_argument("--seconds", type=float, default=300.0, help="how long the users send")
     parser.add_argument("--items", type=int, default=2500, help="items in the batch job sent at the start")
-    parser.add_argument("--think-ms", type=float, default=0.0, help="each user's pause between a reply and its next")
+    parser.add_argument(
+        "--think-ms", type=float, default=0.0, help="each user's pause between a reply and its next"
+    )
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--device", default=os.environ.get("S2S_DEVICE", "cpu"))
-    parser.add_argument("--drain-s", type=float, default=1800.0, help="longest wait for the job after the load")
-    parser.add_argument("--owner-rate", type=int, default=0,
-                        help="S2S_OWNER_REQUESTS_PER_MINUTE for the simulated users (default 0: off; a user "
-                             "with no think time sends faster than a person would)")
+    parser.add_argument(
+        "--drain-s", type=float, default=1800.0, help="longest wait for the job after the load"
+    )
+    parser.add_argument(
+        "--owner-rate",
+        type=int,
+        default=0,
+        help="S2S_OWNER_REQUESTS_PER_MINUTE for the simulated users (default 0: off; a user "
+        "with no think time sends faster than a person would)",
+    )
     args = parser.parse_args()
     os.environ["S2S_OWNER_REQUESTS_PER_MINUTE"] = str(args.owner_rate)
     with service_with_workers(args.checkpoint, args.workers, args.device) as service:
-        report = run_load(service, users=args.users, seconds=args.seconds, items=args.items,
-                          think_ms=args.think_ms, drain_s=args.drain_s)
-    report.update(checkpoint=args.checkpoint, workers=args.workers, device=args.device, cpus=os.cpu_count(),
-                  owner_requests_per_minute=args.owner_rate)
+        report = run_load(
+            service,
+            users=args.users,
+            seconds=args.seconds,
+            items=args.items,
+            think_ms=args.think_ms,
+            drain_s=args.drain_s,
+        )
+    report.update(
+        checkpoint=args.checkpoint,
+        workers=args.workers,
+        device=args.device,
+        cpus=os.cpu_count(),
+        owner_requests_per_minute=args.owner_rate,
+    )
     print(json.dumps(report, indent=2))
     return 0 if report["exactly_once"] else 1
 

@@ -56,7 +56,9 @@ def start(engine: EngineSource, owner: str, title: str) -> str:
 def rename_conversation(engine: EngineSource, owner: str, conversation_id: str, title: str) -> None:
     check_text(title, limit=TITLE_MAX_CHARS, field="title")
     with transaction(engine()) as db:
-        conversations.rename_conversation(db, conversation_id=conversation_id, owner=owner, title=title.strip())
+        conversations.rename_conversation(
+            db, conversation_id=conversation_id, owner=owner, title=title.strip()
+        )
 
 
 def delete_conversation(engine: EngineSource, owner: str, conversation_id: str) -> None:
@@ -68,39 +70,65 @@ def history(engine: EngineSource, owner: str, conversation_id: str) -> list[dict
     """The whole conversation, oldest first: {"role", "status", "text", "error", "model_version"} per turn."""
     with read_transaction(engine()) as db:
         turns = conversations.list_turns(db, conversation_id=conversation_id, owner=owner)
-        return [{"role": turn.role.value, "status": turn.status.value, "text": turn.text, "error": turn.error,
-                 "model_version": turn.model_version} for turn in turns]
+        return [
+            {
+                "role": turn.role.value,
+                "status": turn.status.value,
+                "text": turn.text,
+                "error": turn.error,
+                "model_version": turn.model_version,
+            }
+            for turn in turns
+        ]
 
 
-def send(engine: EngineSource, owner: str, conversation_id: str | None, text: str, *,
-         decoding: dict[str, Any] | None = None) -> SentMessage:
+def send(
+    engine: EngineSource,
+    owner: str,
+    conversation_id: str | None,
+    text: str,
+    *,
+    decoding: dict[str, Any] | None = None,
+) -> SentMessage:
     """Store the message and its pending reply (in a new conversation when none is given), then queue the reply."""
     sent = store(engine, owner, conversation_id, text, decoding=decoding)
     return SentMessage(sent.conversation_id, sent.reply_turn_id, queue(engine, sent.reply_turn_id))
 
 
-def store(engine: EngineSource, owner: str, conversation_id: str | None, text: str, *,
-          decoding: dict[str, Any] | None = None) -> SentMessage:
+def store(
+    engine: EngineSource,
+    owner: str,
+    conversation_id: str | None,
+    text: str,
+    *,
+    decoding: dict[str, Any] | None = None,
+) -> SentMessage:
     """send's first half: check the text and that a worker is online, store the message and its pending reply
     (a new conversation, titled with the message's start, when `conversation_id` is None)."""
     limits = Limits.from_settings(get_settings())
-    check_text(text, limit=limits.max_message_chars, field="message")  # before the worker check: the text's fault
+    check_text(
+        text, limit=limits.max_message_chars, field="message"
+    )  # before the worker check: the text's fault
     client.require_worker(client.INTERACTIVE_QUEUE)
     with transaction(engine()) as db:
         quotas.check_quota(db, owner=owner)
         if not conversation_id:
             title = " ".join(text.split())[:TITLE_CHARS]
             conversation_id = conversations.create_conversation(db, owner=owner, title=title).id
-        turns = conversations.add_user_turn(db, conversation_id=conversation_id, owner=owner, text=text,
-                                            decoding=decoding, limits=limits)
+        turns = conversations.add_user_turn(
+            db, conversation_id=conversation_id, owner=owner, text=text, decoding=decoding, limits=limits
+        )
     return SentMessage(conversation_id=conversation_id, reply_turn_id=turns.reply_turn_id)
 
 
 def queue(engine: EngineSource, turn_id: int) -> str:
     """send's second half: enqueue the pending reply (its task id); if that raises, the reply is failed, which
     makes it retryable, and the error goes on."""
-    return enqueue_or_fail(engine, lambda: client.enqueue_reply(turn_id),
-                           lambda db, error: conversations.fail_reply(db, turn_id=turn_id, error=error))
+    return enqueue_or_fail(
+        engine,
+        lambda: client.enqueue_reply(turn_id),
+        lambda db, error: conversations.fail_reply(db, turn_id=turn_id, error=error),
+    )
 
 
 def poll(engine: EngineSource, owner: str, turn_id: int) -> dict[str, Any]:
@@ -114,7 +142,9 @@ def wait(engine: EngineSource, turn_id: int, *, timeout: float) -> dict[str, Any
     """Block until the reply is stored, failed or cancelled, reading its row: {"turn_id", "status", "text",
     "model_version", "latency_ms", "error"}; workers.client.ResultTimeout after `timeout` seconds (the reply
     stays queued)."""
-    return wait_until_ended(engine, lambda db: conversations.turn_outcome(db, turn_id=turn_id), timeout=timeout)
+    return wait_until_ended(
+        engine, lambda db: conversations.turn_outcome(db, turn_id=turn_id), timeout=timeout
+    )
 
 
 def stop(engine: EngineSource, owner: str, conversation_id: str) -> list[int]:
@@ -133,8 +163,9 @@ def last_failed_reply(engine: EngineSource, owner: str, conversation_id: str) ->
         return failed[-1] if failed else None
 
 
-def retry(engine: EngineSource, owner: str, conversation_id: str, *,
-          decoding: dict[str, Any] | None = None) -> int:
+def retry(
+    engine: EngineSource, owner: str, conversation_id: str, *, decoding: dict[str, Any] | None = None
+) -> int:
     """Queue the conversation's last failed reply again (NoFailedReply if it has none); returns its turn id."""
     turn_id = last_failed_reply(engine, owner, conversation_id)
     if turn_id is None:

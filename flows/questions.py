@@ -45,11 +45,16 @@ def store(engine: EngineSource, owner: str, pairs: Sequence[tuple[str, str]]) ->
 def _store(engine: EngineSource, owner: str, pairs: Sequence[tuple[str, str]]) -> list[str]:
     limits = Limits.from_settings(get_settings())
     with transaction(engine()) as db:
-        passage_ids = {passage: questions.upsert_passage(db, text=passage, limits=limits)
-                       for passage in {p for _, p in pairs}}
-        return [questions.create_question(db, owner=owner, passage_id=passage_ids[passage], question=question,
-                                          limits=limits).id
-                for question, passage in pairs]
+        passage_ids = {
+            passage: questions.upsert_passage(db, text=passage, limits=limits)
+            for passage in {p for _, p in pairs}
+        }
+        return [
+            questions.create_question(
+                db, owner=owner, passage_id=passage_ids[passage], question=question, limits=limits
+            ).id
+            for question, passage in pairs
+        ]
 
 
 def ask(engine: EngineSource, owner: str, passage: str, question: str) -> AskedQuestion:
@@ -59,8 +64,11 @@ def ask(engine: EngineSource, owner: str, passage: str, question: str) -> AskedQ
     with read_transaction(engine()) as db:
         quotas.check_quota(db, owner=owner)
     [question_id] = _store(engine, owner, [(question, passage)])
-    task_id = enqueue_or_fail(engine, lambda: client.enqueue_question(question_id),
-                              lambda db, error: questions.fail_question(db, question_id=question_id, error=error))
+    task_id = enqueue_or_fail(
+        engine,
+        lambda: client.enqueue_question(question_id),
+        lambda db, error: questions.fail_question(db, question_id=question_id, error=error),
+    )
     return AskedQuestion(question_id=question_id, task_id=task_id)
 
 
@@ -68,8 +76,9 @@ def wait(engine: EngineSource, question_id: str, *, timeout: float) -> dict[str,
     """Block until the question is answered, failed or cancelled, reading its row: {"question_id", "status",
     "answer", "score", "span", "n_best", "model_version", "latency_ms", "error"};
     workers.client.ResultTimeout after `timeout` seconds."""
-    return wait_until_ended(engine, lambda db: questions.question_outcome(db, question_id=question_id),
-                            timeout=timeout)
+    return wait_until_ended(
+        engine, lambda db: questions.question_outcome(db, question_id=question_id), timeout=timeout
+    )
 
 
 def stop(engine: EngineSource, owner: str, question_id: str) -> bool:

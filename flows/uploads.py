@@ -40,8 +40,12 @@ class BatchLimits:
     @classmethod
     def from_settings(cls, settings: Any) -> BatchLimits:
         """The bounds the deployment configured (S2S_MAX_BATCH_ITEMS, S2S_MAX_UPLOAD_BYTES, ...)."""
-        return cls(max_items=settings.max_batch_items, max_bytes=settings.max_upload_bytes,
-                   max_question_chars=settings.max_question_chars, max_passage_chars=settings.max_passage_chars)
+        return cls(
+            max_items=settings.max_batch_items,
+            max_bytes=settings.max_upload_bytes,
+            max_question_chars=settings.max_question_chars,
+            max_passage_chars=settings.max_passage_chars,
+        )
 
 
 @dataclass
@@ -65,8 +69,10 @@ def detect_format(filename: str, text: str) -> str:
             if _first_line_is_an_object(stripped):
                 return "jsonl"  # several objects, one per line
             # One document that does not parse (a SQuAD file cut short, say): not a file of bad lines.
-            raise BatchFileError(f"{filename or 'the file'} is not valid JSON: {error.msg} at line {error.lineno}, "
-                                 f"column {error.colno} (is it cut short?)") from error
+            raise BatchFileError(
+                f"{filename or 'the file'} is not valid JSON: {error.msg} at line {error.lineno}, "
+                f"column {error.colno} (is it cut short?)"
+            ) from error
         return "squad" if isinstance(document, dict) and "data" in document else "jsonl"
     first_line = stripped.splitlines()[0] if stripped else ""
     if all(name in first_line for name in REQUIRED_FIELDS) and "," in first_line:
@@ -83,8 +89,12 @@ def _first_line_is_an_object(text: str) -> bool:
 
 # Byte-order marks of the UTF-16 and UTF-32 text some editors and spreadsheets save ("Unicode text"); with one
 # the encoding is certain. UTF-32 first: its little-endian mark starts with UTF-16's.
-_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
-         (codecs.BOM_UTF16_BE, "utf-16"))
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 
 
 def decode_upload(data: bytes) -> str:
@@ -95,18 +105,24 @@ def decode_upload(data: bytes) -> str:
             try:
                 return data.decode(encoding)
             except UnicodeDecodeError as error:
-                raise BatchFileError(f"the file is not UTF-8 text: it starts with a {encoding.upper()} byte-order mark "
-                                     f"but does not decode ({error.reason}); save it as UTF-8") from error
+                raise BatchFileError(
+                    f"the file is not UTF-8 text: it starts with a {encoding.upper()} byte-order mark "
+                    f"but does not decode ({error.reason}); save it as UTF-8"
+                ) from error
     head = data[:4096]
     if head.count(0) > len(head) // 4:  # mostly-ASCII text as UTF-16 without a mark: every other byte is NUL
-        raise BatchFileError("the file is not UTF-8 text: it is mostly NUL bytes (UTF-16 text without a "
-                             "byte-order mark?); save it as UTF-8")
+        raise BatchFileError(
+            "the file is not UTF-8 text: it is mostly NUL bytes (UTF-16 text without a "
+            "byte-order mark?); save it as UTF-8"
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
-        raise BatchFileError(f"the file is not UTF-8 text: byte 0x{data[error.start]:02X} on line {line} (Latin-1 "
-                             f"or Windows-1252?); save it as UTF-8") from error
+        raise BatchFileError(
+            f"the file is not UTF-8 text: byte 0x{data[error.start]:02X} on line {line} (Latin-1 "
+            f"or Windows-1252?); save it as UTF-8"
+        ) from error
 
 
 def parse_batch_file(data: bytes, filename: str, *, limits: BatchLimits) -> ParsedBatch:
@@ -121,7 +137,9 @@ def parse_batch_file(data: bytes, filename: str, *, limits: BatchLimits) -> Pars
     records = {"jsonl": _jsonl_records, "csv": _csv_records, "squad": _squad_records}[kind](text)
     seen: set[str] = set()
     for line, record in records:
-        if len(parsed.errors) > limits.max_items:  # the bad lines are stored with the job, for the user to read
+        if (
+            len(parsed.errors) > limits.max_items
+        ):  # the bad lines are stored with the job, for the user to read
             raise BatchFileError(f"too many bad lines: more than {limits.max_items}; is it the right file?")
         if isinstance(record, str):
             parsed.errors.append({"line": line, "reason": record})
@@ -221,5 +239,7 @@ def _squad_records(text: str) -> list[Record]:
                 if not isinstance(qa, dict):
                     records.append((ordinal, "a question entry is not an object"))
                     continue
-                records.append((ordinal, {"id": qa.get("id"), "question": qa.get("question"), "passage": context}))
+                records.append(
+                    (ordinal, {"id": qa.get("id"), "question": qa.get("question"), "passage": context})
+                )
     return records

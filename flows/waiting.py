@@ -23,8 +23,9 @@ POLL_GROWTH = 1.5
 POLL_MAX_S = 0.1
 
 
-def wait_until_ended(engine: EngineSource, read: Callable[[Session], dict[str, Any]], *,
-                     timeout: float) -> dict[str, Any]:
+def wait_until_ended(
+    engine: EngineSource, read: Callable[[Session], dict[str, Any]], *, timeout: float
+) -> dict[str, Any]:
     """`read(db)` (an outcome dict with a "status"), again until its status is no longer "pending";
     ResultTimeout if it still is after `timeout` seconds (the request stays queued and will still be
     answered)."""

@@ -23,18 +23,32 @@ WINDOW = timedelta(minutes=1)
 
 def requests_since(db: Session, *, owner: str, since: datetime) -> int:
     """Chat messages, questions and batch jobs `owner` stored since `since`."""
-    messages = select(func.count()).select_from(Turn).join(Conversation).where(
-        Conversation.owner == owner, Turn.role == Role.USER, Turn.created_at >= since)
-    questions = select(func.count()).select_from(Question).where(Question.owner == owner,
-                                                                 Question.created_at >= since)
+    messages = (
+        select(func.count())
+        .select_from(Turn)
+        .join(Conversation)
+        .where(Conversation.owner == owner, Turn.role == Role.USER, Turn.created_at >= since)
+    )
+    questions = (
+        select(func.count())
+        .select_from(Question)
+        .where(Question.owner == owner, Question.created_at >= since)
+    )
     jobs = select(func.count()).select_from(QAJob).where(QAJob.owner == owner, QAJob.created_at >= since)
     return sum(int(db.scalar(query) or 0) for query in (messages, questions, jobs))
 
 
 def pending_items(db: Session, *, owner: str) -> int:
     """Batch items of `owner`'s jobs still waiting for an answer."""
-    return int(db.scalar(select(func.count()).select_from(QAJobItem).join(QAJob).where(
-        QAJob.owner == owner, QAJobItem.status == ItemStatus.PENDING)) or 0)
+    return int(
+        db.scalar(
+            select(func.count())
+            .select_from(QAJobItem)
+            .join(QAJob)
+            .where(QAJob.owner == owner, QAJobItem.status == ItemStatus.PENDING)
+        )
+        or 0
+    )
 
 
 def check_quota(db: Session, *, owner: str, items: int = 0, settings: Settings | None = None) -> None:
@@ -42,11 +56,15 @@ def check_quota(db: Session, *, owner: str, items: int = 0, settings: Settings |
     settings = settings or get_settings()
     per_minute = settings.owner_requests_per_minute
     if per_minute and requests_since(db, owner=owner, since=datetime.now(UTC) - WINDOW) >= per_minute:
-        raise OverLimit(f"too many requests: the limit is {per_minute} a minute for each user; "
-                        "wait a minute and try again")
+        raise OverLimit(
+            f"too many requests: the limit is {per_minute} a minute for each user; "
+            "wait a minute and try again"
+        )
     most = settings.owner_max_pending_items
     if items and most:
         waiting = pending_items(db, owner=owner)
         if waiting + items > most:
-            raise OverLimit(f"too many batch items waiting: {waiting} already and {items} more would pass the "
-                            f"limit of {most}; wait for your jobs to finish or cancel one")
+            raise OverLimit(
+                f"too many batch items waiting: {waiting} already and {items} more would pass the "
+                f"limit of {most}; wait for your jobs to finish or cancel one"
+            )

@@ -40,7 +40,11 @@ logger = logging.getLogger(__name__)
 STOP_GRACE_S = 15.0
 RESTART_LIMIT = 5  # restarts of one child within RESTART_WINDOW_S; one more exit stops the service
 RESTART_WINDOW_S = 600.0
-CHILD_NAMES = {"ui": "the UI", "worker": "the worker", "redis": "the private Redis"}  # as the stop lines say them
+CHILD_NAMES = {
+    "ui": "the UI",
+    "worker": "the worker",
+    "redis": "the private Redis",
+}  # as the stop lines say them
 
 
 class PortInUse(RuntimeError):
@@ -85,7 +89,12 @@ def spawn(name: str, command: list[str], *, env: dict[str, str], log_dir: Path) 
     log_dir.mkdir(parents=True, exist_ok=True)
     log = (log_dir / f"{name}.log").open("ab")
     process = subprocess.Popen(
-        command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        command,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
         preexec_fn=terminate_with_parent,
     )
     return Child(name=name, process=process, log=log, command=command, env=env)
@@ -121,7 +130,9 @@ def check_port_free(host: str, port: int) -> None:
         except OSError as error:
             if error.errno != errno.EADDRINUSE:
                 raise
-            raise PortInUse(f"the UI port {host}:{port} is already in use; free it or set S2S_UI_PORT") from None
+            raise PortInUse(
+                f"the UI port {host}:{port} is already in use; free it or set S2S_UI_PORT"
+            ) from None
 
 
 def start_service(settings: Settings, *, with_ui: bool = True) -> Service:
@@ -213,7 +224,10 @@ def run_until_stopped(service: Service, *, poll_s: float = 0.5) -> int:
 
     def _request_stop(signum: int, _frame: Any) -> None:
         if not stop_requested:
-            logger.info("%s: stopping the service", "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
+            logger.info(
+                "%s: stopping the service",
+                "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name,
+            )
         stop_requested.append(signum)
 
     previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -223,8 +237,14 @@ def run_until_stopped(service: Service, *, poll_s: float = 0.5) -> int:
             for child in [child for child in service.children if child.process.poll() is not None]:
                 code = child.process.returncode
                 if restart_child(service, child):
-                    logger.warning("%s exited with status %s; started it again (restart %d of %d in %.0f min)",
-                                   child.name, code, len(child.restarts) + 1, RESTART_LIMIT, RESTART_WINDOW_S / 60)
+                    logger.warning(
+                        "%s exited with status %s; started it again (restart %d of %d in %.0f min)",
+                        child.name,
+                        code,
+                        len(child.restarts) + 1,
+                        RESTART_LIMIT,
+                        RESTART_WINDOW_S / 60,
+                    )
                 else:
                     logger.error("%s exited with status %s; stopping the service", child.name, code)
                     status = 1

@@ -97,7 +97,9 @@ def reply_to_turn(engine: Engine, serving: Serving, turn_id: int) -> dict[str, A
     started = time.perf_counter()
     try:
         decode = serving.chat_decode_for(history[-1] if history else "", requested)
-        hypotheses = serving.tracked().reply([history], decode, keys=[key], alone={key} if cut_short else ())[0]
+        hypotheses = serving.tracked().reply([history], decode, keys=[key], alone={key} if cut_short else ())[
+            0
+        ]
         if not hypotheses:
             raise ValueError("the model produced no reply")
     except Exception as error:  # InputError, timeout: the user sees the message
@@ -118,8 +120,13 @@ def reply_to_turn(engine: Engine, serving: Serving, turn_id: int) -> dict[str, A
         )
         if not saved:  # answered or failed meanwhile (a redelivery raced it): report what is stored
             return conversations.turn_outcome(db, turn_id=turn_id)
-    return conversations.turn_outcome_of(turn_id=turn_id, status=TurnStatus.DONE, text=best.text,
-                                     model_version=model_version, latency_ms=latency_ms)
+    return conversations.turn_outcome_of(
+        turn_id=turn_id,
+        status=TurnStatus.DONE,
+        text=best.text,
+        model_version=model_version,
+        latency_ms=latency_ms,
+    )
 
 
 def answer_question(engine: Engine, serving: Serving, question_id: str) -> dict[str, Any]:
@@ -138,8 +145,9 @@ def answer_question(engine: Engine, serving: Serving, question_id: str) -> dict[
     started = time.perf_counter()
     try:
         pairs = [(request.question, request.passage)]
-        hypotheses = serving.tracked().answer(pairs, serving.rc_decode, keys=[key],
-                                              alone={key} if cut_short else ())[0]
+        hypotheses = serving.tracked().answer(
+            pairs, serving.rc_decode, keys=[key], alone={key} if cut_short else ()
+        )[0]
         if not hypotheses:
             raise ValueError("the model produced no answer")
     except Exception as error:
@@ -166,8 +174,14 @@ def answer_question(engine: Engine, serving: Serving, question_id: str) -> dict[
         if not saved:  # answered or failed meanwhile (a redelivery raced it): report what is stored
             return questions.question_outcome(db, question_id=question_id)
     return questions.question_outcome_of(
-        question_id=question_id, status=QuestionStatus.DONE, answer=best.text, score=best.score,
-        span=n_best[0]["span"], n_best=n_best, model_version=model_version, latency_ms=latency_ms,
+        question_id=question_id,
+        status=QuestionStatus.DONE,
+        answer=best.text,
+        score=best.score,
+        span=n_best[0]["span"],
+        n_best=n_best,
+        model_version=model_version,
+        latency_ms=latency_ms,
     )
 
 
@@ -184,7 +198,9 @@ def attention_record(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def plan_job(engine: Engine, job_id: str, *, chunk_size: int, queued: Collection[int] = ()) -> list[list[int]]:
+def plan_job(
+    engine: Engine, job_id: str, *, chunk_size: int, queued: Collection[int] = ()
+) -> list[list[int]]:
     """The job's pending item ids in chunks of `chunk_size`, file order, leaving out those a queued message
     already carries (`queued`); [] if the job is no longer active."""
     with transaction(engine) as db:
@@ -226,7 +242,9 @@ def answer_items(engine: Engine, serving: Serving, job_id: str, item_ids: Sequen
 
     def answer(batch: list[Any]) -> list[Any]:
         pairs = [(item.question, item.passage) for item in batch]
-        return decoder.answer(pairs, serving.rc_decode, keys=[keys[item.item_id] for item in batch], alone=cut_short)
+        return decoder.answer(
+            pairs, serving.rc_decode, keys=[keys[item.item_id] for item in batch], alone=cut_short
+        )
 
     results = decode_each(answer, inputs)
     with transaction(engine) as db:

@@ -67,8 +67,16 @@ def _batch_work(messages: Iterable[dict[str, Any]]) -> tuple[set[str], set[int]]
 class LostItemSweeper:
     """The sweep loop of one worker process (a daemon thread)."""
 
-    def __init__(self, app: Celery, client: redis.Redis, engine: Engine, *, nodename: str, chunk_size: int,
-                 interval_s: float = SWEEP_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        app: Celery,
+        client: redis.Redis,
+        engine: Engine,
+        *,
+        nodename: str,
+        chunk_size: int,
+        interval_s: float = SWEEP_INTERVAL_S,
+    ) -> None:
         self.app, self.client, self.engine = app, client, engine
         self.nodename, self.chunk_size, self.interval_s = nodename, chunk_size, interval_s
         self.missing_before: dict[str, set[int]] = {}
@@ -84,10 +92,14 @@ class LostItemSweeper:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                if self.client.set(SWEEP_LOCK_KEY, self.nodename, nx=True, ex=max(1, int(self.interval_s * 0.8))):
+                if self.client.set(
+                    SWEEP_LOCK_KEY, self.nodename, nx=True, ex=max(1, int(self.interval_s * 0.8))
+                ):
                     self.sweep()
             except Exception as error:  # Redis or the database not answering: the next sweep tries again
-                logger.info("lost-item sweep skipped: %s", str(error).splitlines()[0] if str(error) else error)
+                logger.info(
+                    "lost-item sweep skipped: %s", str(error).splitlines()[0] if str(error) else error
+                )
 
     def sweep(self) -> int:
         """One sweep; returns how many items it sent again."""
@@ -101,7 +113,9 @@ class LostItemSweeper:
             missing_now[job_id] = set(missing)
             lost = [item for item in missing if item in self.missing_before.get(job_id, set())]
             if lost:
-                chunks = [lost[start:start + self.chunk_size] for start in range(0, len(lost), self.chunk_size)]
+                chunks = [
+                    lost[start : start + self.chunk_size] for start in range(0, len(lost), self.chunk_size)
+                ]
                 send_item_chunks(self.app, self.client, job_id, chunks)
                 missing_now[job_id] -= set(lost)
                 resent += len(lost)

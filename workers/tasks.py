@@ -93,8 +93,12 @@ def until_broker_answers(call: Callable[[], T], *, what: str) -> T:
         except BROKER_OUTAGE as error:
             if time.monotonic() > give_up:
                 raise
-            logger.warning("%s: Redis does not answer (%s); trying again in %.1f s", what,
-                           str(error).splitlines()[0] if str(error) else type(error).__name__, wait_s)
+            logger.warning(
+                "%s: Redis does not answer (%s); trying again in %.1f s",
+                what,
+                str(error).splitlines()[0] if str(error) else type(error).__name__,
+                wait_s,
+            )
         time.sleep(wait_s)
         wait_s = min(wait_s * 2, 5.0)
 
@@ -109,8 +113,10 @@ def start_job(job_id: str) -> dict[str, Any]:
     runtime = get_runtime()
     chunks = jobs.plan_job(runtime.engine, job_id, chunk_size=runtime.settings.batch_chunk_size)
     for chunk in chunks:
-        until_broker_answers(functools.partial(send_item_chunks, app, runtime.redis, job_id, [chunk]),
-                             what=f"sending job {job_id}'s items")
+        until_broker_answers(
+            functools.partial(send_item_chunks, app, runtime.redis, job_id, [chunk]),
+            what=f"sending job {job_id}'s items",
+        )
     return {"job_id": job_id, "chunks": len(chunks), "items": sum(len(chunk) for chunk in chunks)}
 
 
@@ -139,8 +145,10 @@ def _runtime_or_exit() -> Runtime:
         return init_runtime()
     except Exception as error:
         reason = " ".join(f"{type(error).__name__}: {error}".split())[:500]
-        message = (f"s2s worker: cannot start, nothing taken from the queue: {reason} "
-                   f"(S2S_CHECKPOINT={get_settings().checkpoint_dir})")
+        message = (
+            f"s2s worker: cannot start, nothing taken from the queue: {reason} "
+            f"(S2S_CHECKPOINT={get_settings().checkpoint_dir})"
+        )
         logger.critical("%s", message)
         logging.shutdown()
         os._exit(CANNOT_SERVE_EXIT_CODE)
@@ -157,9 +165,16 @@ def _start_serving(worker: Any) -> None:
     nodename = str(getattr(worker, "hostname", "") or "unknown")
     consume_from = getattr(app.amqp.queues, "consume_from", None) or {}
     queues = sorted(consume_from) or [q.name for q in app.conf.task_queues]
-    until_database_answers(lambda: recover_from_dead_workers(app, runtime.redis, runtime.engine, nodename=nodename,
-                                                             chunk_size=runtime.settings.batch_chunk_size),
-                           what="recovering a dead worker's messages")
+    until_database_answers(
+        lambda: recover_from_dead_workers(
+            app,
+            runtime.redis,
+            runtime.engine,
+            nodename=nodename,
+            chunk_size=runtime.settings.batch_chunk_size,
+        ),
+        what="recovering a dead worker's messages",
+    )
     _heartbeat = Heartbeat(
         runtime.redis,
         nodename=nodename,
@@ -173,13 +188,25 @@ def _start_serving(worker: Any) -> None:
         stats=runtime.batcher.stats.as_dict,
     )
     _heartbeat.start()
-    if BATCH_QUEUE in queues:  # items lost in Redis while the service runs are sent again (workers/sweeper.py)
-        _sweeper = LostItemSweeper(app, runtime.redis, runtime.engine, nodename=nodename,
-                                   chunk_size=runtime.settings.batch_chunk_size)
+    if (
+        BATCH_QUEUE in queues
+    ):  # items lost in Redis while the service runs are sent again (workers/sweeper.py)
+        _sweeper = LostItemSweeper(
+            app,
+            runtime.redis,
+            runtime.engine,
+            nodename=nodename,
+            chunk_size=runtime.settings.batch_chunk_size,
+        )
         _sweeper.start()
     settings = runtime.settings
-    metrics.serve_metrics(port=settings.metrics_port, host=settings.metrics_host, node=nodename,
-                          device=runtime.device, versions=runtime.versions)
+    metrics.serve_metrics(
+        port=settings.metrics_port,
+        host=settings.metrics_host,
+        node=nodename,
+        device=runtime.device,
+        versions=runtime.versions,
+    )
     logger.info("serving %s on %s from queues %s", runtime.versions, runtime.device, queues)
 
 

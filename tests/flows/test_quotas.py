@@ -43,9 +43,11 @@ def test_requests_a_minute_count_messages_questions_and_jobs_together(
     questions.ask(source, OWNER, PASSAGE, "Where was Bob born?")
     batch.submit(source, OWNER, _job(2), "one.jsonl")
     stored = (_rows(engine, Turn), _rows(engine, Question), _rows(engine, QAJob))
-    for refused in (lambda: chat.send(source, OWNER, sent.conversation_id, "again"),
-                    lambda: questions.ask(source, OWNER, PASSAGE, "Who?"),
-                    lambda: batch.submit(source, OWNER, _job(1, "x"), "two.jsonl")):
+    for refused in (
+        lambda: chat.send(source, OWNER, sent.conversation_id, "again"),
+        lambda: questions.ask(source, OWNER, PASSAGE, "Who?"),
+        lambda: batch.submit(source, OWNER, _job(1, "x"), "two.jsonl"),
+    ):
         with pytest.raises(OverLimit, match="too many requests: the limit is 3 a minute"):
             refused()
     assert (_rows(engine, Turn), _rows(engine, Question), _rows(engine, QAJob)) == stored  # nothing more
@@ -53,8 +55,9 @@ def test_requests_a_minute_count_messages_questions_and_jobs_together(
     chat.send(source, OTHER, None, "hello")  # another owner has a minute of its own
 
 
-def test_batch_items_waiting_at_once_are_limited_per_owner(engine: Engine, queue: FakeQueue,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_batch_items_waiting_at_once_are_limited_per_owner(
+    engine: Engine, queue: FakeQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _limits(monkeypatch, pending_items=10)
     source = lambda: engine  # noqa: E731
     batch.submit(source, OWNER, _job(6), "one.jsonl")
@@ -65,8 +68,9 @@ def test_batch_items_waiting_at_once_are_limited_per_owner(engine: Engine, queue
     batch.submit(source, OTHER, _job(10, "z"), "theirs.jsonl")
 
 
-def test_the_limits_are_settings_and_zero_turns_them_off(engine: Engine, queue: FakeQueue,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_limits_are_settings_and_zero_turns_them_off(
+    engine: Engine, queue: FakeQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
     get_settings.cache_clear()
     defaults = get_settings()
     assert (defaults.owner_requests_per_minute, defaults.owner_max_pending_items) == (120, 50_000)

@@ -15,10 +15,33 @@ from hypothesis import strategies as st
 from flows.uploads import BatchFileError, BatchLimits, parse_batch_file
 
 LIMITS = BatchLimits(max_items=100, max_bytes=1_000_000, max_question_chars=500, max_passage_chars=2000)
-AWKWARD = [",", '"', "\n", "\r", "\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c", "\t", "'", "\\", "{",
-           "}", "\ufeff", "中", "🙂", "\u202e", "é"]
-FIELD = st.text(st.one_of(st.characters(codec="utf-8", exclude_characters="\x00"), st.sampled_from(AWKWARD)),
-                min_size=1, max_size=30).filter(lambda text: not text.isspace())
+AWKWARD = [
+    ",",
+    '"',
+    "\n",
+    "\r",
+    "\u2028",
+    "\u2029",
+    "\x85",
+    "\x0b",
+    "\x0c",
+    "\x1c",
+    "\t",
+    "'",
+    "\\",
+    "{",
+    "}",
+    "\ufeff",
+    "中",
+    "🙂",
+    "\u202e",
+    "é",
+]
+FIELD = st.text(
+    st.one_of(st.characters(codec="utf-8", exclude_characters="\x00"), st.sampled_from(AWKWARD)),
+    min_size=1,
+    max_size=30,
+).filter(lambda text: not text.isspace())
 ITEMS = st.lists(st.tuples(FIELD, FIELD, FIELD), min_size=1, max_size=8, unique_by=lambda item: item[0])
 PROPERTIES = settings(max_examples=200, deadline=None)
 
@@ -29,10 +52,16 @@ def _as_parsed(items: list[tuple[str, str, str]]) -> list[dict[str, str]]:
 
 @PROPERTIES
 @given(ITEMS, st.sampled_from(["\n", "\r\n"]), st.booleans())
-def test_jsonl_written_by_json_dumps_parses_back_to_the_same_items(items: list[tuple[str, str, str]],
-                                                                  newline: str, ascii_only: bool) -> None:
-    text = newline.join(json.dumps({"id": key, "question": question, "passage": passage}, ensure_ascii=ascii_only)
-                        for key, question, passage in items) + newline
+def test_jsonl_written_by_json_dumps_parses_back_to_the_same_items(
+    items: list[tuple[str, str, str]], newline: str, ascii_only: bool
+) -> None:
+    text = (
+        newline.join(
+            json.dumps({"id": key, "question": question, "passage": passage}, ensure_ascii=ascii_only)
+            for key, question, passage in items
+        )
+        + newline
+    )
     parsed = parse_batch_file(text.encode("utf-8"), "items.jsonl", limits=LIMITS)
     assert (parsed.items, parsed.errors) == (_as_parsed(items), [])
 

@@ -24,11 +24,17 @@ def test_jsonl_bad_lines_are_reported_with_their_numbers_and_the_rest_kept() -> 
 
 
 def test_records_without_an_id_are_named_by_their_line_number_in_every_format() -> None:
-    training_style = [json.dumps({"question": "Who?", "passage": "Bob.", "answer": "Bob"}), _line("a"),
-                      json.dumps({"id": "", "question": "Why?", "passage": "Bob."}), _line("3")]
+    training_style = [
+        json.dumps({"question": "Who?", "passage": "Bob.", "answer": "Bob"}),
+        _line("a"),
+        json.dumps({"id": "", "question": "Why?", "passage": "Bob."}),
+        _line("3"),
+    ]
     parsed = parse_batch_file("\n".join(training_style).encode(), "x.jsonl", limits=LIMITS)
     assert [item["item_key"] for item in parsed.items] == ["1", "a", "3"]
-    assert parsed.errors == [{"line": 4, "reason": "duplicate id '3'"}]  # an id given is kept, and still unique
+    assert parsed.errors == [
+        {"line": 4, "reason": "duplicate id '3'"}
+    ]  # an id given is kept, and still unique
     csv_file = parse_batch_file(b"question,passage\nWho?,Bob.\nWhy?,Bob.\n", "x.csv", limits=LIMITS)
     assert [item["item_key"] for item in csv_file.items] == ["2", "3"] and not csv_file.errors
     document = {"data": [{"paragraphs": [{"context": "Bob.", "qas": [{"question": "Who?"}]}]}]}
@@ -58,8 +64,18 @@ def test_csv_without_the_needed_columns_is_refused() -> None:
 
 
 def test_squad_json_gives_one_item_per_question() -> None:
-    document = {"data": [{"paragraphs": [{"context": "Bob was born in Oslo.",
-                                          "qas": [{"id": "q1", "question": "Where?"}, {"id": "q2"}]}]}]}
+    document = {
+        "data": [
+            {
+                "paragraphs": [
+                    {
+                        "context": "Bob was born in Oslo.",
+                        "qas": [{"id": "q1", "question": "Where?"}, {"id": "q2"}],
+                    }
+                ]
+            }
+        ]
+    }
     parsed = parse_batch_file(json.dumps(document).encode(), "dev.json", limits=LIMITS)
     assert parsed.format == "squad"
     assert parsed.items == [{"item_key": "q1", "question": "Where?", "passage": "Bob was born in Oslo."}]
@@ -88,8 +104,13 @@ def test_more_items_than_the_limit_is_refused() -> None:
 
 
 def test_a_line_with_a_nul_or_a_lone_surrogate_is_reported_and_the_rest_kept() -> None:
-    text = "\n".join([_line("a", question="Who\u0000?"), '{"id": "b", "question": "Who?", "passage": "Bo\\ud800b."}',
-                      _line("d")])
+    text = "\n".join(
+        [
+            _line("a", question="Who\u0000?"),
+            '{"id": "b", "question": "Who?", "passage": "Bo\\ud800b."}',
+            _line("d"),
+        ]
+    )
     parsed = parse_batch_file(text.encode(), "x.jsonl", limits=LIMITS)
     assert [item["item_key"] for item in parsed.items] == ["d"]
     assert "question contains a NUL character" in parsed.errors[0]["reason"]

@@ -29,7 +29,9 @@ def _items(count: int = 3) -> list[dict[str, str]]:
 
 
 def _job_id(db: Session, limits: Limits, count: int = 3, owner: str = OWNER) -> str:
-    return batch_jobs.create_job(db, owner=owner, filename="questions.jsonl", items=_items(count), limits=limits)
+    return batch_jobs.create_job(
+        db, owner=owner, filename="questions.jsonl", items=_items(count), limits=limits
+    )
 
 
 def _item_ids(db: Session, job_id: str) -> list[int]:
@@ -39,7 +41,9 @@ def _item_ids(db: Session, job_id: str) -> list[int]:
 
 
 def _answer(db: Session, item_id: int, answer: str = "Paris") -> bool:
-    return batch_jobs.record_item_answer(db, item_id=item_id, answer=answer, score=-0.5, model_version="rc-en@1")
+    return batch_jobs.record_item_answer(
+        db, item_id=item_id, answer=answer, score=-0.5, model_version="rc-en@1"
+    )
 
 
 def test_create_job_stores_every_item_pending_and_each_passage_once(db: Session, limits: Limits) -> None:
@@ -61,13 +65,17 @@ def test_create_job_reuses_passages_already_stored(db: Session, limits: Limits) 
 
 def test_create_job_keeps_the_lines_the_parser_rejected(db: Session, limits: Limits) -> None:
     errors = [{"line": 4, "reason": "missing question"}, {"line": 9, "reason": "not JSON"}]
-    job_id = batch_jobs.create_job(db, owner=OWNER, filename="f.jsonl", items=_items(1), errors=errors, limits=limits)
+    job_id = batch_jobs.create_job(
+        db, owner=OWNER, filename="f.jsonl", items=_items(1), errors=errors, limits=limits
+    )
     assert batch_jobs.get_job(db, job_id=job_id, owner=OWNER).parse_errors == errors
 
 
 def test_a_job_without_valid_items_is_stored_failed_with_its_errors(db: Session, limits: Limits) -> None:
     errors = [{"line": 1, "reason": "not JSON"}]
-    job_id = batch_jobs.create_job(db, owner=OWNER, filename="bad.jsonl", items=[], errors=errors, limits=limits)
+    job_id = batch_jobs.create_job(
+        db, owner=OWNER, filename="bad.jsonl", items=[], errors=errors, limits=limits
+    )
     job = batch_jobs.get_job(db, job_id=job_id, owner=OWNER)
     assert (job.status, job.total_items, job.parse_errors) == (JobStatus.FAILED, 0, errors)
     assert job.error and job.finished_at is not None
@@ -117,7 +125,12 @@ def test_the_database_refuses_two_items_with_one_key_in_a_job(db: Session, limit
 
 def test_another_owner_cannot_see_cancel_or_export_a_job(db: Session, limits: Limits) -> None:
     job_id = _job_id(db, limits)
-    for action in (batch_jobs.get_job, batch_jobs.job_progress, batch_jobs.cancel_job, batch_jobs.export_results):
+    for action in (
+        batch_jobs.get_job,
+        batch_jobs.job_progress,
+        batch_jobs.cancel_job,
+        batch_jobs.export_results,
+    ):
         with pytest.raises(NotFound):
             action(db, job_id=job_id, owner=OTHER_OWNER)
     assert batch_jobs.get_job(db, job_id=job_id, owner=OWNER).status is JobStatus.QUEUED
@@ -155,7 +168,9 @@ def test_pending_item_gives_one_items_input_until_it_is_answered(db: Session, li
     item_id = _item_ids(db, _job_id(db, limits))[1]
     before = batch_jobs.pending_item(db, item_id=item_id)
     _answer(db, item_id)
-    assert before == batch_jobs.ItemInput(item_id=item_id, item_key="q1", question="Question 1?", passage=ROME)
+    assert before == batch_jobs.ItemInput(
+        item_id=item_id, item_key="q1", question="Question 1?", passage=ROME
+    )
     assert batch_jobs.pending_item(db, item_id=item_id) is None
 
 
@@ -261,7 +276,13 @@ def test_job_progress_counts_items_and_estimates_the_time_left_from_the_rate_aft
     progress = batch_jobs.job_progress(db, job_id=job_id, owner=OWNER)
     # counted from the start, the first chunk would promise 32 * 100 / 8 = 400 s: no ETA until a rate is known
     assert first.eta_s is None
-    assert (progress.total, progress.done, progress.failed, progress.pending, progress.cancelled) == (40, 23, 1, 16, 0)
+    assert (progress.total, progress.done, progress.failed, progress.pending, progress.cancelled) == (
+        40,
+        23,
+        1,
+        16,
+        0,
+    )
     assert progress.status is JobStatus.RUNNING and progress.fraction == pytest.approx(0.6)
     # 16 items in the 40 s after the first chunk: 2.5 s each, so the 16 pending ones need about 40 s
     assert progress.eta_s == pytest.approx(40.0, abs=0.5)
@@ -334,8 +355,10 @@ def test_failed_items_lists_only_the_failed_ones_in_file_order(db: Session, limi
     batch_jobs.record_item_failure(db, item_id=third, error="late")
     _answer(db, second)
     batch_jobs.record_item_failure(db, item_id=first, error="boom")
-    assert batch_jobs.failed_items(db, job_id=job_id, owner=OWNER) == [{"id": "q0", "error": "boom"},
-                                                                {"id": "q2", "error": "late"}]
+    assert batch_jobs.failed_items(db, job_id=job_id, owner=OWNER) == [
+        {"id": "q0", "error": "boom"},
+        {"id": "q2", "error": "late"},
+    ]
     with pytest.raises(NotFound):
         batch_jobs.failed_items(db, job_id=job_id, owner=OTHER_OWNER)
 
@@ -351,7 +374,9 @@ def test_jobs_with_progress_counts_every_listed_job_as_job_progress_does(db: Ses
     assert batch_jobs.jobs_with_progress(db, owner=OTHER_OWNER) == []
 
 
-def test_failed_items_by_job_gives_each_of_the_owners_jobs_its_failed_items(db: Session, limits: Limits) -> None:
+def test_failed_items_by_job_gives_each_of_the_owners_jobs_its_failed_items(
+    db: Session, limits: Limits
+) -> None:
     first, second = _job_id(db, limits), _job_id(db, limits)
     batch_jobs.record_item_failure(db, item_id=_item_ids(db, second)[2], error="boom")
     found = batch_jobs.failed_items_by_job(db, owner=OWNER, job_ids=[first, second])

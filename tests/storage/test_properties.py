@@ -21,14 +21,40 @@ from tests.storage.conftest import SMALL_LIMITS
 
 # Any code point, surrogates included (a str from a JSON "\ud800" escape holds one), with the awkward ones
 # drawn more often than chance would.
-AWKWARD = ["\x00", "\ud800", "\udfff", "\x1b", "\u202e", "\ufeff", "\u2028", "\r", "\t", " ", "'", '"', "\\", "%",
-           "<", ";", "🙂", "é", "\u0301", "中"]
-ANY_TEXT = st.text(st.one_of(st.characters(codec=None), st.characters(categories=["Cs"]), st.sampled_from(AWKWARD)),
-                   max_size=60)
+AWKWARD = [
+    "\x00",
+    "\ud800",
+    "\udfff",
+    "\x1b",
+    "\u202e",
+    "\ufeff",
+    "\u2028",
+    "\r",
+    "\t",
+    " ",
+    "'",
+    '"',
+    "\\",
+    "%",
+    "<",
+    ";",
+    "🙂",
+    "é",
+    "\u0301",
+    "中",
+]
+ANY_TEXT = st.text(
+    st.one_of(st.characters(codec=None), st.characters(categories=["Cs"]), st.sampled_from(AWKWARD)),
+    max_size=60,
+)
 STORABLE = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=40).filter(
-    lambda text: not text.isspace())
-PROPERTIES = settings(max_examples=80, deadline=None,
-                      suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    lambda text: not text.isspace()
+)
+PROPERTIES = settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def _owner() -> str:
@@ -45,13 +71,22 @@ def test_a_message_is_stored_exactly_as_sent_or_refused_with_nothing_stored(db: 
     owner = _owner()
     conversation_id = conversations.create_conversation(db, owner=owner).id
     try:
-        conversations.add_user_turn(db, conversation_id=conversation_id, owner=owner, text=text,
-                                    limits=SMALL_LIMITS)
+        conversations.add_user_turn(
+            db, conversation_id=conversation_id, owner=owner, text=text, limits=SMALL_LIMITS
+        )
     except (EmptyInput, InputTooLong, UnstorableText) as refused:
-        expected = (EmptyInput if not text or text.isspace() else
-                    InputTooLong if len(text) > SMALL_LIMITS.max_message_chars else UnstorableText)
+        expected = (
+            EmptyInput
+            if not text or text.isspace()
+            else InputTooLong
+            if len(text) > SMALL_LIMITS.max_message_chars
+            else UnstorableText
+        )
         assert isinstance(refused, expected), (text, refused)
-        assert db.scalar(select(func.count()).select_from(Turn).where(Turn.conversation_id == conversation_id)) == 0
+        assert (
+            db.scalar(select(func.count()).select_from(Turn).where(Turn.conversation_id == conversation_id))
+            == 0
+        )
         return
     assert text.strip() and len(text) <= SMALL_LIMITS.max_message_chars and unstorable_reason(text) is None
     db.expire_all()  # read back from the database, not the session's objects
@@ -61,12 +96,15 @@ def test_a_message_is_stored_exactly_as_sent_or_refused_with_nothing_stored(db: 
 
 @PROPERTIES
 @given(keys=st.lists(STORABLE, min_size=1, max_size=6), questions=st.data())
-def test_a_job_keeps_its_items_in_order_exactly_or_refuses_a_repeated_key(db: Session, keys: list[str],
-                                                                         questions: st.DataObject) -> None:
+def test_a_job_keeps_its_items_in_order_exactly_or_refuses_a_repeated_key(
+    db: Session, keys: list[str], questions: st.DataObject
+) -> None:
     owner = _owner()
     limits = Limits(max_message_chars=50, max_question_chars=40, max_passage_chars=200, max_batch_items=10)
-    items = [{"item_key": key, "question": questions.draw(STORABLE), "passage": questions.draw(STORABLE)}
-             for key in keys]
+    items = [
+        {"item_key": key, "question": questions.draw(STORABLE), "passage": questions.draw(STORABLE)}
+        for key in keys
+    ]
     if len(set(keys)) < len(keys):
         with pytest.raises(DuplicateKey):
             batch_jobs.create_job(db, owner=owner, filename="p.jsonl", items=items, limits=limits)
@@ -99,4 +137,6 @@ def test_any_owner_key_sees_only_its_own_conversations(db: Session, owner: str, 
     if other != owner:
         with pytest.raises((NotFound, StorageError)):
             conversations.get_conversation(db, conversation_id=conversation_id, owner=other)
-    assert conversations.get_conversation(db, conversation_id=conversation_id, owner=owner).id == conversation_id
+    assert (
+        conversations.get_conversation(db, conversation_id=conversation_id, owner=owner).id == conversation_id
+    )

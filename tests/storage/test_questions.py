@@ -116,7 +116,9 @@ def test_save_answer_stores_the_answer_and_its_attention_once(db: Session, limit
         decoding={"beam_size": 5},
         latency_ms=30.0,
     )
-    again = questions.save_answer(db, question_id=question_id, answer="London", score=-5.0, model_version="rc-en@2")
+    again = questions.save_answer(
+        db, question_id=question_id, answer="London", score=-5.0, model_version="rc-en@2"
+    )
     db.expire_all()
     question = questions.get_question(db, question_id=question_id, owner=OWNER)
     assert (first, again) == (True, False)
@@ -134,7 +136,9 @@ def test_fail_question_marks_a_pending_question_failed_and_keeps_it_failed(
 ) -> None:
     question_id = _question_id(db, limits)
     assert questions.fail_question(db, question_id=question_id, error="passage too long for the model")
-    assert not questions.save_answer(db, question_id=question_id, answer="late", score=0.0, model_version="rc-en@1")
+    assert not questions.save_answer(
+        db, question_id=question_id, answer="late", score=0.0, model_version="rc-en@1"
+    )
     assert not questions.fail_question(db, question_id=question_id, error="again")
     question = questions.get_question(db, question_id=question_id, owner=OWNER)
     assert (question.status, question.error, question.answer) == (
@@ -144,13 +148,17 @@ def test_fail_question_marks_a_pending_question_failed_and_keeps_it_failed(
     )
 
 
-def test_cancel_question_stops_a_pending_question_and_a_worker_then_skips_it(db: Session, limits: Limits) -> None:
+def test_cancel_question_stops_a_pending_question_and_a_worker_then_skips_it(
+    db: Session, limits: Limits
+) -> None:
     question_id = _question_id(db, limits)
     with pytest.raises(NotFound):
         questions.cancel_question(db, question_id=question_id, owner=OTHER_OWNER)
     assert questions.cancel_question(db, question_id=question_id, owner=OWNER)
     assert not questions.cancel_question(db, question_id=question_id, owner=OWNER)
     assert questions.question_input(db, question_id=question_id) is None  # what a worker reads: nothing to do
-    assert not questions.save_answer(db, question_id=question_id, answer="late", score=0.0, model_version="rc-en@1")
+    assert not questions.save_answer(
+        db, question_id=question_id, answer="late", score=0.0, model_version="rc-en@1"
+    )
     question = questions.get_question(db, question_id=question_id, owner=OWNER)
     assert (question.status, question.answer) == (QuestionStatus.CANCELLED, None)

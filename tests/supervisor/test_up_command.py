@@ -23,15 +23,26 @@ pytestmark = pytest.mark.slow
 
 def _up_env(tmp_path: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key not in {"REDIS_URL", "DATABASE_URL"}}
-    env.update(S2S_DATA_DIR=str(tmp_path), S2S_CHECKPOINT=str(TINY_MODEL), S2S_TORCH_THREADS="1",
-               PYTHONPATH=str(REPO_ROOT))
+    env.update(
+        S2S_DATA_DIR=str(tmp_path),
+        S2S_CHECKPOINT=str(TINY_MODEL),
+        S2S_TORCH_THREADS="1",
+        PYTHONPATH=str(REPO_ROOT),
+    )
     return env
 
 
 def _start_up(env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:
     """`s2s up --no-ui`, returned once it says it is ready, with the lines it printed so far (and later)."""
-    up = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--no-ui"], env=env, cwd=REPO_ROOT,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "up", "--no-ui"],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     lines: list[str] = []
     # A reader thread, because `s2s up` may print several lines at once and a buffered pipe then holds
     # the rest where select() cannot see them.
@@ -68,8 +79,10 @@ def test_up_serves_and_stops_without_stray_processes(tmp_path: Path) -> None:
         assert not (tmp_path / "service.json").exists()
         assert [pid for pid in children if pid_alive(pid)] == []
         said = "".join(lines)  # what it stopped, in order
-        stops = [said.index(f"stopped {name} (pid {info['children'][key]})")
-                 for key, name in (("worker", "the worker"), ("redis", "the private Redis"))]
+        stops = [
+            said.index(f"stopped {name} (pid {info['children'][key]})")
+            for key, name in (("worker", "the worker"), ("redis", "the private Redis"))
+        ]
         assert "Ctrl-C: stopping the service" in said and stops == sorted(stops)
         assert f"the service is stopped; its data stays in {tmp_path}" in said
     finally:
@@ -102,8 +115,13 @@ def test_a_killed_worker_is_started_again_and_answers(tmp_path: Path) -> None:
 
 def test_killing_up_with_sigkill_takes_its_children_down_too(tmp_path: Path) -> None:
     env = _up_env(tmp_path)
-    up = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--no-ui"], env=env, cwd=REPO_ROOT,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "up", "--no-ui"],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     children: list[int] = []
     try:
         deadline = time.monotonic() + 90
@@ -130,8 +148,14 @@ def test_killing_up_with_sigkill_takes_its_children_down_too(tmp_path: Path) -> 
 def test_commands_without_a_service_say_how_to_start_one(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
     env.update(S2S_DATA_DIR=str(tmp_path), PYTHONPATH=str(REPO_ROOT))
-    done = subprocess.run([sys.executable, "-m", "cli.main", "ask", "--passage", "p", "--question", "q"],
-                          env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", "ask", "--passage", "p", "--question", "q"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert "no service running" in done.stderr and "s2s up" in done.stderr
 
@@ -143,8 +167,14 @@ def test_a_second_up_on_the_same_data_dir_refuses_at_once_and_leaves_the_first_a
         record = (tmp_path / "service.json").read_bytes()
         redis_starts = (tmp_path / "logs" / "redis.log").read_text().count("Ready to accept connections")
         started = time.monotonic()
-        second = subprocess.run([sys.executable, "-m", "cli.main", "up", "--no-ui"], env=env, cwd=REPO_ROOT,
-                                capture_output=True, text=True, timeout=60)
+        second = subprocess.run(
+            [sys.executable, "-m", "cli.main", "up", "--no-ui"],
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert time.monotonic() - started < 30
         assert second.returncode == 2, second.stdout + second.stderr
         assert second.stdout == "" and "Traceback" not in second.stderr
@@ -153,7 +183,9 @@ def test_a_second_up_on_the_same_data_dir_refuses_at_once_and_leaves_the_first_a
         assert json.loads(record)["redis_url"] in message[0]
         assert (tmp_path / "service.json").read_bytes() == record
         # no second Redis on its files
-        assert (tmp_path / "logs" / "redis.log").read_text().count("Ready to accept connections") == redis_starts
+        assert (tmp_path / "logs" / "redis.log").read_text().count(
+            "Ready to accept connections"
+        ) == redis_starts
         done = _ask(env)
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines()[0] == "Oslo"
@@ -169,8 +201,14 @@ def test_up_with_the_ui_port_in_use_fails_at_once_and_starts_nothing(tmp_path: P
         taken.listen(1)
         port = taken.getsockname()[1]
         env = {**_up_env(tmp_path), "S2S_UI_HOST": "127.0.0.1", "S2S_UI_PORT": str(port)}
-        done = subprocess.run([sys.executable, "-m", "cli.main", "up"], env=env, cwd=REPO_ROOT,
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "cli.main", "up"],
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"the UI port 127.0.0.1:{port} is already in use" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "service.json").exists()

@@ -84,9 +84,27 @@ class OwnRedis:
         directory.mkdir(parents=True, exist_ok=True)
 
     def start(self) -> None:
-        command = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory),
-                   "--appendonly", "yes", "--appendfsync", "always", "--maxmemory-policy", "noeviction",
-                   "--save", "", "--daemonize", "no", "--logfile", str(self.directory / "redis.log")]
+        command = [
+            self.binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.directory),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--maxmemory-policy",
+            "noeviction",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.directory / "redis.log"),
+        ]
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -95,7 +113,9 @@ class OwnRedis:
                     return
             except redis.RedisError:
                 time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not start: {(self.directory / 'redis.log').read_text()[-1000:]}")
+        raise RuntimeError(
+            f"redis-server did not start: {(self.directory / 'redis.log').read_text()[-1000:]}"
+        )
 
     def kill(self) -> None:
         assert self.process is not None
@@ -193,8 +213,13 @@ class ClosablePort:
 def service(tmp: Path, redis_url: str, database_url: str, **worker_env: str) -> Iterator[dict[str, Any]]:
     """One started worker on `redis_url` and `database_url` (migrated here); this process sends to them."""
     migrate.upgrade(database_url)
-    env = fixtures.service_env(redis_url, database_url, S2S_TEST_DECODE_DELAY_MS=DECODE_DELAY_MS,
-                               S2S_BATCH_CHUNK_SIZE=CHUNK_SIZE, **worker_env)
+    env = fixtures.service_env(
+        redis_url,
+        database_url,
+        S2S_TEST_DECODE_DELAY_MS=DECODE_DELAY_MS,
+        S2S_BATCH_CHUNK_SIZE=CHUNK_SIZE,
+        **worker_env,
+    )
     saved = {key: os.environ.get(key) for key in ("REDIS_URL", "DATABASE_URL")}
     os.environ.update(REDIS_URL=redis_url, DATABASE_URL=database_url)
     get_settings.cache_clear()
@@ -216,7 +241,9 @@ def service(tmp: Path, redis_url: str, database_url: str, **worker_env: str) -> 
 def submit_job(state: dict[str, Any], count: int) -> str:
     from workers.celery_app import START_JOB_TASK
 
-    items = [{"item_key": f"k{i}", "question": QUESTION, "passage": PASSAGE + f" Item {i}."} for i in range(count)]
+    items = [
+        {"item_key": f"k{i}", "question": QUESTION, "passage": PASSAGE + f" Item {i}."} for i in range(count)
+    ]
     with transaction(state["engine"]) as db:
         job_id = batch_jobs.create_job(db, owner=OWNER, filename="big.jsonl", items=items)
     state["sender"].send(START_JOB_TASK, job_id)
@@ -230,7 +257,9 @@ def send_turns(state: dict[str, Any], count: int, *, first: int = 0) -> None:
     for i in range(first, first + count):
         with transaction(state["engine"]) as db:
             conversation_id = conversations.create_conversation(db, owner=OWNER).id
-            sent = conversations.add_user_turn(db, conversation_id=conversation_id, owner=OWNER, text=f"hello {i}")
+            sent = conversations.add_user_turn(
+                db, conversation_id=conversation_id, owner=OWNER, text=f"hello {i}"
+            )
         state["sender"].send(REPLY_TASK, sent.reply_turn_id)
 
 
@@ -239,10 +268,14 @@ def wait_settled(engine: Engine, job_id: str, *, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with transaction(engine) as db:
-            pending_items = db.scalar(select(func.count()).select_from(QAJobItem).where(
-                QAJobItem.job_id == job_id, QAJobItem.status == ItemStatus.PENDING))
-            pending_turns = db.scalar(select(func.count()).select_from(Turn).where(
-                Turn.status == TurnStatus.PENDING))
+            pending_items = db.scalar(
+                select(func.count())
+                .select_from(QAJobItem)
+                .where(QAJobItem.job_id == job_id, QAJobItem.status == ItemStatus.PENDING)
+            )
+            pending_turns = db.scalar(
+                select(func.count()).select_from(Turn).where(Turn.status == TurnStatus.PENDING)
+            )
         if not pending_items and not pending_turns:
             return
         time.sleep(0.2)
@@ -252,8 +285,11 @@ def assert_exactly_once(state: dict[str, Any], job_id: str, *, items: int, turns
     """Every item answered (done, with an answer) by exactly one decode, every message with exactly one reply."""
     engine = state["engine"]
     with transaction(engine) as db:
-        statuses = db.execute(select(QAJobItem.status, func.count()).where(QAJobItem.job_id == job_id)
-                              .group_by(QAJobItem.status)).all()
+        statuses = db.execute(
+            select(QAJobItem.status, func.count())
+            .where(QAJobItem.job_id == job_id)
+            .group_by(QAJobItem.status)
+        ).all()
         replies = db.execute(select(Turn.conversation_id, Turn.role, Turn.status, Turn.text)).all()
     assert dict(statuses) == {ItemStatus.DONE: items}, dict(statuses)
     users = [row for row in replies if row.role is Role.USER]
@@ -293,14 +329,17 @@ def _survive_a_redis_fault(tmp_path: Path, own_redis: OwnRedis, fault: Callable[
         over = time.monotonic()
         send_turns(state, TURNS_AFTER, first=TURNS)
         wait_settled(engine, job_id, timeout_s=300)
-        print(f"done {progress.done} of {ITEMS} at the {what} ({queued} chunk messages queued); settled "
-              f"{time.monotonic() - over:.1f} s after it")
+        print(
+            f"done {progress.done} of {ITEMS} at the {what} ({queued} chunk messages queued); settled "
+            f"{time.monotonic() - over:.1f} s after it"
+        )
         assert state["worker"].poll() is None, "the worker must ride out the outage, not exit"
         assert_exactly_once(state, job_id, items=ITEMS, turns=TURNS + TURNS_AFTER)
 
 
-def test_redis_killed_and_started_again_mid_job_loses_and_repeats_nothing(tmp_path: Path,
-                                                                          own_redis: OwnRedis) -> None:
+def test_redis_killed_and_started_again_mid_job_loses_and_repeats_nothing(
+    tmp_path: Path, own_redis: OwnRedis
+) -> None:
     def kill_and_restart() -> None:
         own_redis.kill()
         time.sleep(5.0)  # the worker meets a refused connection meanwhile
@@ -343,10 +382,14 @@ def test_postgresql_unreachable_mid_job_then_back_loses_and_repeats_nothing(tmp_
                 reopened = time.monotonic()
                 send_turns(state, TURNS_AFTER, first=TURNS)
                 wait_settled(engine, job_id, timeout_s=300)
-                print(f"done {progress.done} of {ITEMS} when the port closed; settled "
-                      f"{time.monotonic() - reopened:.1f} s after it opened")
+                print(
+                    f"done {progress.done} of {ITEMS} when the port closed; settled "
+                    f"{time.monotonic() - reopened:.1f} s after it opened"
+                )
                 log = state["log"].read_text(errors="replace")
-                assert "OperationalError" in log or "does not answer" in log, "the worker never met the outage"
+                assert "OperationalError" in log or "does not answer" in log, (
+                    "the worker never met the outage"
+                )
                 assert state["worker"].poll() is None
                 assert_exactly_once(state, job_id, items=ITEMS, turns=TURNS + TURNS_AFTER)
         finally:
@@ -386,7 +429,9 @@ def _bad_checkpoint(kind: str, directory: Path) -> Path:
 
 
 @pytest.mark.parametrize("kind", ["missing", "no model.pt", "truncated", "corrupt", "runs code"])
-def test_a_worker_refuses_an_unusable_checkpoint_in_one_line_and_takes_no_work(tmp_path: Path, kind: str) -> None:
+def test_a_worker_refuses_an_unusable_checkpoint_in_one_line_and_takes_no_work(
+    tmp_path: Path, kind: str
+) -> None:
     from workers.celery_app import QUESTION_TASK
 
     checkpoint = _bad_checkpoint(kind, tmp_path)
@@ -401,12 +446,22 @@ def test_a_worker_refuses_an_unusable_checkpoint_in_one_line_and_takes_no_work(t
         try:
             with transaction(engine) as db:
                 passage_id = questions.upsert_passage(db, text=PASSAGE)
-                question_id = questions.create_question(db, owner=OWNER, passage_id=passage_id, question=QUESTION).id
-            sender.send(QUESTION_TASK, question_id)  # queued before the worker starts: it must still be there after
+                question_id = questions.create_question(
+                    db, owner=OWNER, passage_id=passage_id, question=QUESTION
+                ).id
+            sender.send(
+                QUESTION_TASK, question_id
+            )  # queued before the worker starts: it must still be there after
             env = fixtures.service_env(redis_url, database_url, S2S_CHECKPOINT=str(checkpoint))
             started = time.monotonic()
-            done = subprocess.run([sys.executable, "-m", "cli.main", "worker", "--name", "bad@%h"], env=env,
-                                  cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)
+            done = subprocess.run(
+                [sys.executable, "-m", "cli.main", "worker", "--name", "bad@%h"],
+                env=env,
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=240,
+            )
             took = time.monotonic() - started
             output = done.stdout + done.stderr
             assert done.returncode == 78, output[-3000:]
@@ -416,8 +471,9 @@ def test_a_worker_refuses_an_unusable_checkpoint_in_one_line_and_takes_no_work(t
             print(f"{kind}: refused in {took:.1f} s: {lines[0]}")
             assert not (tmp_path / "pwned").exists(), "loading the checkpoint ran code from it"
             assert redis.Redis.from_url(redis_url).llen("interactive") == 1  # the question is still queued
-            good = fixtures.start_worker(fixtures.service_env(redis_url, database_url), tmp_path / "good.log",
-                                         wait_s=180)
+            good = fixtures.start_worker(
+                fixtures.service_env(redis_url, database_url), tmp_path / "good.log", wait_s=180
+            )
             try:
                 deadline = time.monotonic() + 120
                 while time.monotonic() < deadline:

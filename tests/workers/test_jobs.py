@@ -70,7 +70,9 @@ def test_a_reply_stored_and_the_reply_read_back_report_the_same(engine: Engine, 
     assert fresh == again
 
 
-def test_a_reply_or_question_the_user_stopped_is_skipped_without_a_decode(engine: Engine, serving: Serving) -> None:
+def test_a_reply_or_question_the_user_stopped_is_skipped_without_a_decode(
+    engine: Engine, serving: Serving
+) -> None:
     turn_id, question_id = _turn(engine), _question(engine)
     with transaction(engine) as db:
         conversation_id = conversations.get_turn(db, turn_id=turn_id, owner=OWNER).conversation_id
@@ -99,7 +101,9 @@ def test_an_answer_stored_by_a_racing_delivery_is_what_the_late_one_reports(
 
         def answer(self, pairs: list[tuple[str, str]], decode: object = None) -> list[list[object]]:
             with transaction(engine) as db:
-                questions.save_answer(db, question_id=question_id, answer="Paris", score=-1.0, model_version="racer")
+                questions.save_answer(
+                    db, question_id=question_id, answer="Paris", score=-1.0, model_version="racer"
+                )
             return serving.decoder.answer(pairs, decode)
 
         def reply(self, histories: list[list[str]], decode: object = None) -> list[list[object]]:

@@ -19,7 +19,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def restored_environment() -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in ("REDIS_URL", "DATABASE_URL", "S2S_OWNER_REQUESTS_PER_MINUTE")}
+    saved = {
+        key: os.environ.get(key) for key in ("REDIS_URL", "DATABASE_URL", "S2S_OWNER_REQUESTS_PER_MINUTE")
+    }
     os.environ["S2S_OWNER_REQUESTS_PER_MINUTE"] = "0"  # simulated users with no think time outpace a person
     get_settings.cache_clear()
     try:
