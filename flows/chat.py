@@ -2,7 +2,7 @@
 
 `send` = `store` (check the text and that a worker is online, store the message and its pending reply) +
 `queue` (enqueue the reply, or mark it failed so it can be retried). A reply is read back from the database
-(`poll`, `history`) or waited for on the result store (`wait`); `stop` cancels the replies still pending.
+(`poll`, `history`), or waited for by reading its row (`wait`); `stop` cancels the replies still pending.
 """
 
 from __future__ import annotations

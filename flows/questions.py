@@ -1,8 +1,8 @@
 """Reading comprehension: one question about a passage, answered through the interactive queue.
 
 `ask` = check the texts and that a worker is online, `store` the passage (reused by hash) and a pending
-question, then enqueue it or mark it failed. The answer is read back from the database (`result`) or waited
-for on the result store (`wait`); `stop` cancels a question still pending.
+question, then enqueue it or mark it failed. The answer is read back from the database (`result`), or waited
+for by reading the row until it is no longer pending (`wait`); `stop` cancels a question still pending.
 """
 
 from __future__ import annotations
