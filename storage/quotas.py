@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from settings import Settings, get_settings
 from storage.errors import OverLimit
+from storage.limits import check_owner
 from storage.models import Conversation, ItemStatus, QAJob, QAJobItem, Question, Role, Turn
 
 WINDOW = timedelta(minutes=1)
@@ -52,7 +53,9 @@ def pending_items(db: Session, *, owner: str) -> int:
 
 
 def check_quota(db: Session, *, owner: str, items: int = 0, settings: Settings | None = None) -> None:
-    """Raise OverLimit if one more request from `owner` (a batch job of `items` items) is over a limit."""
+    """Raise OverLimit if one more request from `owner` (a batch job of `items` items) is over a limit; the
+    owner's own errors first (an owner key with a NUL in it must not reach PostgreSQL, even in a query)."""
+    check_owner(owner)
     settings = settings or get_settings()
     per_minute = settings.owner_requests_per_minute
     if per_minute and requests_since(db, owner=owner, since=datetime.now(UTC) - WINDOW) >= per_minute:
