@@ -270,7 +270,7 @@ def _ask(args: argparse.Namespace) -> int:
 
 def _chat(args: argparse.Namespace) -> int:
     from flows import chat
-    from storage.errors import EmptyInput, InputTooLong, UnstorableText
+    from storage.errors import EmptyInput, InputTooLong, OverLimit, UnstorableText
 
     conversation_id = chat.start(_engine, CLI_OWNER, title="terminal chat")
     print(f"conversation {conversation_id}; /quit or Ctrl-D ends", file=sys.stderr)
@@ -286,7 +286,7 @@ def _chat(args: argparse.Namespace) -> int:
             continue
         try:
             sent = chat.send(_engine, CLI_OWNER, conversation_id, text)
-        except (EmptyInput, InputTooLong, UnstorableText) as error:  # this message only; the chat goes on
+        except (EmptyInput, InputTooLong, UnstorableText, OverLimit) as error:  # this message only; the chat goes on
             print(f"s2s chat: {error}", file=sys.stderr, flush=True)
             continue
         outcome = chat.wait(_engine, sent.reply_turn_id, timeout=_timeout(args))
