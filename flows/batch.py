@@ -63,7 +63,9 @@ def submit(engine: EngineSource, owner: str, parsed: ParsedBatch, filename: str)
     if parsed.items:
         client.require_broker()
     with transaction(engine()) as db:
-        quotas.check_quota(db, owner=owner, items=len(parsed.items))
+        quotas.check_quota(
+            db, owner=owner, quota=quotas.Quota.from_settings(get_settings()), items=len(parsed.items)
+        )
         job_id = batch_jobs.create_job(
             db,
             owner=owner,

@@ -111,7 +111,7 @@ def store(
     )  # before the worker check: the text's fault
     client.require_worker(client.INTERACTIVE_QUEUE)
     with transaction(engine()) as db:
-        quotas.check_quota(db, owner=owner)
+        quotas.check_quota(db, owner=owner, quota=quotas.Quota.from_settings(get_settings()))
         if not conversation_id:
             title = " ".join(text.split())[:TITLE_CHARS]
             conversation_id = conversations.create_conversation(db, owner=owner, title=title).id

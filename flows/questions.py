@@ -62,7 +62,7 @@ def ask(engine: EngineSource, owner: str, passage: str, question: str) -> AskedQ
     check(passage, question)
     client.require_worker(client.INTERACTIVE_QUEUE)
     with read_transaction(engine()) as db:
-        quotas.check_quota(db, owner=owner)
+        quotas.check_quota(db, owner=owner, quota=quotas.Quota.from_settings(get_settings()))
     [question_id] = _store(engine, owner, [(question, passage)])
     task_id = enqueue_or_fail(
         engine,

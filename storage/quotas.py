@@ -9,12 +9,13 @@ both pass at the boundary: the limits keep one owner from flooding the queue, th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from settings import Settings, get_settings
+from settings import Settings
 from storage.errors import OverLimit
 from storage.limits import check_owner
 from storage.models import Conversation, ItemStatus, QAJob, QAJobItem, Question, Role, Turn
@@ -52,18 +53,31 @@ def pending_items(db: Session, *, owner: str) -> int:
     )
 
 
-def check_quota(db: Session, *, owner: str, items: int = 0, settings: Settings | None = None) -> None:
-    """Raise OverLimit if one more request from `owner` (a batch job of `items` items) is over a limit; the
+@dataclass(frozen=True)
+class Quota:
+    """The per-owner limits (0: none), passed in like storage.limits.Limits: storage reads no settings."""
+
+    per_minute: int
+    max_pending_items: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Quota:
+        return cls(
+            per_minute=settings.owner_requests_per_minute, max_pending_items=settings.owner_max_pending_items
+        )
+
+
+def check_quota(db: Session, *, owner: str, quota: Quota, items: int = 0) -> None:
+    """Raise OverLimit if one more request from `owner` (a batch job of `items` items) is over `quota`; the
     owner's own errors first (an owner key with a NUL in it must not reach PostgreSQL, even in a query)."""
     check_owner(owner)
-    settings = settings or get_settings()
-    per_minute = settings.owner_requests_per_minute
+    per_minute = quota.per_minute
     if per_minute and requests_since(db, owner=owner, since=datetime.now(UTC) - WINDOW) >= per_minute:
         raise OverLimit(
             f"too many requests: the limit is {per_minute} a minute for each user; "
             "wait a minute and try again"
         )
-    most = settings.owner_max_pending_items
+    most = quota.max_pending_items
     if items and most:
         waiting = pending_items(db, owner=owner)
         if waiting + items > most:
