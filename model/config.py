@@ -158,6 +158,7 @@ class TrainConfig:
     eval_every: int = 500
     eval_batches: int = 50
     label_smoothing: float = 0.1
+    word_dropout: float = 0.0        # share of decoder input words replaced by <unk> in training (see drop_target_words)
     grad_clip: float = 2.0
     weight_decay: float = 0.0
     coverage_weight: float = 0.0

@@ -67,11 +67,15 @@ class Seq2Seq(nn.Module):
     def decode_step(self, prev_ids: torch.Tensor, state: DecoderState, memory: Memory) -> StepOutput:
         return self.decoder.step(prev_ids, state, memory)
 
-    def forward(self, batch: Batch, *, label_smoothing: float = 0.0, coverage_weight: float = 0.0) -> ForwardOutput:
-        """Teacher forcing over batch.tgt_ids (batch, tgt_len): inputs are tgt[:, :-1], targets tgt[:, 1:]."""
+    def forward(self, batch: Batch, *, label_smoothing: float = 0.0, coverage_weight: float = 0.0,
+                word_dropout: float = 0.0) -> ForwardOutput:
+        """Teacher forcing over batch.tgt_ids (batch, tgt_len): inputs are tgt[:, :-1], targets tgt[:, 1:].
+        In training mode `word_dropout` replaces that share of the decoder's input words (not bos) by <unk>."""
         assert batch.tgt_ids is not None, "forward() needs target ids"
         memory, state = self.encode(batch.src_ids, batch.src_lengths, batch.src_features)
         inputs, targets = batch.tgt_ids[:, :-1], batch.tgt_ids[:, 1:]
+        if self.training and word_dropout > 0:
+            inputs = drop_target_words(inputs, word_dropout, unk_id=self.config.unk_id, pad_id=self.config.pad_id)
         target_mask = targets != self.config.pad_id
         tokens = target_mask.sum()
         coverage_loss = memory.states.new_zeros((), dtype=torch.float32)
@@ -109,3 +113,12 @@ class Seq2Seq(nn.Module):
 
 def build_model(config: ModelConfig) -> Seq2Seq:
     return Seq2Seq(config)
+
+
+def drop_target_words(inputs: torch.Tensor, rate: float, *, unk_id: int, pad_id: int) -> torch.Tensor:
+    """Word dropout on the decoder's inputs (Bowman et al. 2016): each input word after bos becomes <unk> with
+    probability `rate`, so the decoder cannot predict the reply from its own prefix alone and must read the
+    source through attention. Padding and the first column (bos) stay; the targets are not touched."""
+    drop = torch.rand(inputs.shape, device=inputs.device) < rate
+    drop[:, 0] = False
+    return inputs.masked_fill(drop & (inputs != pad_id), unk_id)

@@ -62,6 +62,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="adaptive softmax cluster cutoffs, e.g. 1000,4000 (needs --no-copy)")
     parser.add_argument("--coverage", action="store_true", help="enable coverage (and its loss)")
     parser.add_argument("--label-smoothing", type=float, help="label smoothing epsilon")
+    parser.add_argument("--word-dropout", type=float,
+                        help="share of the decoder's input words replaced by <unk> in training, so that replies "
+                             "depend on the source (0 = off)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (one is fastest on 2 cores)")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
@@ -98,7 +101,8 @@ def configs_from_args(args: argparse.Namespace, vocab_size: int, special: dict[s
         model_values["adaptive_cutoffs"] = args.adaptive_softmax
     train_values: dict[str, Any] = dict(train_overrides)
     train_values["amp"] = bool(args.amp)
-    for flag in ("max_steps", "max_minutes", "batch_size", "learning_rate", "eval_every", "seed", "label_smoothing"):
+    for flag in ("max_steps", "max_minutes", "batch_size", "learning_rate", "eval_every", "seed", "label_smoothing",
+                 "word_dropout"):
         if getattr(args, flag) is not None:
             train_values[flag] = getattr(args, flag)
     if args.coverage:
@@ -227,7 +231,7 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
                 group["lr"] = learning_rate_at(step, train_config, time_fraction)
             with autocast(device, train_config.amp):
                 out_step = model(batch.to(device), label_smoothing=train_config.label_smoothing,
-                                 coverage_weight=train_config.coverage_weight)
+                                 coverage_weight=train_config.coverage_weight, word_dropout=train_config.word_dropout)
             optimizer.zero_grad(set_to_none=True)
             out_step.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)

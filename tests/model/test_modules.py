@@ -196,3 +196,31 @@ def test_config_refuses_an_adaptive_softmax_with_copy_or_bad_cutoffs():
         tiny_config(copy=False, adaptive_cutoffs=(6, 12))  # hidden 8: the second cluster would be 0 wide
     config = tiny_config(copy=False, adaptive_cutoffs=[6, 12], hidden_size=16)
     assert ModelConfig.from_dict(config.to_dict()).adaptive_cutoffs == (6, 12)
+
+
+def test_word_dropout_replaces_only_decoder_input_words_and_only_in_training():
+    from model.seq2seq import drop_target_words
+
+    torch.manual_seed(0)
+    inputs = torch.randint(4, VOCAB, (64, 20))
+    inputs[:, 0] = 2                      # bos
+    inputs[5, 12:] = 0                    # padding
+    everything = drop_target_words(inputs, 1.0, unk_id=1, pad_id=0)
+    assert (everything[:, 0] == 2).all() and (everything[5, 12:] == 0).all()
+    assert (everything[:, 1:][inputs[:, 1:] != 0] == 1).all()
+    assert torch.equal(drop_target_words(inputs, 0.0, unk_id=1, pad_id=0), inputs)
+    share = (drop_target_words(inputs, 0.3, unk_id=1, pad_id=0)[:, 1:] == 1).float().mean().item()
+    assert 0.25 < share < 0.35
+
+    model = build_model(tiny_config(copy=False, input_feeding=False, self_attention=False))
+    batch = tiny_batch()
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(batch, word_dropout=0.9).loss, model(batch).loss)   # inference never drops
+    model.train()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        dropped = model(batch, word_dropout=0.9)
+        torch.manual_seed(1)
+        kept = model(batch)
+    assert dropped.tokens == kept.tokens and not torch.equal(dropped.loss, kept.loss)
