@@ -108,6 +108,13 @@ def teacher_forced_nll(models: ModelSet, pairs: list[tuple[list[str], str]], lan
     return nll, tokens
 
 
+def with_other_contexts(pairs: list[tuple[list[str], str]]) -> list[tuple[list[str], str]]:
+    """Each reference reply after the conversation of the pair half the list away: the same replies and the
+    same contexts, mismatched (deterministic; a single pair keeps its own)."""
+    half = len(pairs) // 2
+    return [(pairs[(index + half) % len(pairs)][0], reply) for index, (_, reply) in enumerate(pairs)]
+
+
 def read_dialogs(paths: Sequence[str | Path]) -> list[Dialog]:
     """Every dialog in the given files (any format model/readers.py reads)."""
     return [r for path in paths for r in read_any(path)[0] if isinstance(r, Dialog)]
@@ -157,6 +164,7 @@ def evaluate_chat(models: ModelSet, data_path: str | Path, *, limit: int | None 
     if decode_overrides:
         decode = decode.replace(**decode_overrides)
     nll, tokens = teacher_forced_nll(models, pairs, language, batch_size)
+    other_nll, other_tokens = teacher_forced_nll(models, with_other_contexts(pairs), language, batch_size)
     started = time.monotonic()
     replies: list[str] = []
     for start in range(0, len(pairs), batch_size):
@@ -172,6 +180,9 @@ def evaluate_chat(models: ModelSet, data_path: str | Path, *, limit: int | None 
                                         ensure_ascii=False) + "\n")
     result: dict[str, Any] = {
         "count": len(pairs), "language": language, "perplexity": round(perplexity(nll, tokens), 3),
+        "perplexity_other_context": round(perplexity(other_nll, other_tokens), 3),
+        # how much the conversation helps the model predict the reference: 1.0 = it ignores what it reads
+        "context_gain": round(perplexity(other_nll, other_tokens) / perplexity(nll, tokens), 4),
         "bleu1": round(corpus_bleu(replies, references, 1), 2), "bleu2": round(corpus_bleu(replies, references, 2), 2),
         "distinct1": round(distinct_n(replies, 1), 4), "distinct2": round(distinct_n(replies, 2), 4),
         "top_reply": top, "top_reply_share": round(share, 4), "decode_seconds": round(seconds, 2),
@@ -182,7 +193,7 @@ def evaluate_chat(models: ModelSet, data_path: str | Path, *, limit: int | None 
     if panel_train:
         panel = chat_quality_panel(pairs, replies, train_dialogs, language, seed=panel_seed)
         # Reference perplexity and BLEU belong to the model's side only: people score 100 BLEU against themselves.
-        panel["reply"].update({key: result[key] for key in ("perplexity", "bleu1", "bleu2")})
+        panel["reply"].update({key: result[key] for key in ("perplexity", "context_gain", "bleu1", "bleu2")})
         result["panel_train"] = [str(path) for path in panel_train]
         result["panel"] = panel
     return result

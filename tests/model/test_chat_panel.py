@@ -187,5 +187,18 @@ def test_eval_chat_prints_the_panel_and_drops_pairs_seen_in_training(tmp_path, c
     assert result["dropped_seen_pairs"] == 2 and result["count"] == 2
     assert set(result["panel"]) == {"reply", "human"}
     assert result["panel"]["reply"]["perplexity"] == result["perplexity"]
+    assert result["context_gain"] == pytest.approx(result["perplexity_other_context"] / result["perplexity"], rel=1e-3)
+    assert result["panel"]["reply"]["context_gain"] == result["context_gain"]
     assert result["panel"]["human"]["language_agreement"] == 1.0
     assert result["panel"]["human"]["count"] == 2
+
+
+def test_other_contexts_keep_every_reply_and_give_each_a_different_pairs_conversation() -> None:
+    from model.evaluation import with_other_contexts
+
+    pairs = [([f"message {i}"], f"reply {i}") for i in range(5)]
+    mixed = with_other_contexts(pairs)
+    assert [reply for _, reply in mixed] == [reply for _, reply in pairs]
+    assert all(history != own for (history, _), (own, _) in zip(mixed, pairs))
+    assert sorted(h[0] for h, _ in mixed) == sorted(h[0] for h, _ in pairs)
+    assert with_other_contexts(pairs[:1]) == pairs[:1]
