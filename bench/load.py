@@ -247,6 +247,26 @@ def service_with_workers(checkpoint: str, workers: int, device: str) -> Iterator
                 stop_worker(process)
 
 
+def watch_job(engine: Any, job_id: str, started: float, finished: list[float], timeout_s: float) -> None:
+    """Append to `finished` the seconds since `started` at which the job first had no pending item."""
+    from sqlalchemy import func, select
+
+    from storage.db import transaction
+    from storage.models import ItemStatus, QAJobItem
+
+    while time.perf_counter() - started < timeout_s:
+        with transaction(engine) as db:
+            pending = db.scalar(
+                select(func.count())
+                .select_from(QAJobItem)
+                .where(QAJobItem.job_id == job_id, QAJobItem.status == ItemStatus.PENDING)
+            )
+        if not pending:
+            finished.append(time.perf_counter() - started)
+            return
+        time.sleep(0.5)
+
+
 def run_load(
     service: Any,
     *,
@@ -278,12 +298,19 @@ def run_load(
     ]
     for thread in threads:
         thread.start()
+    job_finished: list[float] = []  # seconds from the start until the job had no pending item
+    watcher = threading.Thread(
+        target=watch_job, args=(engine, job_id, started, job_finished, seconds + drain_s), daemon=True
+    )
+    watcher.start()
     time.sleep(seconds)
     stop.set()
     for thread in threads:
         thread.join(timeout=reply_timeout_s + 30)
     load_s = time.perf_counter() - started
     drained_s = wait_until_settled(engine, job_id, timeout_s=drain_s)
+    watcher.join(timeout=5)
+    job_s = job_finished[0] if job_finished else load_s + drained_s
     counts = count_records(engine, job_id)
     latencies = sorted(ms for user in stats for ms in user.latencies_ms)
     sent = sum(user.sent for user in stats)
@@ -318,7 +345,8 @@ def run_load(
         "chat_refused_before_storing": sum(len(user.errors) for user in stats),
         "batch_items": items,
         "batch_items_done_during_load_or_drain": done_items,
-        "batch_items_per_s": round(done_items / (load_s + drained_s), 2),
+        "batch_job_s": round(job_s, 1),
+        "batch_items_per_s": round(done_items / job_s, 2) if job_s else None,
         "drain_s": round(drained_s, 1),
         "database": counts,
         "lost": lost,
