@@ -138,7 +138,7 @@ def main() -> int:
     parser.add_argument("--checkpoint", default=None, help="trained checkpoint dir; default: a random model")
     parser.add_argument(
         "--tokenizer",
-        default=str(REPO_ROOT / "model" / "checkpoints" / "rc-en" / "tokenizer.model"),
+        default=str(REPO_ROOT / "model" / "checkpoints" / "chat-en" / "tokenizer.model"),
         help="tokenizer of the random model",
     )
     parser.add_argument(
