@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from storage.db import finish_pending, update_rows
 from storage.errors import DuplicateKey, InputTooLong, NotFound
-from storage.limits import DEFAULT_LIMITS, Limits, check_owner, check_storable, check_text
+from storage.limits import DEFAULT_LIMITS, Limits, check_owner, check_storable, check_text, storable
 from storage.models import (
     FILENAME_MAX_CHARS,
     ITEM_KEY_MAX_CHARS,
@@ -154,6 +154,8 @@ def create_job(
 
 
 def get_job(db: Session, *, job_id: str, owner: str) -> QAJob:
+    if not storable(job_id, owner):
+        raise NotFound("job", job_id)
     job = db.scalar(select(QAJob).where(QAJob.id == job_id, QAJob.owner == owner))
     if job is None:
         raise NotFound("job", job_id)
@@ -162,6 +164,8 @@ def get_job(db: Session, *, job_id: str, owner: str) -> QAJob:
 
 def list_jobs(db: Session, *, owner: str, limit: int = 50) -> list[QAJob]:
     """The owner's jobs, newest first."""
+    if not storable(owner):
+        return []
     query = select(QAJob).where(QAJob.owner == owner).order_by(QAJob.created_at.desc(), QAJob.id).limit(limit)
     return list(db.scalars(query))
 
@@ -424,7 +428,7 @@ def failed_items_by_job(
     """failed_items of several of the owner's jobs in one query: job id -> its failed items (jobs with none
     are left out)."""
     found: dict[str, list[dict[str, str | None]]] = {}
-    if not job_ids:
+    if not job_ids or not storable(owner, *job_ids):
         return found
     query = (
         select(QAJobItem.job_id, QAJobItem.item_key, QAJobItem.error)

@@ -28,6 +28,7 @@ from storage.limits import (
     check_owner,
     check_storable,
     check_text,
+    storable,
 )
 from storage.models import (
     CLIENT_REQUEST_ID_MAX_CHARS,
@@ -69,6 +70,8 @@ def get_conversation(
     db: Session, *, conversation_id: str, owner: str, for_update: bool = False
 ) -> Conversation:
     """The conversation, if `owner` owns it; `for_update` locks its row until commit (PostgreSQL)."""
+    if not storable(conversation_id, owner):
+        raise NotFound("conversation", conversation_id)
     query = select(Conversation).where(Conversation.id == conversation_id, Conversation.owner == owner)
     if for_update:
         query = query.with_for_update().execution_options(populate_existing=True)
@@ -80,6 +83,8 @@ def get_conversation(
 
 def list_conversations(db: Session, *, owner: str, limit: int = 100) -> list[Conversation]:
     """The owner's conversations, most recently active first."""
+    if not storable(owner):
+        return []
     query = (
         select(Conversation)
         .where(Conversation.owner == owner)
@@ -169,6 +174,8 @@ def add_user_turn(
 
 
 def get_turn(db: Session, *, turn_id: int, owner: str) -> Turn:
+    if not storable(owner):
+        raise NotFound("turn", turn_id)
     query = select(Turn).join(Turn.conversation).where(Turn.id == turn_id, Conversation.owner == owner)
     turn = db.scalar(query)
     if turn is None:

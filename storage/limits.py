@@ -54,6 +54,12 @@ def unstorable_reason(text: str) -> str | None:
     return f"{kind} (U+{code:04X}) at position {found.start() + 1}"
 
 
+def storable(*keys: str) -> bool:
+    """False if a lookup key (an owner, an id from a request) holds a character no row can hold: such a key
+    matches nothing, and PostgreSQL would refuse the query with a DataError rather than find nothing."""
+    return all(unstorable_reason(key) is None for key in keys)
+
+
 def check_storable(text: str, *, field: str) -> str:
     """Return `text` unchanged unless it holds a character a database cannot store; raise UnstorableText then."""
     reason = unstorable_reason(text)

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from storage.db import finish_pending
 from storage.errors import NotFound
-from storage.limits import DEFAULT_LIMITS, Limits, check_owner, check_text
+from storage.limits import DEFAULT_LIMITS, Limits, check_owner, check_text, storable
 from storage.models import MODEL_VERSION_MAX_CHARS, Passage, Question, QuestionStatus, utcnow
 
 _IN_CHUNK = 500  # ids per IN (...) list, well under SQLite's bound-parameter limit
@@ -94,6 +94,8 @@ def create_question(
 
 
 def get_question(db: Session, *, question_id: str, owner: str) -> Question:
+    if not storable(question_id, owner):
+        raise NotFound("question", question_id)
     row = db.scalar(select(Question).where(Question.id == question_id, Question.owner == owner))
     if row is None:
         raise NotFound("question", question_id)
