@@ -80,9 +80,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add_reader_arguments(parser)
 
 
-def configs_from_args(args: argparse.Namespace, vocab_size: int, special: dict[str, int],
-                      ) -> tuple[ModelConfig, TrainConfig]:
-    model_overrides, train_overrides = PRESETS[args.preset]
+def model_config_from_args(args: argparse.Namespace, vocab_size: int, special: dict[str, int]) -> ModelConfig:
+    """The preset's network with the flags' changes (not used with --init-from: the checkpoint's network is)."""
+    model_overrides = PRESETS[args.preset][0]
     model_values: dict[str, Any] = {**model_overrides, **special, "vocab_size": vocab_size}
     if args.task != "any" or "task" not in model_values:
         model_values["task"] = args.task
@@ -99,7 +99,11 @@ def configs_from_args(args: argparse.Namespace, vocab_size: int, special: dict[s
         model_values["input_feeding"] = False
     if args.adaptive_softmax:
         model_values["adaptive_cutoffs"] = args.adaptive_softmax
-    train_values: dict[str, Any] = dict(train_overrides)
+    return ModelConfig(**model_values)
+
+
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    train_values: dict[str, Any] = dict(PRESETS[args.preset][1])
     train_values["amp"] = bool(args.amp)
     for flag in ("max_steps", "max_minutes", "batch_size", "learning_rate", "eval_every", "seed", "label_smoothing",
                  "word_dropout"):
@@ -107,7 +111,7 @@ def configs_from_args(args: argparse.Namespace, vocab_size: int, special: dict[s
             train_values[flag] = getattr(args, flag)
     if args.coverage:
         train_values.setdefault("coverage_weight", 1.0)
-    return ModelConfig(**model_values), TrainConfig(**train_values)
+    return TrainConfig(**train_values)
 
 
 def prepare_tokenizer(args: argparse.Namespace, out: Path, train_records: Sequence[Any]) -> Tokenizer:
@@ -172,9 +176,11 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
     tokenizer = prepare_tokenizer(args, out, train_records)
     special = {"pad_id": tokenizer.pad_id, "unk_id": tokenizer.unk_id, "bos_id": tokenizer.bos_id,
                "eos_id": tokenizer.eos_id}
-    model_config, train_config = configs_from_args(args, tokenizer.vocab_size, special)
-    if initial is not None:
-        model_config = initial.config
+    # --init-from continues the checkpoint's network: the preset's (whose adaptive cutoffs may not even fit
+    # this tokenizer) is not built
+    model_config = (initial.config if initial is not None
+                    else model_config_from_args(args, tokenizer.vocab_size, special))
+    train_config = train_config_from_args(args)
     seed_everything(train_config.seed)
     device = resolve_device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = True  # TF32 tensor cores for fp32 training on CUDA

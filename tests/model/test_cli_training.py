@@ -57,6 +57,22 @@ def test_dry_run_trains_one_step_and_writes_a_loadable_checkpoint(tmp_path, caps
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 3
 
 
+def test_init_from_continues_the_checkpoints_network_whatever_the_preset_says(tmp_path, capsys):
+    from model.checkpoint import load_checkpoint
+
+    write_reverse_task(tmp_path / "train.jsonl", 40, seed=4)
+    assert s2s(["train", "--preset", "tiny", "--train", str(tmp_path / "train.jsonl"), "--out",
+                str(tmp_path / "first"), "--dry-run", "--device", "cpu"]) == 0
+    # cpu-chat's adaptive cutoffs (1000, 4000) do not fit the tiny 400-piece tokenizer: only the checkpoint's
+    # network may be built, with the run's training settings (word dropout here)
+    assert s2s(["train", "--preset", "cpu-chat", "--train", str(tmp_path / "train.jsonl"), "--out",
+                str(tmp_path / "second"), "--init-from", str(tmp_path / "first"), "--max-steps", "2",
+                "--word-dropout", "0.3", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 2
+    first, second = load_checkpoint(tmp_path / "first"), load_checkpoint(tmp_path / "second")
+    assert second.config == first.config and second.config.adaptive_cutoffs == ()
+
+
 def test_eval_rc_scores_a_squad_file_and_writes_official_predictions(tmp_path, capsys, tiny_model_dir):
     data = {"version": "1.1", "data": [{"title": "t", "paragraphs": [
         {"context": "Bob was born in Oslo. Later Bob moved to Lima for work.",
