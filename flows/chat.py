@@ -2,7 +2,8 @@
 
 `send` = `store` (check the text and that a worker is online, store the message and its pending reply) +
 `queue` (enqueue the reply, or mark it failed so it can be retried). A reply is read back from the database
-(`poll`, `history`), or waited for by reading its row (`wait`); `stop` cancels the replies still pending.
+(`poll`, `history`), or waited for by reading its row when the worker says it is stored (`wait`, or
+`send_and_wait`, which listens before it enqueues); `stop` cancels the replies still pending.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from flows import waiting
 from flows.queueing import EngineSource, enqueue_or_fail
-from flows.waiting import wait_until_ended
 from settings import get_settings
 from storage import conversations, quotas
 from storage.db import read_transaction, transaction
@@ -138,12 +139,36 @@ def poll(engine: EngineSource, owner: str, turn_id: int) -> dict[str, Any]:
         return {"status": turn.status.value, "text": turn.text, "error": turn.error}
 
 
-def wait(engine: EngineSource, turn_id: int, *, timeout: float) -> dict[str, Any]:
-    """Block until the reply is stored, failed or cancelled, reading its row: {"turn_id", "status", "text",
-    "model_version", "latency_ms", "error"}; workers.client.ResultTimeout after `timeout` seconds (the reply
-    stays queued)."""
-    return wait_until_ended(
-        engine, lambda db: conversations.turn_outcome(db, turn_id=turn_id), timeout=timeout
+def send_and_wait(
+    engine: EngineSource,
+    owner: str,
+    conversation_id: str | None,
+    text: str,
+    *,
+    timeout: float,
+    decoding: dict[str, Any] | None = None,
+) -> tuple[SentMessage, dict[str, Any]]:
+    """`send`, then `wait` for the reply, listening for the worker's notice before the reply is enqueued."""
+    sent = store(engine, owner, conversation_id, text, decoding=decoding)
+    with waiting.watching(waiting.REPLY, sent.reply_turn_id) as watch:
+        task_id = queue(engine, sent.reply_turn_id)
+        outcome = wait(engine, sent.reply_turn_id, timeout=timeout, watch=watch)
+    return SentMessage(sent.conversation_id, sent.reply_turn_id, task_id), outcome
+
+
+def wait(
+    engine: EngineSource, turn_id: int, *, timeout: float, watch: waiting.Watch | None = None
+) -> dict[str, Any]:
+    """Block until the reply is stored, failed or cancelled, reading its row when the worker says so: {"turn_id",
+    "status", "text", "model_version", "latency_ms", "error"}; workers.client.ResultTimeout after `timeout`
+    seconds (the reply stays queued). `watch`: one entered (waiting.watching) before the reply was enqueued."""
+    return waiting.wait_for(
+        engine,
+        waiting.REPLY,
+        turn_id,
+        lambda db: conversations.turn_outcome(db, turn_id=turn_id),
+        timeout=timeout,
+        watch=watch,
     )
 
 

@@ -2,7 +2,8 @@
 
 `ask` = check the texts and that a worker is online, `store` the passage (reused by hash) and a pending
 question, then enqueue it or mark it failed. The answer is read back from the database (`result`), or waited
-for by reading the row until it is no longer pending (`wait`); `stop` cancels a question still pending.
+for by reading the row when the worker says it has ended (`wait`, or `ask_and_wait`, which listens before it
+enqueues); `stop` cancels a question still pending.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from flows import waiting
 from flows.queueing import EngineSource, enqueue_or_fail
-from flows.waiting import wait_until_ended
 from settings import get_settings
 from storage import questions, quotas
 from storage.db import read_transaction, transaction
@@ -59,25 +60,53 @@ def _store(engine: EngineSource, owner: str, pairs: Sequence[tuple[str, str]]) -
 
 def ask(engine: EngineSource, owner: str, passage: str, question: str) -> AskedQuestion:
     """Store the pending question and enqueue it; if enqueueing raises, the question is failed first."""
+    question_id = _check_and_store(engine, owner, passage, question)
+    return AskedQuestion(question_id=question_id, task_id=enqueue(engine, question_id))
+
+
+def ask_and_wait(
+    engine: EngineSource, owner: str, passage: str, question: str, *, timeout: float
+) -> tuple[AskedQuestion, dict[str, Any]]:
+    """`ask`, then `wait` for the answer, listening for the worker's notice before the question is enqueued."""
+    question_id = _check_and_store(engine, owner, passage, question)
+    with waiting.watching(waiting.QUESTION, question_id) as watch:
+        task_id = enqueue(engine, question_id)
+        outcome = wait(engine, question_id, timeout=timeout, watch=watch)
+    return AskedQuestion(question_id=question_id, task_id=task_id), outcome
+
+
+def _check_and_store(engine: EngineSource, owner: str, passage: str, question: str) -> str:
     check(passage, question)
     client.require_worker(client.INTERACTIVE_QUEUE)
     with read_transaction(engine()) as db:
         quotas.check_quota(db, owner=owner, quota=quotas.Quota.from_settings(get_settings()))
     [question_id] = _store(engine, owner, [(question, passage)])
-    task_id = enqueue_or_fail(
+    return question_id
+
+
+def enqueue(engine: EngineSource, question_id: str) -> str:
+    """Enqueue a stored pending question (its task id); if that raises, the question is failed first."""
+    return enqueue_or_fail(
         engine,
         lambda: client.enqueue_question(question_id),
         lambda db, error: questions.fail_question(db, question_id=question_id, error=error),
     )
-    return AskedQuestion(question_id=question_id, task_id=task_id)
 
 
-def wait(engine: EngineSource, question_id: str, *, timeout: float) -> dict[str, Any]:
-    """Block until the question is answered, failed or cancelled, reading its row: {"question_id", "status",
-    "answer", "score", "span", "n_best", "model_version", "latency_ms", "error"};
-    workers.client.ResultTimeout after `timeout` seconds."""
-    return wait_until_ended(
-        engine, lambda db: questions.question_outcome(db, question_id=question_id), timeout=timeout
+def wait(
+    engine: EngineSource, question_id: str, *, timeout: float, watch: waiting.Watch | None = None
+) -> dict[str, Any]:
+    """Block until the question is answered, failed or cancelled, reading its row when the worker says so:
+    {"question_id", "status", "answer", "score", "span", "n_best", "model_version", "latency_ms", "error"};
+    workers.client.ResultTimeout after `timeout` seconds. `watch`: one entered (waiting.watching) before the
+    question was enqueued."""
+    return waiting.wait_for(
+        engine,
+        waiting.QUESTION,
+        question_id,
+        lambda db: questions.question_outcome(db, question_id=question_id),
+        timeout=timeout,
+        watch=watch,
     )
 
 

@@ -26,7 +26,7 @@ from celery import signals
 from kombu.exceptions import OperationalError as BrokerError
 
 from settings import get_settings
-from workers import jobs, metrics
+from workers import jobs, metrics, notices
 from workers.celery_app import (
     BATCH_QUEUE,
     ITEMS_TASK,
@@ -63,18 +63,24 @@ ON_OUTAGE_RETRY: dict[str, Any] = {
 }
 
 
+# After the row has ended (answered, failed, or found no longer pending) and committed, a notice tells a waiting
+# caller to read it now (workers.notices); a notice that does not go out costs the caller a slower read.
 @app.task(name=REPLY_TASK, **ON_OUTAGE_RETRY)
 def reply_to_turn(turn_id: int) -> dict[str, Any]:
     runtime = get_runtime()
     with runtime.batcher.expecting():
-        return jobs.reply_to_turn(runtime.engine, runtime.serving, turn_id)
+        outcome = jobs.reply_to_turn(runtime.engine, runtime.serving, turn_id)
+    notices.publish(notices.REPLY, turn_id)
+    return outcome
 
 
 @app.task(name=QUESTION_TASK, **ON_OUTAGE_RETRY)
 def answer_question(question_id: str) -> dict[str, Any]:
     runtime = get_runtime()
     with runtime.batcher.expecting():
-        return jobs.answer_question(runtime.engine, runtime.serving, question_id)
+        outcome = jobs.answer_question(runtime.engine, runtime.serving, question_id)
+    notices.publish(notices.QUESTION, question_id)
+    return outcome
 
 
 # Redis not answering: refused (killed, restarting), reset, or stalled past the client's socket timeout.
