@@ -5,7 +5,8 @@ columns are ignored), and SQuAD-format JSON ({"data": [{"paragraphs": [{"context
 "question"}]}]}]}). The id is optional: a record without one is named by its line number (for SQuAD: the
 question's ordinal), so training-style JSONL ({"question", "passage", "answer"}) runs as it is. A bad record is
 reported with its line number (for SQuAD: the question's ordinal in the file) and the reason, and the rest of
-the file still runs. A file that is empty, too large, not UTF-8, in no
+the file still runs; its texts are checked by storage.limits.check_text, the check storage repeats when it
+stores the job, so a line storage would refuse is a bad line here, not a failed job. A file that is empty, too large, not UTF-8, in no
 known format, or with more items than allowed raises BatchFileError with a message for the user.
 """
 
@@ -19,7 +20,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage.limits import unstorable_reason
+from storage.errors import EmptyInput, InputTooLong, UnstorableText
+from storage.limits import check_text
+from storage.models import ITEM_KEY_MAX_CHARS
 
 FORMATS = ("jsonl", "csv", "squad")
 FIELDS = ("id", "question", "passage")
@@ -162,22 +165,31 @@ def parse_batch_file(data: bytes, filename: str, *, limits: BatchLimits) -> Pars
 
 
 def _check(record: dict[str, Any], seen: set[str], limits: BatchLimits) -> str | None:
-    for name in FIELDS:
+    """Why the record cannot be an item, or None. The texts are checked by storage.limits.check_text, the one
+    check storage runs again when the job is stored, so a bad line is reported here instead of failing the job."""
+    bounds = {
+        "id": ITEM_KEY_MAX_CHARS,
+        "question": limits.max_question_chars,
+        "passage": limits.max_passage_chars,
+    }
+    for name in FIELDS:  # in this order, so a record lacking several fields is told about the first
         value = record.get(name)
-        if value is None or (isinstance(value, str) and not value.strip()):
+        if value is None:
             return f"missing or empty {name!r}"
-        if not isinstance(value, str | int) or isinstance(value, bool):
+        allowed = (str, int) if name == "id" else str  # an id may be a JSON number; a text may not
+        if not isinstance(value, allowed) or isinstance(value, bool):
             return f"{name!r} must be a string"
-    record["id"] = str(record["id"])
-    for name in FIELDS:  # the storage layer's own check, so one bad line does not fail the whole job
-        if (unstorable := unstorable_reason(record[name])) is not None:
-            return f"{name} contains {unstorable}, which cannot be stored"
+        record[name] = str(value)
+        try:
+            check_text(record[name], limit=bounds[name], field=name)
+        except EmptyInput:
+            return f"missing or empty {name!r}"
+        except InputTooLong as error:
+            return f"{name} too long: {error.length} > {error.limit} characters"
+        except UnstorableText as error:
+            return f"{name} contains {error.reason}, which cannot be stored"
     if record["id"] in seen:
         return f"duplicate id {record['id']!r}"
-    if len(record["question"]) > limits.max_question_chars:
-        return f"question too long: {len(record['question'])} > {limits.max_question_chars} characters"
-    if len(record["passage"]) > limits.max_passage_chars:
-        return f"passage too long: {len(record['passage'])} > {limits.max_passage_chars} characters"
     return None
 
 

@@ -50,6 +50,31 @@ def test_too_long_fields_are_rejected_per_line() -> None:
     assert "passage too long" in parsed.errors[1]["reason"]
 
 
+def test_the_bounds_are_storage_s_own_check() -> None:
+    """The parser checks each text with storage.limits.check_text, the check create_job runs again: an id over
+    storage's ITEM_KEY_MAX_CHARS is a bad line (it failed the whole job when stored), a question or passage that
+    is not a string is a bad line (a JSON number there raised TypeError), and a blank text is empty."""
+    from storage.models import ITEM_KEY_MAX_CHARS
+
+    text = "\n".join(
+        [
+            _line("k" * (ITEM_KEY_MAX_CHARS + 1)),
+            _line("k" * ITEM_KEY_MAX_CHARS),
+            json.dumps({"id": "n", "question": 5, "passage": "Bob."}),
+            json.dumps({"id": "t", "question": "Who?", "passage": True}),
+            _line("b", question=" \t "),
+        ]
+    )
+    parsed = parse_batch_file(text.encode(), "x.jsonl", limits=LIMITS)
+    assert [item["item_key"] for item in parsed.items] == ["k" * ITEM_KEY_MAX_CHARS]
+    assert parsed.errors == [
+        {"line": 1, "reason": f"id too long: {ITEM_KEY_MAX_CHARS + 1} > {ITEM_KEY_MAX_CHARS} characters"},
+        {"line": 3, "reason": "'question' must be a string"},
+        {"line": 4, "reason": "'passage' must be a string"},
+        {"line": 5, "reason": "missing or empty 'question'"},
+    ]
+
+
 def test_csv_with_quoted_newlines_keeps_line_numbers() -> None:
     text = 'id,question,passage,extra\na,Who?,"Bob\nlives",x\nb,,Bob.,y\nc,Who?,Bob.,z\n'
     parsed = parse_batch_file(text.encode(), "x.csv", limits=LIMITS)
