@@ -33,5 +33,6 @@ def keep_freed_memory() -> bool:
             mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
             mallopt.restype = ctypes.c_int
             _applied = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
-                mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+                mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+            )
     return _applied

@@ -29,7 +29,9 @@ class Attention(nn.Module):
             self.v = nn.Linear(hidden_size, 1, bias=False)
         elif kind != "dot":
             raise ValueError(f"unknown attention kind {kind!r}")
-        self.coverage_proj = nn.Linear(1, hidden_size if kind == "additive" else 1, bias=False) if coverage else None
+        self.coverage_proj = (
+            nn.Linear(1, hidden_size if kind == "additive" else 1, bias=False) if coverage else None
+        )
 
     def precompute_keys(self, memory: torch.Tensor) -> torch.Tensor:
         """Per-source part of the score, computed once per source. memory: (batch, src_len, hidden)."""
@@ -37,8 +39,14 @@ class Attention(nn.Module):
             return self.key_proj(memory)  # (batch, src_len, hidden)
         return memory
 
-    def forward(self, query: torch.Tensor, memory: torch.Tensor, keys: torch.Tensor, pad_mask: torch.Tensor,
-                coverage: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        query: torch.Tensor,
+        memory: torch.Tensor,
+        keys: torch.Tensor,
+        pad_mask: torch.Tensor,
+        coverage: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Attend from one decoder step.
 
         Args:

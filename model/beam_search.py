@@ -32,10 +32,10 @@ State = dict[str, torch.Tensor]
 class StepOutput:
     """What a step function returns for the rows it was given."""
 
-    log_probs: torch.Tensor                # (rows, vocab); the search masks it in place: a fresh tensor each step
-    state: State                           # tensors with rows as first dimension
+    log_probs: torch.Tensor  # (rows, vocab); the search masks it in place: a fresh tensor each step
+    state: State  # tensors with rows as first dimension
     attention: torch.Tensor | None = None  # (rows, src_len)
-    p_gen: torch.Tensor | None = None      # (rows,) probability of generating rather than copying
+    p_gen: torch.Tensor | None = None  # (rows,) probability of generating rather than copying
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,11 +57,11 @@ StepFn = Callable[[torch.Tensor, State, int, RowSelection], StepOutput]
 
 @dataclass
 class BeamHypothesis:
-    token_ids: list[int]              # output ids without bos/eos
-    score: float                      # ranking score (length-penalised)
-    log_prob: float                   # sum of token log-probs, eos included when finished with eos
-    attention: torch.Tensor | None    # (len(token_ids), src_len) on CPU
-    p_gen: torch.Tensor | None        # (len(token_ids),) on CPU
+    token_ids: list[int]  # output ids without bos/eos
+    score: float  # ranking score (length-penalised)
+    log_prob: float  # sum of token log-probs, eos included when finished with eos
+    attention: torch.Tensor | None  # (len(token_ids), src_len) on CPU
+    p_gen: torch.Tensor | None  # (len(token_ids),) on CPU
 
 
 def length_penalty(length: int, alpha: float) -> float:
@@ -81,13 +81,15 @@ def _block_repeated_ngrams(log_probs: torch.Tensor, history: torch.Tensor, size:
     if steps < size - 1 or steps == 0:
         return
     if size == 1:
-        banned = torch.zeros_like(log_probs).scatter_add_(1, history, torch.ones_like(history, dtype=log_probs.dtype))
+        banned = torch.zeros_like(log_probs).scatter_add_(
+            1, history, torch.ones_like(history, dtype=log_probs.dtype)
+        )
         log_probs.masked_fill_(banned > 0, float("-inf"))
         return
     if steps < size:
         return
     windows = history.unfold(1, size, 1)  # (rows, steps - size + 1, size)
-    prefix = history[:, steps - size + 1:].unsqueeze(1)  # (rows, 1, size - 1)
+    prefix = history[:, steps - size + 1 :].unsqueeze(1)  # (rows, 1, size - 1)
     matches = (windows[:, :, :-1] == prefix).all(-1)  # (rows, windows)
     banned = torch.zeros_like(log_probs).scatter_add_(1, windows[:, :, -1], matches.to(log_probs.dtype))
     log_probs.masked_fill_(banned > 0, float("-inf"))
@@ -120,7 +122,9 @@ class ActiveRows:
     layout) and `selection` (what the step function is told) always describe the same rows.
     """
 
-    def __init__(self, batch_size: int, per_request: int, *, narrow: bool, device: torch.device | str) -> None:
+    def __init__(
+        self, batch_size: int, per_request: int, *, narrow: bool, device: torch.device | str
+    ) -> None:
         self.narrow = narrow
         self.rows = batch_size * per_request
         requests = torch.arange(batch_size, device=device)
@@ -144,7 +148,9 @@ class ActiveRows:
 
     def positions(self, layout_rows: torch.Tensor) -> torch.Tensor:
         """Where each of `layout_rows` is among the active rows (0 for a row that is not active)."""
-        return index_among(self.active, self.rows).index_select(0, layout_rows) if self.narrow else layout_rows
+        return (
+            index_among(self.active, self.rows).index_select(0, layout_rows) if self.narrow else layout_rows
+        )
 
 
 def topk_rows(values: torch.Tensor, k: int, block: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,21 +165,32 @@ def topk_rows(values: torch.Tensor, k: int, block: int = 128) -> tuple[torch.Ten
     blocks = width // block
     if blocks <= k:
         return values.topk(k, dim=1)
-    body = values[:, :blocks * block].unflatten(1, (blocks, block))  # (rows, blocks, block)
+    body = values[:, : blocks * block].unflatten(1, (blocks, block))  # (rows, blocks, block)
     top_blocks = body.amax(dim=2).topk(k, dim=1).indices  # (rows, k)
     picked = body.gather(1, top_blocks.unsqueeze(-1).expand(-1, -1, block)).view(rows, k * block)
-    columns = (top_blocks.unsqueeze(-1) * block + torch.arange(block, device=values.device)).view(rows, k * block)
+    columns = (top_blocks.unsqueeze(-1) * block + torch.arange(block, device=values.device)).view(
+        rows, k * block
+    )
     if blocks * block < width:
-        picked = torch.cat([picked, values[:, blocks * block:]], dim=1)
+        picked = torch.cat([picked, values[:, blocks * block :]], dim=1)
         tail = torch.arange(blocks * block, width, device=values.device).expand(rows, -1)
         columns = torch.cat([columns, tail], dim=1)
     top, where = picked.topk(k, dim=1)
     return top, columns.gather(1, where)
 
 
-def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, eos_id: int,
-                config: DecodeConfig, device: torch.device | str = "cpu",
-                record_attention: bool = True, narrow_rows: bool = False) -> list[list[BeamHypothesis]]:
+def beam_search(
+    step_fn: StepFn,
+    state: State,
+    *,
+    batch_size: int,
+    bos_id: int,
+    eos_id: int,
+    config: DecodeConfig,
+    device: torch.device | str = "cpu",
+    record_attention: bool = True,
+    narrow_rows: bool = False,
+) -> list[list[BeamHypothesis]]:
     """Decode `batch_size` requests with `config.beam_size` beams each.
 
     Args:
@@ -199,9 +216,13 @@ def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, 
     scores = torch.full((batch_size, beam), neg_inf, device=device)
     scores[:, 0] = 0.0  # only the first beam is live at the start: the others would be copies
     prev_ids = torch.full((rows,), bos_id, dtype=torch.long, device=device)
-    row_offset = torch.arange(batch_size, device=device).unsqueeze(1) * beam  # (batch, 1) first row of a request
+    row_offset = (
+        torch.arange(batch_size, device=device).unsqueeze(1) * beam
+    )  # (batch, 1) first row of a request
     trace = _Trace(steps=config.max_length + 1, batch_size=batch_size, beam=beam, device=device)
-    history = torch.zeros((rows, config.max_length + 1), dtype=torch.long, device=device)  # for n-gram blocking
+    history = torch.zeros(
+        (rows, config.max_length + 1), dtype=torch.long, device=device
+    )  # for n-gram blocking
     best_finished = torch.full((batch_size, config.n_best), neg_inf, dtype=torch.float64, device=device)
     done = torch.zeros(batch_size, dtype=torch.bool, device=device)
     final_norm = normaliser(config.max_length + 1, config)
@@ -226,14 +247,19 @@ def beam_search(step_fn: StepFn, state: State, *, batch_size: int, bos_id: int, 
         if config.no_repeat_ngram_size > 0:
             _block_repeated_ngrams(log_probs, computed.gather(history[:, :step]), config.no_repeat_ngram_size)
         if record_attention and out.attention is not None:
-            trace.record_attention(step, out.attention, out.p_gen, rows=computed.active if narrow_rows else None)
+            trace.record_attention(
+                step, out.attention, out.p_gen, rows=computed.active if narrow_rows else None
+            )
 
         # The best 2*beam continuations of a request are among the best 2*beam of each of its beams, so the
         # vocabulary-wide work is one top-k per row; adding the beam's score keeps the order within a row.
         row_width = min(2 * beam, vocab)
         row_top, row_token = topk_rows(log_probs, row_width)  # (active rows, row_width)
         # rows step_fn did not compute are dead beams (-inf): no candidates from them
-        row_top, row_token = computed.scatter(row_top, neg_inf), computed.scatter(row_token, 0)  # (rows, row_width)
+        row_top, row_token = (
+            computed.scatter(row_top, neg_inf),
+            computed.scatter(row_token, 0),
+        )  # (rows, row_width)
         candidates = (scores.unsqueeze(-1) + row_top.view(batch_size, beam, row_width)).view(batch_size, -1)
         width = min(2 * beam, candidates.size(1))
         top_scores, top_index = candidates.topk(width, dim=1)  # (batch, width)
@@ -307,8 +333,9 @@ class _Trace:
         self.p_gen: torch.Tensor | None = None
         self.last_step = 0
 
-    def record_attention(self, step: int, attention: torch.Tensor, p_gen: torch.Tensor | None,
-                         rows: torch.Tensor | None = None) -> None:
+    def record_attention(
+        self, step: int, attention: torch.Tensor, p_gen: torch.Tensor | None, rows: torch.Tensor | None = None
+    ) -> None:
         """Attention and p_gen of step `step`, for every row or (with `rows`) for those rows only."""
         if self.attention is None or self.p_gen is None:
             steps, all_rows = self.parent.shape
@@ -346,20 +373,28 @@ class _Trace:
             ended = []
             for step, rank in torch.isfinite(end_score[b]).nonzero().tolist():
                 log_prob = float(end_score[b, step, rank])
-                ended.append((log_prob / normaliser(step + 1, config), log_prob, step, int(end_row[b, step, rank])))
+                ended.append(
+                    (log_prob / normaliser(step + 1, config), log_prob, step, int(end_row[b, step, rank]))
+                )
             ended.sort(key=lambda end: end[0], reverse=True)
             hyps = []
-            for score, log_prob, step, row in ended[:config.n_best]:
+            for score, log_prob, step, row in ended[: config.n_best]:
                 rows_back = [0] * step  # rows_back[t]: the row that produced the hypothesis's token t
                 tokens = [0] * step
                 for t in range(step - 1, -1, -1):
                     tokens[t] = token[t][row]
                     row = parent[t][row]
                     rows_back[t] = row
-                hyps.append(BeamHypothesis(
-                    token_ids=tokens, score=score, log_prob=log_prob,
-                    attention=None if attention is None or step == 0 else attention[torch.arange(step), rows_back],
-                    p_gen=None if p_gen is None or step == 0 else p_gen[torch.arange(step), rows_back],
-                ))
+                hyps.append(
+                    BeamHypothesis(
+                        token_ids=tokens,
+                        score=score,
+                        log_prob=log_prob,
+                        attention=None
+                        if attention is None or step == 0
+                        else attention[torch.arange(step), rows_back],
+                        p_gen=None if p_gen is None or step == 0 else p_gen[torch.arange(step), rows_back],
+                    )
+                )
             results.append(hyps)
         return results

@@ -39,9 +39,17 @@ class LoadedCheckpoint:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def save_checkpoint(out_dir: str | Path, *, model: Seq2Seq, tokenizer: Tokenizer, step: int,
-                    decode: DecodeConfig | None = None, meta: dict[str, Any] | None = None,
-                    half: bool = False, file_name: str = MODEL_FILE) -> Path:
+def save_checkpoint(
+    out_dir: str | Path,
+    *,
+    model: Seq2Seq,
+    tokenizer: Tokenizer,
+    step: int,
+    decode: DecodeConfig | None = None,
+    meta: dict[str, Any] | None = None,
+    half: bool = False,
+    file_name: str = MODEL_FILE,
+) -> Path:
     """Write model weights (fp16 when `half`), config and tokenizer into `out_dir`; atomic per file."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -50,7 +58,9 @@ def save_checkpoint(out_dir: str | Path, *, model: Seq2Seq, tokenizer: Tokenizer
     for name, tensor in model.state_dict().items():
         key = tensor.data_ptr()
         if key not in converted:
-            converted[key] = (tensor.detach().half() if half and tensor.is_floating_point() else tensor.detach()).cpu()
+            converted[key] = (
+                tensor.detach().half() if half and tensor.is_floating_point() else tensor.detach()
+            ).cpu()
         state_dict[name] = converted[key]
     payload = {
         "format": FORMAT,
@@ -76,8 +86,12 @@ def save_atomically(payload: dict[str, Any], target: Path) -> None:
     tmp.replace(target)
 
 
-def read_payload(path: str | Path, file_name: str = MODEL_FILE, *, mmap: bool = False,
-                 ) -> tuple[Path, dict[str, Any]]:
+def read_payload(
+    path: str | Path,
+    file_name: str = MODEL_FILE,
+    *,
+    mmap: bool = False,
+) -> tuple[Path, dict[str, Any]]:
     """(the weights file, its contents) for a checkpoint directory or a model.pt; weights_only=True, so the file
     cannot run code. A missing, truncated or foreign file is an error that names it. With `mmap` the tensors
     are mapped, not read (enough to look at the header fields)."""
@@ -94,8 +108,12 @@ def read_payload(path: str | Path, file_name: str = MODEL_FILE, *, mmap: bool = 
     return model_file, payload
 
 
-def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu", file_name: str = MODEL_FILE,
-                    ) -> LoadedCheckpoint:
+def load_checkpoint(
+    path: str | Path,
+    *,
+    device: torch.device | str = "cpu",
+    file_name: str = MODEL_FILE,
+) -> LoadedCheckpoint:
     """Load a checkpoint directory (or a model.pt inside one) onto `device`, in eval mode, as float32."""
     model_file, payload = read_payload(path, file_name)
     directory = model_file.parent
@@ -108,8 +126,14 @@ def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu", fil
     model.load_state_dict(state_dict)
     model.to(device).eval()
     decode = decode_of(payload, directory)
-    return LoadedCheckpoint(model=model, tokenizer=tokenizer, config=config, step=int(payload["step"]),
-                            decode=decode, meta=dict(payload.get("meta", {})))
+    return LoadedCheckpoint(
+        model=model,
+        tokenizer=tokenizer,
+        config=config,
+        step=int(payload["step"]),
+        decode=decode,
+        meta=dict(payload.get("meta", {})),
+    )
 
 
 def decode_of(payload: dict[str, Any], directory: Path) -> DecodeConfig:

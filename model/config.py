@@ -23,21 +23,23 @@ class ModelConfig:
     bos_id: int = 2
     eos_id: int = 3
     embed_size: int = 256
-    hidden_size: int = 256           # encoder output (both directions together) and decoder state size
+    hidden_size: int = 256  # encoder output (both directions together) and decoder state size
     encoder_layers: int = 2
     decoder_layers: int = 1
     attention: AttentionKind = "general"
-    copy: bool = True                # pointer-generator (See et al. 2017)
-    coverage: bool = False           # coverage vector fed to attention (See et al. 2017)
-    self_attention: bool = True      # gated self-matching layer between encoder LSTM layers (R-Net style)
-    num_features: int = 2            # token feature vocabulary: 0 = none, 1 = also occurs in the question/passage
+    copy: bool = True  # pointer-generator (See et al. 2017)
+    coverage: bool = False  # coverage vector fed to attention (See et al. 2017)
+    self_attention: bool = True  # gated self-matching layer between encoder LSTM layers (R-Net style)
+    num_features: int = 2  # token feature vocabulary: 0 = none, 1 = also occurs in the question/passage
     dropout: float = 0.2
-    max_source_len: int = 400        # source budget in tokens; longer passages are windowed
-    max_history_turns: int = 4       # chat turns kept in the source
+    max_source_len: int = 400  # source budget in tokens; longer passages are windowed
+    max_history_turns: int = 4  # chat turns kept in the source
     task: Literal["rc", "chat", "any"] = "any"
-    input_feeding: bool = True       # feed the previous attentional state to the decoder LSTM (Luong et al. 2015);
+    input_feeding: bool = True  # feed the previous attentional state to the decoder LSTM (Luong et al. 2015);
     #                                  False lets training run the decoder LSTM over the whole target in one call
-    adaptive_cutoffs: tuple[int, ...] = ()  # adaptive softmax clusters (Grave et al. 2017) instead of the tied
+    adaptive_cutoffs: tuple[
+        int, ...
+    ] = ()  # adaptive softmax clusters (Grave et al. 2017) instead of the tied
     #                                  output embedding; () = tied. Needs copy off.
 
     def __post_init__(self) -> None:
@@ -49,11 +51,17 @@ class ModelConfig:
         object.__setattr__(self, "adaptive_cutoffs", cutoffs)  # a list from JSON becomes a tuple
         if cutoffs:
             if self.copy:
-                raise ValueError("the adaptive softmax needs copy off: the copy mix needs the whole distribution")
+                raise ValueError(
+                    "the adaptive softmax needs copy off: the copy mix needs the whole distribution"
+                )
             if list(cutoffs) != sorted(set(cutoffs)) or cutoffs[0] < 1 or cutoffs[-1] >= self.vocab_size:
                 raise ValueError("adaptive_cutoffs must increase strictly and stay below vocab_size")
-            if self.hidden_size // 4 ** len(cutoffs) < 1:  # each cluster projects to a quarter of the one before
-                raise ValueError("too many adaptive_cutoffs for hidden_size: the last cluster would have no width")
+            if (
+                self.hidden_size // 4 ** len(cutoffs) < 1
+            ):  # each cluster projects to a quarter of the one before
+                raise ValueError(
+                    "too many adaptive_cutoffs for hidden_size: the last cluster would have no width"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -72,19 +80,25 @@ class DecodeConfig:
     n_best: int = 1
     max_length: int = 48
     min_length: int = 1
-    length_penalty: float = 1.0      # GNMT alpha (Wu et al. 2016); 0 ranks by raw log-prob
-    length_normalize: bool = False   # rank by average log-prob per token instead of GNMT
-    no_repeat_ngram_size: int = 0    # block repeated n-grams of this size; 0 = off
+    length_penalty: float = 1.0  # GNMT alpha (Wu et al. 2016); 0 ranks by raw log-prob
+    length_normalize: bool = False  # rank by average log-prob per token instead of GNMT
+    no_repeat_ngram_size: int = 0  # block repeated n-grams of this size; 0 = off
     max_source_len: int | None = None  # tighter source bound than the model's own; None = model's
-    extractive: bool | None = None   # constrain RC answers to passage substrings; None = on for RC
-    mmi_weight: float = 0.0          # chat: rerank the whole beam by log p(T|S) - w * log p(T) (Li et al. 2016)
-    sample_count: int = 0            # chat: also draw this many replies by nucleus sampling and rerank them with the beam
-    top_p: float = 0.9               # nucleus of those samples (Holtzman et al. 2020)
-    top_k: int = 50                  # ... taken within the k most likely tokens (Fan et al. 2018); 0 = no limit
-    temperature: float = 1.0         # divides the log-probs the samples are drawn from
-    fluency_margin: float = 10.0     # chat reranking: a candidate (beam or sample) whose mean log-prob per token is
+    extractive: bool | None = None  # constrain RC answers to passage substrings; None = on for RC
+    mmi_weight: float = 0.0  # chat: rerank the whole beam by log p(T|S) - w * log p(T) (Li et al. 2016)
+    sample_count: int = (
+        0  # chat: also draw this many replies by nucleus sampling and rerank them with the beam
+    )
+    top_p: float = 0.9  # nucleus of those samples (Holtzman et al. 2020)
+    top_k: int = 50  # ... taken within the k most likely tokens (Fan et al. 2018); 0 = no limit
+    temperature: float = 1.0  # divides the log-probs the samples are drawn from
+    fluency_margin: float = (
+        10.0  # chat reranking: a candidate (beam or sample) whose mean log-prob per token is
+    )
     #                                  more than this many nats below the best candidate's is dropped before MMI
-    backward_weight: float = 0.0     # chat reranking: + w * mean log p(message | reply) under the checkpoint's backward
+    backward_weight: float = (
+        0.0  # chat reranking: + w * mean log p(message | reply) under the checkpoint's backward
+    )
     #                                  model (MMI-bidi, Li et al. 2016): replies the message is predictable from win
 
     def __post_init__(self) -> None:
@@ -114,8 +128,14 @@ class DecodeConfig:
     def replace(self, **changes: Any) -> DecodeConfig:
         return dataclasses.replace(self, **changes)
 
-    def with_request(self, requested: dict[str, Any] | None, *, max_beam_size: int = 16,
-                     max_length: int = 256, max_samples: int = 64) -> DecodeConfig:
+    def with_request(
+        self,
+        requested: dict[str, Any] | None,
+        *,
+        max_beam_size: int = 16,
+        max_length: int = 256,
+        max_samples: int = 64,
+    ) -> DecodeConfig:
         """These defaults overridden by the settings a user asked for (from the UI or the API), bounded.
 
         Only the REQUESTABLE fields may change; n_best shrinks with a smaller beam. Raises ValueError with a
@@ -141,9 +161,24 @@ class DecodeConfig:
         return dataclasses.asdict(self)
 
 
-REQUESTABLE = frozenset({"beam_size", "n_best", "max_length", "min_length", "length_penalty", "length_normalize",
-                         "no_repeat_ngram_size", "mmi_weight", "sample_count", "top_p", "top_k",
-                         "temperature", "fluency_margin", "backward_weight"})
+REQUESTABLE = frozenset(
+    {
+        "beam_size",
+        "n_best",
+        "max_length",
+        "min_length",
+        "length_penalty",
+        "length_normalize",
+        "no_repeat_ngram_size",
+        "mmi_weight",
+        "sample_count",
+        "top_p",
+        "top_k",
+        "temperature",
+        "fluency_margin",
+        "backward_weight",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -158,12 +193,14 @@ class TrainConfig:
     eval_every: int = 500
     eval_batches: int = 50
     label_smoothing: float = 0.1
-    word_dropout: float = 0.0        # share of decoder input words replaced by <unk> in training (see drop_target_words)
+    word_dropout: float = (
+        0.0  # share of decoder input words replaced by <unk> in training (see drop_target_words)
+    )
     grad_clip: float = 2.0
     weight_decay: float = 0.0
     coverage_weight: float = 0.0
     seed: int = 1234
-    amp: bool = False                # bf16 autocast on CUDA; ignored on CPU
+    amp: bool = False  # bf16 autocast on CUDA; ignored on CPU
     log_every: int = 50
     num_workers: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -172,27 +209,71 @@ class TrainConfig:
 PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # name: (ModelConfig overrides, TrainConfig overrides)
     "tiny": (
-        dict(embed_size=32, hidden_size=32, encoder_layers=1, decoder_layers=1, dropout=0.0,
-             max_source_len=64, self_attention=False),
-        dict(batch_size=16, learning_rate=5e-3, warmup_steps=20, max_steps=300, eval_every=100,
-             eval_batches=5, label_smoothing=0.0, log_every=20),
+        dict(
+            embed_size=32,
+            hidden_size=32,
+            encoder_layers=1,
+            decoder_layers=1,
+            dropout=0.0,
+            max_source_len=64,
+            self_attention=False,
+        ),
+        dict(
+            batch_size=16,
+            learning_rate=5e-3,
+            warmup_steps=20,
+            max_steps=300,
+            eval_every=100,
+            eval_batches=5,
+            label_smoothing=0.0,
+            log_every=20,
+        ),
     ),
     "small": (
-        dict(embed_size=192, hidden_size=256, encoder_layers=2, decoder_layers=1, dropout=0.2,
-             max_source_len=320),
+        dict(
+            embed_size=192,
+            hidden_size=256,
+            encoder_layers=2,
+            decoder_layers=1,
+            dropout=0.2,
+            max_source_len=320,
+        ),
         dict(batch_size=32, learning_rate=2e-3, warmup_steps=300, max_steps=20_000, eval_every=1000),
     ),
     # chat trained on a 2-core CPU: no input feeding (teacher forcing in one LSTM call), no copy, an adaptive
     # softmax over an 8k-piece vocabulary; about 7x the training examples/s of "small" (bench/chat_training.py)
     "cpu-chat": (
-        dict(embed_size=128, hidden_size=256, encoder_layers=2, decoder_layers=1, dropout=0.2, max_source_len=96,
-             self_attention=False, copy=False, input_feeding=False, adaptive_cutoffs=(1000, 4000), task="chat"),
-        dict(batch_size=64, learning_rate=2e-3, warmup_steps=300, max_steps=20_000, eval_every=500,
-             label_smoothing=0.0),
+        dict(
+            embed_size=128,
+            hidden_size=256,
+            encoder_layers=2,
+            decoder_layers=1,
+            dropout=0.2,
+            max_source_len=96,
+            self_attention=False,
+            copy=False,
+            input_feeding=False,
+            adaptive_cutoffs=(1000, 4000),
+            task="chat",
+        ),
+        dict(
+            batch_size=64,
+            learning_rate=2e-3,
+            warmup_steps=300,
+            max_steps=20_000,
+            eval_every=500,
+            label_smoothing=0.0,
+        ),
     ),
     "base": (
-        dict(embed_size=256, hidden_size=512, encoder_layers=3, decoder_layers=1, dropout=0.25,
-             max_source_len=400),
+        dict(
+            embed_size=256,
+            hidden_size=512,
+            encoder_layers=3,
+            decoder_layers=1,
+            dropout=0.25,
+            max_source_len=400,
+        ),
         dict(batch_size=64, learning_rate=2e-3, warmup_steps=500, max_steps=60_000, eval_every=2000),
     ),
 }

@@ -67,8 +67,11 @@ def record_texts(records: Sequence[Record]) -> Iterator[str]:
             yield record.target
 
 
-def build_examples(records: Sequence[Record], tokenizer: Tokenizer, config: ModelConfig,
-                   ) -> tuple[list[Example], BuildReport]:
+def build_examples(
+    records: Sequence[Record],
+    tokenizer: Tokenizer,
+    config: ModelConfig,
+) -> tuple[list[Example], BuildReport]:
     """Format every record the way inference will; RC answers outside the chosen window are dropped."""
     report = BuildReport()
     examples: list[Example] = []
@@ -80,8 +83,13 @@ def build_examples(records: Sequence[Record], tokenizer: Tokenizer, config: Mode
             encoding = passages.get(record.passage)
             if encoding is None:
                 encoding = passages[record.passage] = tokenizer.encode(record.passage)
-            source = format_rc(tokenizer, record.question, record.passage, max_source_len=config.max_source_len,
-                               passage_encoding=encoding)
+            source = format_rc(
+                tokenizer,
+                record.question,
+                record.passage,
+                max_source_len=config.max_source_len,
+                passage_encoding=encoding,
+            )
             start = record.answer_starts[0] if record.answer_starts else -1
             if start < 0:
                 report.drop("answer not in passage")
@@ -92,9 +100,14 @@ def build_examples(records: Sequence[Record], tokenizer: Tokenizer, config: Mode
                 continue
             examples.append(_example(source, target, bos, eos, "rc"))
         elif isinstance(record, TextPair):
-            source = format_chat(tokenizer, [record.source], max_source_len=config.max_source_len, max_turns=1)
-            examples.append(_example(source, chat_target(tokenizer, record.target, max_len=MAX_TARGET_TOKENS),
-                                     bos, eos, "pair"))
+            source = format_chat(
+                tokenizer, [record.source], max_source_len=config.max_source_len, max_turns=1
+            )
+            examples.append(
+                _example(
+                    source, chat_target(tokenizer, record.target, max_len=MAX_TARGET_TOKENS), bos, eos, "pair"
+                )
+            )
     for history, reply in dialogs_to_pairs(dialogs, config.max_history_turns):
         example = chat_example(tokenizer, config, list(history), reply)
         if example is None:
@@ -110,7 +123,9 @@ def chat_example(tokenizer: Tokenizer, config: ModelConfig, history: list[str], 
     target = chat_target(tokenizer, reply, max_len=MAX_TARGET_TOKENS)
     if not target:
         return None
-    source = format_chat(tokenizer, history, max_source_len=config.max_source_len, max_turns=config.max_history_turns)
+    source = format_chat(
+        tokenizer, history, max_source_len=config.max_source_len, max_turns=config.max_history_turns
+    )
     return _example(source, target, tokenizer.bos_id, tokenizer.eos_id, "chat")
 
 
@@ -125,15 +140,21 @@ def collate(examples: Sequence[Example], pad_id: int) -> Batch:
     features = torch.zeros((len(examples), src_len), dtype=torch.long)
     tgt = torch.full((len(examples), tgt_len), pad_id, dtype=torch.long)
     for row, example in enumerate(examples):
-        src[row, :len(example.src_ids)] = torch.tensor(example.src_ids)
-        features[row, :len(example.features)] = torch.tensor(example.features)
-        tgt[row, :len(example.tgt_ids)] = torch.tensor(example.tgt_ids)
+        src[row, : len(example.src_ids)] = torch.tensor(example.src_ids)
+        features[row, : len(example.features)] = torch.tensor(example.features)
+        tgt[row, : len(example.tgt_ids)] = torch.tensor(example.tgt_ids)
     lengths = torch.tensor([len(e.src_ids) for e in examples])
     return Batch(src_ids=src, src_lengths=lengths, src_features=features, tgt_ids=tgt)
 
 
-def iterate_batches(examples: Sequence[Example], *, batch_size: int, pad_id: int, shuffle: bool, seed: int,
-                    ) -> Iterator[Batch]:
+def iterate_batches(
+    examples: Sequence[Example],
+    *,
+    batch_size: int,
+    pad_id: int,
+    shuffle: bool,
+    seed: int,
+) -> Iterator[Batch]:
     """Batches of similar source length (less padding); order shuffled per epoch when `shuffle`."""
     rng = random.Random(seed)
     indices = list(range(len(examples)))
@@ -142,8 +163,8 @@ def iterate_batches(examples: Sequence[Example], *, batch_size: int, pad_id: int
     pool = batch_size * 50
     batches: list[list[int]] = []
     for start in range(0, len(indices), pool):
-        chunk = sorted(indices[start:start + pool], key=lambda i: len(examples[i].src_ids))
-        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+        chunk = sorted(indices[start : start + pool], key=lambda i: len(examples[i].src_ids))
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     if shuffle:
         rng.shuffle(batches)
     for batch in batches:

@@ -36,11 +36,19 @@ class PassageConstraint:
 
     def for_rows(self, row_requests: torch.Tensor) -> PassageConstraint:
         """The constraint of the decoder rows whose requests are `row_requests` (rows,)."""
-        return PassageConstraint(self.passage.index_select(0, row_requests), self.ends.index_select(0, row_requests),
-                                 self.eos_id)
+        return PassageConstraint(
+            self.passage.index_select(0, row_requests), self.ends.index_select(0, row_requests), self.eos_id
+        )
 
-    def allow(self, log_probs: torch.Tensor, *, prev_ids: torch.Tensor, candidates: torch.Tensor,
-              src_ids: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def allow(
+        self,
+        log_probs: torch.Tensor,
+        *,
+        prev_ids: torch.Tensor,
+        candidates: torch.Tensor,
+        src_ids: torch.Tensor,
+        step: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The log-probs (rows, vocab) with -inf wherever a token would leave the passage run (and at eos where
         the run may not end yet), and the next step's candidates (rows, src_len).
 
@@ -68,8 +76,13 @@ class DecodeStep:
     """One batch's step function: `model.decode_step` on the rows of a RowSelection (Memory and constraint
     narrowed to them when the selection changes), banned tokens at -inf, then the passage constraint if any."""
 
-    def __init__(self, model: Seq2Seq, memory: Memory, banned_ids: torch.Tensor,
-                 constraint: PassageConstraint | None = None) -> None:
+    def __init__(
+        self,
+        model: Seq2Seq,
+        memory: Memory,
+        banned_ids: torch.Tensor,
+        constraint: PassageConstraint | None = None,
+    ) -> None:
         self.model = model
         self.memory_of_request = memory  # one row per request
         self.banned_ids = banned_ids
@@ -94,5 +107,6 @@ class DecodeStep:
         new_state = dict(out.state)
         if self._constraint is not None:
             log_probs, new_state[CANDIDATES] = self._constraint.allow(
-                log_probs, prev_ids=prev_ids, candidates=state[CANDIDATES], src_ids=memory.src_ids, step=step)
+                log_probs, prev_ids=prev_ids, candidates=state[CANDIDATES], src_ids=memory.src_ids, step=step
+            )
         return StepOutput(log_probs=log_probs, state=new_state, attention=out.attention, p_gen=out.p_gen)

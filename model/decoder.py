@@ -25,19 +25,23 @@ class Memory:
     """What the decoder reads at every step; fixed for a source. The encoder states are kept once per source and
     shared by its rows (the beams of a request); the token ids are per decoder row, for the copy distribution."""
 
-    states: torch.Tensor     # (sources, src_len, hidden)
-    keys: torch.Tensor       # (sources, src_len, hidden) attention keys precomputed from states
-    pad_mask: torch.Tensor   # (sources, src_len) True at padding
-    src_ids: torch.Tensor    # (rows, src_len) token ids of each row's source
+    states: torch.Tensor  # (sources, src_len, hidden)
+    keys: torch.Tensor  # (sources, src_len, hidden) attention keys precomputed from states
+    pad_mask: torch.Tensor  # (sources, src_len) True at padding
+    src_ids: torch.Tensor  # (rows, src_len) token ids of each row's source
     first_position: torch.Tensor  # (rows, src_len) the first position holding the same token id
 
     def select_sources(self, sources: torch.Tensor, rows_per_source: int) -> Memory:
         """Only the sources `sources` (n,) (of a Memory with one row per source), in that order, each read by
         `rows_per_source` decoder rows: what beam search still decodes."""
         rows = sources.repeat_interleave(rows_per_source) if rows_per_source > 1 else sources
-        return Memory(self.states.index_select(0, sources), self.keys.index_select(0, sources),
-                      self.pad_mask.index_select(0, sources), self.src_ids.index_select(0, rows),
-                      self.first_position.index_select(0, rows))
+        return Memory(
+            self.states.index_select(0, sources),
+            self.keys.index_select(0, sources),
+            self.pad_mask.index_select(0, sources),
+            self.src_ids.index_select(0, rows),
+            self.first_position.index_select(0, rows),
+        )
 
 
 def first_positions(src_ids: torch.Tensor) -> torch.Tensor:
@@ -49,10 +53,10 @@ def first_positions(src_ids: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class StepOutput:
-    log_probs: torch.Tensor   # (rows, vocab) float32
+    log_probs: torch.Tensor  # (rows, vocab) float32
     state: DecoderState
-    attention: torch.Tensor   # (rows, src_len)
-    p_gen: torch.Tensor       # (rows,) probability of generating from the vocabulary (1 without copy)
+    attention: torch.Tensor  # (rows, src_len)
+    p_gen: torch.Tensor  # (rows,) probability of generating from the vocabulary (1 without copy)
 
 
 class Decoder(nn.Module):
@@ -63,14 +67,20 @@ class Decoder(nn.Module):
         self.embedding = embedding
         self.dropout = nn.Dropout(config.dropout)
         lstm_input = config.embed_size + (hidden if config.input_feeding else 0)
-        self.lstm = nn.LSTM(lstm_input, hidden, num_layers=config.decoder_layers,
-                            batch_first=True, dropout=config.dropout if config.decoder_layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            lstm_input,
+            hidden,
+            num_layers=config.decoder_layers,
+            batch_first=True,
+            dropout=config.dropout if config.decoder_layers > 1 else 0.0,
+        )
         self.attention = Attention(config.attention, hidden, coverage=config.coverage)
         self.combine = nn.Linear(2 * hidden, hidden, bias=False)
         self.adaptive: nn.AdaptiveLogSoftmaxWithLoss | None = None
         if config.adaptive_cutoffs:
-            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(hidden, config.vocab_size, list(config.adaptive_cutoffs),
-                                                          div_value=4.0, head_bias=True)
+            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(
+                hidden, config.vocab_size, list(config.adaptive_cutoffs), div_value=4.0, head_bias=True
+            )
         else:
             self.to_embedding = nn.Linear(hidden, config.embed_size)
             self.output_bias = nn.Parameter(torch.zeros(config.vocab_size))
@@ -88,8 +98,10 @@ class Decoder(nn.Module):
         if dtype == torch.float32 or self.adaptive is not None:  # the adaptive softmax stays in float32
             self._low_precision_output = None
         else:
-            self._low_precision_output = (self.embedding.weight.detach().to(dtype),
-                                          self.output_bias.detach().to(dtype))
+            self._low_precision_output = (
+                self.embedding.weight.detach().to(dtype),
+                self.output_bias.detach().to(dtype),
+            )
 
     def output_logits(self, attentional: torch.Tensor) -> torch.Tensor:
         """(rows, hidden) attentional states -> (rows, vocab) float32 logits over the tied output embedding."""
@@ -104,8 +116,14 @@ class Decoder(nn.Module):
         """State before the first step from the encoder's final state (batch, hidden)."""
         rows = final.size(0)
         h0 = torch.tanh(bridge(final))  # (rows, hidden)
-        h = h0.unsqueeze(1).expand(rows, self.config.decoder_layers, -1).contiguous()  # (rows, layers, hidden)
-        state: DecoderState = {"h": h, "c": torch.zeros_like(h), "feed": final.new_zeros(rows, self.config.hidden_size)}
+        h = (
+            h0.unsqueeze(1).expand(rows, self.config.decoder_layers, -1).contiguous()
+        )  # (rows, layers, hidden)
+        state: DecoderState = {
+            "h": h,
+            "c": torch.zeros_like(h),
+            "feed": final.new_zeros(rows, self.config.hidden_size),
+        }
         if self.config.coverage:
             state["coverage"] = final.new_zeros(rows, src_len, dtype=torch.float32)
         return state
@@ -136,15 +154,22 @@ class Decoder(nn.Module):
             log_probs = torch.log_softmax(self.output_logits(attentional), dim=-1)  # (rows, vocab) float32
             p_gen = log_probs.new_ones(log_probs.size(0))
         else:
-            p_gen = torch.sigmoid(self.copy_switch(torch.cat([context, query, embedded], dim=-1)).float()).squeeze(-1)
+            p_gen = torch.sigmoid(
+                self.copy_switch(torch.cat([context, query, embedded], dim=-1)).float()
+            ).squeeze(-1)
             log_probs = _mix_copy(self.output_logits(attentional), p_gen, weights, memory)
         new_state: DecoderState = {"h": h1, "c": c1, "feed": attentional}
         if coverage is not None:
             new_state["coverage"] = coverage + weights
         return StepOutput(log_probs=log_probs, state=new_state, attention=weights, p_gen=p_gen)
 
-    def teacher_force(self, inputs: torch.Tensor, targets: torch.Tensor, state: DecoderState, memory: Memory,
-                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def teacher_force(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        state: DecoderState,
+        memory: Memory,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Every target step at once, for a decoder without input feeding or coverage (training's fast path):
         one LSTM call over the whole target, then attention, combination and output for all steps together.
 
@@ -153,11 +178,15 @@ class Decoder(nn.Module):
         Returns: (batch, tgt_len) log-probabilities of the targets and, for the tied output layer, the whole
             (batch, tgt_len, vocab) distribution (None with the adaptive softmax, which never builds it).
         """
-        assert not self.config.input_feeding and not self.config.coverage, "teacher_force needs step-free inputs"
+        assert not self.config.input_feeding and not self.config.coverage, (
+            "teacher_force needs step-free inputs"
+        )
         batch, length = inputs.shape
         embedded = self.dropout(self.embedding(inputs))  # (batch, tgt_len, embed)
         h0 = state["h"].transpose(0, 1).contiguous()  # (layers, batch, hidden)
-        queries, _ = self.lstm(embedded, (h0, state["c"].transpose(0, 1).contiguous()))  # (batch, tgt_len, hidden)
+        queries, _ = self.lstm(
+            embedded, (h0, state["c"].transpose(0, 1).contiguous())
+        )  # (batch, tgt_len, hidden)
         flat = queries.reshape(batch * length, -1)  # rows of one source are consecutive: group = tgt_len
         weights, context = self.attention(flat, memory.states, memory.keys, memory.pad_mask)
         attentional = self.dropout(torch.tanh(self.combine(torch.cat([context, flat], dim=-1))))
@@ -173,14 +202,20 @@ class Decoder(nn.Module):
         else:
             embedded_flat = embedded.reshape(batch * length, -1)
             p_gen = torch.sigmoid(self.copy_switch(torch.cat([context, flat, embedded_flat], dim=-1)).float())
-            expanded = Memory(memory.states, memory.keys, memory.pad_mask,
-                              memory.src_ids.repeat_interleave(length, dim=0),
-                              memory.first_position.repeat_interleave(length, dim=0))
+            expanded = Memory(
+                memory.states,
+                memory.keys,
+                memory.pad_mask,
+                memory.src_ids.repeat_interleave(length, dim=0),
+                memory.first_position.repeat_interleave(length, dim=0),
+            )
             log_probs = _mix_copy(logits, p_gen.squeeze(-1), weights, expanded)
         log_probs = log_probs.view(batch, length, -1)
         return log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1), log_probs
 
-    def _lstm_step(self, inputs: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _lstm_step(
+        self, inputs: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One time step of self.lstm, layer by layer with its own weights: for a single step, torch.lstm_cell
         is about twice as fast on CPU as nn.LSTM (which re-lays its weights out on every call).
 
@@ -193,9 +228,13 @@ class Decoder(nn.Module):
             if layer > 0:
                 inputs = nn.functional.dropout(inputs, lstm.dropout, self.training)
             h_layer, c_layer = torch.lstm_cell(
-                inputs, (h[:, layer], c[:, layer]), getattr(lstm, f"weight_ih_l{layer}"),
-                getattr(lstm, f"weight_hh_l{layer}"), getattr(lstm, f"bias_ih_l{layer}"),
-                getattr(lstm, f"bias_hh_l{layer}"))
+                inputs,
+                (h[:, layer], c[:, layer]),
+                getattr(lstm, f"weight_ih_l{layer}"),
+                getattr(lstm, f"weight_hh_l{layer}"),
+                getattr(lstm, f"bias_ih_l{layer}"),
+                getattr(lstm, f"bias_hh_l{layer}"),
+            )
             hs.append(h_layer)
             cs.append(c_layer)
             inputs = h_layer
@@ -205,7 +244,9 @@ class Decoder(nn.Module):
 MIN_PROB = 1e-12  # floor of a mixed probability, so that log never returns -inf
 
 
-def _mix_copy(logits: torch.Tensor, p_gen: torch.Tensor, weights: torch.Tensor, memory: Memory) -> torch.Tensor:
+def _mix_copy(
+    logits: torch.Tensor, p_gen: torch.Tensor, weights: torch.Tensor, memory: Memory
+) -> torch.Tensor:
     """log(p_gen * P_vocab + (1 - p_gen) * P_copy), floored at log(MIN_PROB) (See et al. 2017).
 
     Args: logits (rows, vocab) of the output layer; p_gen (rows,); weights (rows, src_len) attention. P_copy is
@@ -221,7 +262,9 @@ def _mix_copy(logits: torch.Tensor, p_gen: torch.Tensor, weights: torch.Tensor, 
     log_shift = torch.log(p_gen).unsqueeze(-1)
     log_probs = log_vocab + log_shift if log_vocab.requires_grad else log_vocab.add_(log_shift)
     copy_probs = torch.zeros_like(weights).scatter_add_(1, memory.first_position, weights)
-    copy_probs = copy_probs.gather(1, memory.first_position)  # (rows, src_len) copy mass of each position's token
+    copy_probs = copy_probs.gather(
+        1, memory.first_position
+    )  # (rows, src_len) copy mass of each position's token
     p_gen = p_gen.unsqueeze(-1)
     mixed = p_gen * vocab_at_source + (1.0 - p_gen) * copy_probs  # (rows, src_len)
     # A token at several source positions gets the same value from each, so the scatter is deterministic.

@@ -9,7 +9,7 @@ import torch
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" -> cuda:0 when a GPU is present, else cpu; "cpu" / "cuda" / "cuda:N" as given."""
+    """ "auto" -> cuda:0 when a GPU is present, else cpu; "cpu" / "cuda" / "cuda:N" as given."""
     if name == "auto":
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

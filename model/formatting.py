@@ -21,7 +21,8 @@ MAX_TURN_TOKENS = 80
 _STOPWORDS = frozenset(
     "a an the of to in on at by for with from and or is are was were be been what which who whom whose when "
     "where why how did do does that this these those it its as into than then there their they he she his her "
-    "的 了 是 在 和 与 及 有 为 什 么 哪 个 些 吗 呢 吧 啊 一 中 之 这 那 谁 几 多 少 年 月 日 于 由 被 把".split())
+    "的 了 是 在 和 与 及 有 为 什 么 哪 个 些 吗 呢 吧 啊 一 中 之 这 那 谁 几 多 少 年 月 日 于 由 被 把".split()
+)
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,10 @@ class Source:
     ids: list[int]
     features: list[int]
     pieces: list[str]
-    passage_mask: list[bool]                  # True at passage tokens (where an extractive answer may come from)
-    spans: list[tuple[int, int] | None]       # character span in the passage, None outside it
-    word_start: list[bool] | None = None      # passage tokens an extractive answer may start with
-    word_end: list[bool] | None = None        # passage tokens an extractive answer may end with
+    passage_mask: list[bool]  # True at passage tokens (where an extractive answer may come from)
+    spans: list[tuple[int, int] | None]  # character span in the passage, None outside it
+    word_start: list[bool] | None = None  # passage tokens an extractive answer may start with
+    word_end: list[bool] | None = None  # passage tokens an extractive answer may end with
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -60,15 +61,21 @@ def select_window(passage_keys: list[str], question_keys: list[str], budget: int
         starts.append(len(passage_keys) - budget)
     best_start, best_score = 0, -1.0
     for start in starts:
-        window = passage_keys[start:start + budget]
+        window = passage_keys[start : start + budget]
         score = len(unigrams.intersection(window)) + 2 * len(bigrams.intersection(zip(window, window[1:])))
         if score > best_score:
             best_start, best_score = start, score
     return best_start, best_start + budget
 
 
-def format_rc(tokenizer: Tokenizer, question: str, passage: str, *, max_source_len: int,
-              passage_encoding: Encoding | None = None) -> Source:
+def format_rc(
+    tokenizer: Tokenizer,
+    question: str,
+    passage: str,
+    *,
+    max_source_len: int,
+    passage_encoding: Encoding | None = None,
+) -> Source:
     """<rc> question <sep> passage-window, with exact-match features and passage character spans."""
     q = tokenizer.encode(question)
     p = passage_encoding if passage_encoding is not None else tokenizer.encode(passage)
@@ -86,8 +93,15 @@ def format_rc(tokenizer: Tokenizer, question: str, passage: str, *, max_source_l
     passage_mask = [False] * prefix + [True] * (end - start)
     spans: list[tuple[int, int] | None] = [None] * prefix + list(p.spans[start:end])
     starts, ends = word_boundaries(passage, p.spans[start:end])
-    return Source(ids=ids, features=features, pieces=pieces, passage_mask=passage_mask, spans=spans,
-                  word_start=[False] * prefix + starts, word_end=[False] * prefix + ends)
+    return Source(
+        ids=ids,
+        features=features,
+        pieces=pieces,
+        passage_mask=passage_mask,
+        spans=spans,
+        word_start=[False] * prefix + starts,
+        word_end=[False] * prefix + ends,
+    )
 
 
 def _inside_word(left: str, right: str) -> bool:
@@ -101,11 +115,19 @@ def word_boundaries(passage: str, spans: list[tuple[int, int]]) -> tuple[list[bo
     starts, ends = [], []
     for index, (begin, finish) in enumerate(spans):
         visible = finish > begin
-        new_char = index == 0 or spans[index - 1] != (begin, finish)  # byte pieces of one character share a span
+        new_char = index == 0 or spans[index - 1] != (
+            begin,
+            finish,
+        )  # byte pieces of one character share a span
         last_piece = index == len(spans) - 1 or spans[index + 1] != (begin, finish)
-        starts.append(visible and new_char and not (begin > 0 and _inside_word(passage[begin - 1], passage[begin])))
-        ends.append(visible and last_piece
-                    and not (finish < len(passage) and _inside_word(passage[finish - 1], passage[finish])))
+        starts.append(
+            visible and new_char and not (begin > 0 and _inside_word(passage[begin - 1], passage[begin]))
+        )
+        ends.append(
+            visible
+            and last_piece
+            and not (finish < len(passage) and _inside_word(passage[finish - 1], passage[finish]))
+        )
     return starts, ends
 
 
@@ -119,8 +141,9 @@ def format_chat(tokenizer: Tokenizer, history: list[str], *, max_source_len: int
     for back, text in enumerate(reversed(turns)):
         mark = SPEAKER_USER if back % 2 == 0 else SPEAKER_BOT
         enc = tokenizer.encode(text)
-        blocks.append(([tokenizer.control_ids[mark], *enc.ids[:MAX_TURN_TOKENS]],
-                       [mark, *enc.pieces[:MAX_TURN_TOKENS]]))
+        blocks.append(
+            ([tokenizer.control_ids[mark], *enc.ids[:MAX_TURN_TOKENS]], [mark, *enc.pieces[:MAX_TURN_TOKENS]])
+        )
     ids: list[int] = []
     pieces: list[str] = []
     budget = max_source_len - 1
@@ -132,8 +155,13 @@ def format_chat(tokenizer: Tokenizer, history: list[str], *, max_source_len: int
     ids, pieces = ids[:budget], pieces[:budget]
     ids = [tokenizer.control_ids[TASK_CHAT], *ids]
     pieces = [TASK_CHAT, *pieces]
-    return Source(ids=ids, features=[0] * len(ids), pieces=pieces, passage_mask=[False] * len(ids),
-                  spans=[None] * len(ids))
+    return Source(
+        ids=ids,
+        features=[0] * len(ids),
+        pieces=pieces,
+        passage_mask=[False] * len(ids),
+        spans=[None] * len(ids),
+    )
 
 
 def same_language_suffix(turns: list[str]) -> list[str]:
@@ -149,14 +177,17 @@ def same_language_suffix(turns: list[str]) -> list[str]:
 
 def rc_target(source: Source, answer_start: int, answer_end: int) -> list[int] | None:
     """The passage tokens that cover characters [answer_start, answer_end), or None when the window misses them."""
-    positions = [i for i, span in enumerate(source.spans)
-                 if span is not None and span[1] > answer_start and span[0] < answer_end and span[1] > span[0]]
+    positions = [
+        i
+        for i, span in enumerate(source.spans)
+        if span is not None and span[1] > answer_start and span[0] < answer_end and span[1] > span[0]
+    ]
     if not positions:
         return None
     first, last = positions[0], positions[-1]
     if source.spans[first][0] > answer_start or source.spans[last][1] < answer_end:  # type: ignore[index]
         return None  # the answer runs past the window
-    return source.ids[first:last + 1]
+    return source.ids[first : last + 1]
 
 
 def chat_target(tokenizer: Tokenizer, reply: str, *, max_len: int) -> list[int]:

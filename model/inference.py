@@ -60,11 +60,16 @@ class Hypothesis:
 
     def to_dict(self) -> dict[str, Any]:
         extra = {"pointer": self.pointer} if self.pointer is not None else {}
-        return {**extra,
-            "text": self.text, "tokens": self.tokens, "score": round(self.score, 6),
-            "log_prob": round(self.log_prob, 6), "source_tokens": self.source_tokens,
+        return {
+            **extra,
+            "text": self.text,
+            "tokens": self.tokens,
+            "score": round(self.score, 6),
+            "log_prob": round(self.log_prob, 6),
+            "source_tokens": self.source_tokens,
             "attention": [[round(w, 4) for w in row] for row in self.attention],
-            "p_gen": [round(p, 4) for p in self.p_gen], "span": list(self.span) if self.span else None,
+            "p_gen": [round(p, 4) for p in self.p_gen],
+            "span": list(self.span) if self.span else None,
         }
 
 
@@ -78,14 +83,21 @@ def pad_sources(sources: list[Source], pad_id: int, device: torch.device) -> tup
     starts = torch.zeros((len(sources), src_len), dtype=torch.bool)
     ends = torch.zeros((len(sources), src_len), dtype=torch.bool)
     for row, source in enumerate(sources):
-        ids[row, :len(source)] = torch.tensor(source.ids)
-        features[row, :len(source)] = torch.tensor(source.features)
-        passage[row, :len(source)] = torch.tensor(source.passage_mask)
+        ids[row, : len(source)] = torch.tensor(source.ids)
+        features[row, : len(source)] = torch.tensor(source.features)
+        passage[row, : len(source)] = torch.tensor(source.passage_mask)
         if source.word_start is not None and source.word_end is not None:
-            starts[row, :len(source)] = torch.tensor(source.word_start)
-            ends[row, :len(source)] = torch.tensor(source.word_end)
+            starts[row, : len(source)] = torch.tensor(source.word_start)
+            ends[row, : len(source)] = torch.tensor(source.word_end)
     lengths = torch.tensor([len(s) for s in sources])
-    return ids.to(device), lengths, features.to(device), passage.to(device), starts.to(device), ends.to(device)
+    return (
+        ids.to(device),
+        lengths,
+        features.to(device),
+        passage.to(device),
+        starts.to(device),
+        ends.to(device),
+    )
 
 
 BACKWARD_DIR = "backward"  # a chat checkpoint's backward model (reply -> message), for MMI-bidi reranking
@@ -94,9 +106,17 @@ BACKWARD_DIR = "backward"  # a chat checkpoint's backward model (reply -> messag
 class Predictor:
     """One checkpoint on one device (with its backward model when the checkpoint folder holds one)."""
 
-    def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, *, device: torch.device,
-                 decode: DecodeConfig | None = None, version: str = "unversioned",
-                 output_precision: str = "float32", backward: Predictor | None = None) -> None:
+    def __init__(
+        self,
+        model: Seq2Seq,
+        tokenizer: Tokenizer,
+        *,
+        device: torch.device,
+        decode: DecodeConfig | None = None,
+        version: str = "unversioned",
+        output_precision: str = "float32",
+        backward: Predictor | None = None,
+    ) -> None:
         keep_freed_memory()  # decoding reallocates the same large tensors every step (see model/allocator.py)
         self.model = model.eval()
         self.output_dtype = resolve_output_precision(output_precision, device)
@@ -113,7 +133,9 @@ class Predictor:
         self._banned_ids = torch.tensor(sorted(set(banned)), device=device)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", output_precision: str = "float32") -> Predictor:
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "auto", output_precision: str = "float32"
+    ) -> Predictor:
         torch_device = resolve_device(device)
         loaded = load_checkpoint(path, device=torch_device)
         folder = Path(path) if Path(path).is_dir() else Path(path).parent
@@ -122,11 +144,20 @@ class Predictor:
         if (folder / BACKWARD_DIR / MODEL_FILE).exists():
             backward = cls.from_checkpoint(folder / BACKWARD_DIR, device, output_precision)
             version += f"+backward-{backward.version.rsplit('-', 1)[-1]}"
-        return cls(loaded.model, loaded.tokenizer, device=torch_device, decode=loaded.decode, version=version,
-                   output_precision=output_precision, backward=backward)
+        return cls(
+            loaded.model,
+            loaded.tokenizer,
+            device=torch_device,
+            decode=loaded.decode,
+            version=version,
+            output_precision=output_precision,
+            backward=backward,
+        )
 
     # --- public API -------------------------------------------------------------------------
-    def answer(self, questions: list[tuple[str, str]], decode: DecodeConfig | None = None) -> list[list[Hypothesis]]:
+    def answer(
+        self, questions: list[tuple[str, str]], decode: DecodeConfig | None = None
+    ) -> list[list[Hypothesis]]:
         """(question, passage) pairs -> n-best answers each, best first."""
         decode = decode or self.default_decode
         check_questions(questions)
@@ -134,8 +165,10 @@ class Predictor:
         sources = [format_rc(self.tokenizer, q, p, max_source_len=budget) for q, p in questions]
         extractive = True if decode.extractive is None else decode.extractive
         results = self._decode(sources, decode, extractive=extractive)
-        return [[self._to_hypothesis(h, source, passage if extractive else None) for h in hyps]
-                for hyps, source, (_, passage) in zip(results, sources, questions)]
+        return [
+            [self._to_hypothesis(h, source, passage if extractive else None) for h in hyps]
+            for hyps, source, (_, passage) in zip(results, sources, questions)
+        ]
 
     def reply(self, histories: list[list[str]], decode: DecodeConfig | None = None) -> list[list[Hypothesis]]:
         """Conversations (oldest turn first, ending with the user's message) -> n-best replies each."""
@@ -144,22 +177,31 @@ class Predictor:
             if not history or not history[-1].strip():
                 raise InputError(f"request {index}: the conversation has no message to answer")
         budget = min(self.config.max_source_len, decode.max_source_len or self.config.max_source_len)
-        sources = [format_chat(self.tokenizer, list(h), max_source_len=budget,
-                               max_turns=self.config.max_history_turns) for h in histories]
+        sources = [
+            format_chat(
+                self.tokenizer, list(h), max_source_len=budget, max_turns=self.config.max_history_turns
+            )
+            for h in histories
+        ]
         if decode.backward_weight > 0 and self.backward is None:
             raise InputError(f"{self.version} has no backward model: backward_weight must be 0")
         if decode.mmi_weight > 0 or decode.sample_count > 0 or decode.backward_weight > 0:
             candidates = self._decode(sources, decode.replace(n_best=decode.beam_size), extractive=False)
             if decode.sample_count > 0:
-                candidates = [_unique(beam + drawn) for beam, drawn in zip(candidates, self._sample(sources, decode))]
+                candidates = [
+                    _unique(beam + drawn) for beam, drawn in zip(candidates, self._sample(sources, decode))
+                ]
             results = self._rerank_mmi(candidates, decode, [h[-1] for h in histories])
         else:
             results = self._decode(sources, decode, extractive=False)
-        return [[self._to_hypothesis(h, source, None) for h in hyps] for hyps, source in zip(results, sources)]
+        return [
+            [self._to_hypothesis(h, source, None) for h in hyps] for hyps, source in zip(results, sources)
+        ]
 
     @torch.inference_mode()
-    def _rerank_mmi(self, results: list[list[BeamHypothesis]], decode: DecodeConfig,
-                    messages: list[str]) -> list[list[BeamHypothesis]]:
+    def _rerank_mmi(
+        self, results: list[list[BeamHypothesis]], decode: DecodeConfig, messages: list[str]
+    ) -> list[list[BeamHypothesis]]:
         """Maximum mutual information reranking (Li et al. 2016, anti-LM form): replies that are likely after
         any message ("I don't know") lose to replies that are likely after this one.
 
@@ -173,17 +215,24 @@ class Predictor:
         reply) under the backward model: a reply the message can be guessed from is a reply to this message."""
         results = [fluent_candidates(hyps, decode.fluency_margin) for hyps in results]
         flat = [hyp for hyps in results for hyp in hyps if hyp.token_ids]
-        backward_scores = (self._backward_scores(results, messages) if decode.backward_weight > 0
-                           else {id(hyp): 0.0 for hyp in flat})
+        backward_scores = (
+            self._backward_scores(results, messages)
+            if decode.backward_weight > 0
+            else {id(hyp): 0.0 for hyp in flat}
+        )
         neutral = format_chat(self.tokenizer, [""], max_source_len=8, max_turns=1)
         for start in range(0, len(flat), SCORE_ROWS):
-            chunk = flat[start:start + SCORE_ROWS]
-            priors = (self.score_targets([neutral] * len(chunk), [h.token_ids for h in chunk])
-                      if decode.mmi_weight > 0 else [0.0] * len(chunk))
+            chunk = flat[start : start + SCORE_ROWS]
+            priors = (
+                self.score_targets([neutral] * len(chunk), [h.token_ids for h in chunk])
+                if decode.mmi_weight > 0
+                else [0.0] * len(chunk)
+            )
             for hyp, prior in zip(chunk, priors):
-                hyp.score = ((hyp.log_prob - decode.mmi_weight * prior) / normaliser(len(hyp.token_ids) + 1, decode)
-                             + decode.backward_weight * backward_scores[id(hyp)])
-        return [sorted(hyps, key=lambda h: h.score, reverse=True)[:decode.n_best] for hyps in results]
+                hyp.score = (hyp.log_prob - decode.mmi_weight * prior) / normaliser(
+                    len(hyp.token_ids) + 1, decode
+                ) + decode.backward_weight * backward_scores[id(hyp)]
+        return [sorted(hyps, key=lambda h: h.score, reverse=True)[: decode.n_best] for hyps in results]
 
     def _backward_scores(self, results: list[list[BeamHypothesis]], messages: list[str]) -> dict[int, float]:
         """Mean log p(message | reply) per token (eos included) for every non-empty candidate, by id."""
@@ -194,13 +243,19 @@ class Predictor:
             target = chat_target(backward.tokenizer, message, max_len=backward.config.max_source_len)
             for hyp in hyps:
                 if hyp.token_ids:
-                    reply = format_chat(backward.tokenizer, [self.tokenizer.decode(hyp.token_ids)],
-                                        max_source_len=backward.config.max_source_len, max_turns=1)
+                    reply = format_chat(
+                        backward.tokenizer,
+                        [self.tokenizer.decode(hyp.token_ids)],
+                        max_source_len=backward.config.max_source_len,
+                        max_turns=1,
+                    )
                     pairs.append((hyp, reply, target))
         scores: dict[int, float] = {}
         for start in range(0, len(pairs), SCORE_ROWS):
-            chunk = pairs[start:start + SCORE_ROWS]
-            sums = backward.score_targets([reply for _, reply, _ in chunk], [target for _, _, target in chunk])
+            chunk = pairs[start : start + SCORE_ROWS]
+            sums = backward.score_targets(
+                [reply for _, reply, _ in chunk], [target for _, _, target in chunk]
+            )
             for (hyp, _, target), total in zip(chunk, sums):
                 scores[id(hyp)] = total / (len(target) + 1)
         return scores
@@ -212,7 +267,9 @@ class Predictor:
         width = max(len(t) for t in targets) + 2
         tgt = torch.full((len(targets), width), self.tokenizer.pad_id, dtype=torch.long)
         for row, target in enumerate(targets):
-            tgt[row, :len(target) + 2] = torch.tensor([self.tokenizer.bos_id, *target, self.tokenizer.eos_id])
+            tgt[row, : len(target) + 2] = torch.tensor(
+                [self.tokenizer.bos_id, *target, self.tokenizer.eos_id]
+            )
         tgt = tgt.to(self.torch_device)
         out = self.model(Batch(src_ids=ids, src_lengths=lengths, src_features=features, tgt_ids=tgt))
         return out.target_log_probs.sum(-1).tolist()
@@ -223,21 +280,30 @@ class Predictor:
 
     # --- decoding ---------------------------------------------------------------------------
     @torch.inference_mode()
-    def _decode(self, sources: list[Source], decode: DecodeConfig, *, extractive: bool) -> list[list[BeamHypothesis]]:
+    def _decode(
+        self, sources: list[Source], decode: DecodeConfig, *, extractive: bool
+    ) -> list[list[BeamHypothesis]]:
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
         per_batch = max(1, MAX_BATCH_ROWS // decode.beam_size)
         results: list[list[BeamHypothesis]] = [[] for _ in sources]
         for start in range(0, len(order), per_batch):
-            chunk = order[start:start + per_batch]
+            chunk = order[start : start + per_batch]
             decoded = self._decode_batch([sources[i] for i in chunk], decode, extractive=extractive)
             for index, hyps in zip(chunk, decoded):
                 results[index] = hyps
         return results
 
-    def _decode_batch(self, sources: list[Source], decode: DecodeConfig, *, extractive: bool,
-                      ) -> list[list[BeamHypothesis]]:
+    def _decode_batch(
+        self,
+        sources: list[Source],
+        decode: DecodeConfig,
+        *,
+        extractive: bool,
+    ) -> list[list[BeamHypothesis]]:
         beam = decode.beam_size
-        ids, lengths, features, passage, starts, ends = pad_sources(sources, self.tokenizer.pad_id, self.torch_device)
+        ids, lengths, features, passage, starts, ends = pad_sources(
+            sources, self.tokenizer.pad_id, self.torch_device
+        )
         memory, state = self.model.encode(ids, lengths, features)
         state = {k: v.repeat_interleave(beam, dim=0) for k, v in state.items()}
         constraint = None
@@ -245,8 +311,16 @@ class Predictor:
             state[CANDIDATES] = starts.repeat_interleave(beam, dim=0)
             constraint = PassageConstraint(passage=passage, ends=ends, eos_id=self.tokenizer.eos_id)
         step = DecodeStep(self.model, memory, self._banned_ids, constraint)
-        return beam_search(step, state, batch_size=len(sources), bos_id=self.tokenizer.bos_id,
-                           eos_id=self.tokenizer.eos_id, config=decode, device=self.torch_device, narrow_rows=True)
+        return beam_search(
+            step,
+            state,
+            batch_size=len(sources),
+            bos_id=self.tokenizer.bos_id,
+            eos_id=self.tokenizer.eos_id,
+            config=decode,
+            device=self.torch_device,
+            narrow_rows=True,
+        )
 
     @torch.inference_mode()
     def _sample(self, sources: list[Source], decode: DecodeConfig) -> list[list[BeamHypothesis]]:
@@ -255,32 +329,55 @@ class Predictor:
         per_batch = max(1, MAX_BATCH_ROWS // count)
         results: list[list[BeamHypothesis]] = []
         for start in range(0, len(sources), per_batch):
-            chunk = sources[start:start + per_batch]
+            chunk = sources[start : start + per_batch]
             ids, lengths, features, *_ = pad_sources(chunk, self.tokenizer.pad_id, self.torch_device)
             memory, state = self.model.encode(ids, lengths, features)
             state = {k: v.repeat_interleave(count, dim=0) for k, v in state.items()}
             step = DecodeStep(self.model, memory, self._banned_ids)
-            results.extend(sample(step, state, seeds=[seed_of(s.ids) for s in chunk], num_samples=count,
-                                  bos_id=self.tokenizer.bos_id, eos_id=self.tokenizer.eos_id, config=decode,
-                                  device=self.torch_device, narrow_rows=True))
+            results.extend(
+                sample(
+                    step,
+                    state,
+                    seeds=[seed_of(s.ids) for s in chunk],
+                    num_samples=count,
+                    bos_id=self.tokenizer.bos_id,
+                    eos_id=self.tokenizer.eos_id,
+                    config=decode,
+                    device=self.torch_device,
+                    narrow_rows=True,
+                )
+            )
         return results
 
     def _to_hypothesis(self, hyp: BeamHypothesis, source: Source, passage: str | None) -> Hypothesis:
         tokens = [self.tokenizer.id_to_piece(i) for i in hyp.token_ids]
-        attention = hyp.attention[:, :len(source)] if hyp.attention is not None else torch.zeros(len(tokens), len(source))
+        attention = (
+            hyp.attention[:, : len(source)]
+            if hyp.attention is not None
+            else torch.zeros(len(tokens), len(source))
+        )
         p_gen = hyp.p_gen.tolist() if hyp.p_gen is not None else [1.0] * len(tokens)
         span = None
         text = self.tokenizer.decode(hyp.token_ids)
         if passage is not None and hyp.token_ids:
             span = _locate_span(hyp.token_ids, source, attention)
             if span is not None:
-                text = passage[span[0]:span[1]]
-        return Hypothesis(text=text, tokens=tokens, score=hyp.score, log_prob=hyp.log_prob,
-                          source_tokens=list(source.pieces), attention=attention.tolist(), p_gen=p_gen, span=span)
+                text = passage[span[0] : span[1]]
+        return Hypothesis(
+            text=text,
+            tokens=tokens,
+            score=hyp.score,
+            log_prob=hyp.log_prob,
+            source_tokens=list(source.pieces),
+            attention=attention.tolist(),
+            p_gen=p_gen,
+            span=span,
+        )
 
 
 def fluent_candidates(hyps: list[BeamHypothesis], margin: float) -> list[BeamHypothesis]:
     """The candidates whose mean log-prob per token (eos included) is within `margin` nats of the best one's."""
+
     def mean(hyp: BeamHypothesis) -> float:
         return hyp.log_prob / (len(hyp.token_ids) + 1)
 
@@ -307,14 +404,14 @@ def _locate_span(token_ids: list[int], source: Source, attention: torch.Tensor) 
     width = len(token_ids)
     best: tuple[float, int] | None = None
     for start in range(len(source.ids) - width + 1):
-        if not source.passage_mask[start] or source.ids[start:start + width] != token_ids:
+        if not source.passage_mask[start] or source.ids[start : start + width] != token_ids:
             continue
         mass = float(sum(attention[t, start + t] for t in range(min(width, attention.size(0)))))
         if best is None or mass > best[0]:
             best = (mass, start)
     if best is None:
         return None
-    spans = [s for s in source.spans[best[1]:best[1] + width] if s is not None and s[1] > s[0]]
+    spans = [s for s in source.spans[best[1] : best[1] + width] if s is not None and s[1] > s[0]]
     if not spans:
         return None
     return spans[0][0], spans[-1][1]
@@ -324,8 +421,10 @@ def load_predictor(path: str | Path, device: str = "auto", output_precision: str
     """The predictor for the checkpoint at `path`: a span reader (model.span) or a Seq2Seq model. Both answer
     `answer`, `reply`, `warm_up` and carry `version`, `device`, `task` and `default_decode`."""
     from .span.checkpoint import is_reader
+
     if is_reader(path):
         from .span.predictor import ReaderPredictor
+
         return ReaderPredictor.from_checkpoint(path, device)
     return Predictor.from_checkpoint(path, device, output_precision)
 
@@ -368,7 +467,9 @@ class ModelSet:
                 return predictor
         raise InputError(f"no model for task {task!r}")
 
-    def answer(self, questions: list[tuple[str, str]], decode: DecodeConfig | None = None) -> list[list[Hypothesis]]:
+    def answer(
+        self, questions: list[tuple[str, str]], decode: DecodeConfig | None = None
+    ) -> list[list[Hypothesis]]:
         return self._dispatch("rc", questions, lambda predictor, batch: predictor.answer(batch, decode))
 
     def reply(self, histories: list[list[str]], decode: DecodeConfig | None = None) -> list[list[Hypothesis]]:
@@ -380,8 +481,9 @@ class ModelSet:
         text = request[0] + " " + request[1][:500] if task == "rc" else (request[-1] if request else "")
         return self.predictor_for(task, detect_language(text))
 
-    def _dispatch(self, task: str, requests: list[Any],
-                  run: Callable[[Predictor, list[Any]], list[list[Hypothesis]]]) -> list[list[Hypothesis]]:
+    def _dispatch(
+        self, task: str, requests: list[Any], run: Callable[[Predictor, list[Any]], list[list[Hypothesis]]]
+    ) -> list[list[Hypothesis]]:
         """Group requests by the predictor their task and language pick, run each group as one batch, and
         return the results in request order."""
         groups: dict[int, tuple[Predictor, list[int]]] = {}

@@ -9,7 +9,7 @@ _LATIN = re.compile(r"[A-Za-z]")
 
 
 def detect_language(text: str) -> str:
-    """"zh" when CJK characters make up at least a fifth of the letters (a Chinese sentence with an English
+    """ "zh" when CJK characters make up at least a fifth of the letters (a Chinese sentence with an English
     name stays Chinese), else "en"."""
     cjk = len(_CJK.findall(text))
     latin_words = len(re.findall(r"[A-Za-z]+", text))

@@ -228,20 +228,48 @@ def answer_length_bucket(text: str) -> str:
     return "4-5" if words <= 5 else "6+"
 
 
-_QUESTION_WORDS = (("how many", "how many"), ("how much", "how much"), ("who", "who"), ("whom", "who"),
-                   ("whose", "who"), ("when", "when"), ("where", "where"), ("why", "why"), ("which", "which"),
-                   ("what", "what"), ("how", "how"))
-_ZH_QUESTION_WORDS = (("多少", "how many"), ("几", "how many"), ("谁", "who"), ("什么时候", "when"), ("何时", "when"),
-                      ("哪一年", "when"), ("哪年", "when"), ("哪里", "where"), ("哪儿", "where"), ("在哪", "where"),
-                      ("为什么", "why"), ("为何", "why"), ("哪", "which"), ("什么", "what"), ("怎么", "how"),
-                      ("如何", "how"))
+_QUESTION_WORDS = (
+    ("how many", "how many"),
+    ("how much", "how much"),
+    ("who", "who"),
+    ("whom", "who"),
+    ("whose", "who"),
+    ("when", "when"),
+    ("where", "where"),
+    ("why", "why"),
+    ("which", "which"),
+    ("what", "what"),
+    ("how", "how"),
+)
+_ZH_QUESTION_WORDS = (
+    ("多少", "how many"),
+    ("几", "how many"),
+    ("谁", "who"),
+    ("什么时候", "when"),
+    ("何时", "when"),
+    ("哪一年", "when"),
+    ("哪年", "when"),
+    ("哪里", "where"),
+    ("哪儿", "where"),
+    ("在哪", "where"),
+    ("为什么", "why"),
+    ("为何", "why"),
+    ("哪", "which"),
+    ("什么", "what"),
+    ("怎么", "how"),
+    ("如何", "how"),
+)
 
 
 def question_word(question: str) -> str:
     """The question's wh-word as an English bucket ("who", "when", "where", "how many", "why", "what",
     "which", "how", "how much"), from its first wh-word (Chinese: its first interrogative); "other" if none."""
     if _has_cjk(question):
-        found = [(question.find(word), -len(word), bucket) for word, bucket in _ZH_QUESTION_WORDS if word in question]
+        found = [
+            (question.find(word), -len(word), bucket)
+            for word, bucket in _ZH_QUESTION_WORDS
+            if word in question
+        ]
         return min(found)[2] if found else "other"
     words = re.findall(r"[a-z]+", question.lower())
     text = " ".join(words)

@@ -37,8 +37,9 @@ def seed_of(ids: list[int]) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def nucleus_pick(log_probs: torch.Tensor, uniforms: torch.Tensor, *, top_p: float, top_k: int,
-                 temperature: float) -> torch.Tensor:
+def nucleus_pick(
+    log_probs: torch.Tensor, uniforms: torch.Tensor, *, top_p: float, top_k: int, temperature: float
+) -> torch.Tensor:
     """One token per row by inverse-CDF sampling from the top-p nucleus of softmax(log_probs / temperature),
     taken within the top_k most likely tokens (top_k 0: the whole vocabulary).
 
@@ -63,9 +64,18 @@ def nucleus_pick(log_probs: torch.Tensor, uniforms: torch.Tensor, *, top_p: floa
     return order.gather(1, index).squeeze(1)
 
 
-def sample(step_fn: StepFn, state: dict[str, torch.Tensor], *, seeds: list[int], num_samples: int, bos_id: int,
-           eos_id: int, config: DecodeConfig, device: torch.device | str = "cpu",
-           narrow_rows: bool = False) -> list[list[BeamHypothesis]]:
+def sample(
+    step_fn: StepFn,
+    state: dict[str, torch.Tensor],
+    *,
+    seeds: list[int],
+    num_samples: int,
+    bos_id: int,
+    eos_id: int,
+    config: DecodeConfig,
+    device: torch.device | str = "cpu",
+    narrow_rows: bool = False,
+) -> list[list[BeamHypothesis]]:
     """Draw `num_samples` outputs for each of len(seeds) requests.
 
     Args:
@@ -117,14 +127,19 @@ def sample(step_fn: StepFn, state: dict[str, torch.Tensor], *, seeds: list[int],
             _block_repeated_ngrams(log_probs, computed.gather(history[:, :step]), config.no_repeat_ngram_size)
         if attention is not None:
             attention_step = attention.float()
-            p_gen_step = p_gen.float() if p_gen is not None else attention.new_ones(attention.size(0), dtype=torch.float32)
+            p_gen_step = (
+                p_gen.float()
+                if p_gen is not None
+                else attention.new_ones(attention.size(0), dtype=torch.float32)
+            )
             # rows of requests already done: no attention (their samples have all ended)
             attention_steps.append(computed.scatter(attention_step, 0.0).cpu())
             p_gen_steps.append(computed.scatter(p_gen_step, 1.0).cpu())
         requests = computed.selection.requests.tolist()
         uniforms = torch.cat([torch.rand(num_samples, generator=generators[r]) for r in requests]).to(device)
-        token = nucleus_pick(log_probs, uniforms, top_p=config.top_p, top_k=config.top_k,
-                             temperature=config.temperature)
+        token = nucleus_pick(
+            log_probs, uniforms, top_p=config.top_p, top_k=config.top_k, temperature=config.temperature
+        )
         ended = computed.gather(finished)
         token = token.masked_fill(ended, eos_id)
         picked = log_probs.gather(1, token.unsqueeze(1)).squeeze(1).double().masked_fill(ended, 0.0)
@@ -153,12 +168,14 @@ def sample(step_fn: StepFn, state: dict[str, torch.Tensor], *, seeds: list[int],
         hyps = []
         for row in range(request * num_samples, (request + 1) * num_samples):
             length = lengths_list[row]
-            hyps.append(BeamHypothesis(
-                token_ids=history_rows[row][:length],
-                score=log_probs_list[row] / normaliser(length + 1, config),
-                log_prob=log_probs_list[row],
-                attention=None if attention_all is None or length == 0 else attention_all[:length, row],
-                p_gen=None if p_gen_all is None or length == 0 else p_gen_all[:length, row],
-            ))
+            hyps.append(
+                BeamHypothesis(
+                    token_ids=history_rows[row][:length],
+                    score=log_probs_list[row] / normaliser(length + 1, config),
+                    log_prob=log_probs_list[row],
+                    attention=None if attention_all is None or length == 0 else attention_all[:length, row],
+                    p_gen=None if p_gen_all is None or length == 0 else p_gen_all[:length, row],
+                )
+            )
         results.append(hyps)
     return results

@@ -25,21 +25,22 @@ class Batch:
     """A padded training/inference batch; every tensor is (batch, len)."""
 
     src_ids: torch.Tensor
-    src_lengths: torch.Tensor       # (batch,)
+    src_lengths: torch.Tensor  # (batch,)
     src_features: torch.Tensor | None
-    tgt_ids: torch.Tensor | None = None   # bos y1 .. yn eos, padded
+    tgt_ids: torch.Tensor | None = None  # bos y1 .. yn eos, padded
 
     def to(self, device: torch.device | str) -> Batch:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
+
         return Batch(move(self.src_ids), self.src_lengths, move(self.src_features), move(self.tgt_ids))  # type: ignore[arg-type]
 
 
 @dataclass
 class ForwardOutput:
-    loss: torch.Tensor          # scalar: mean over target tokens
-    nll_sum: torch.Tensor       # scalar: summed NLL without smoothing (for perplexity)
-    tokens: torch.Tensor        # scalar: number of target tokens
+    loss: torch.Tensor  # scalar: mean over target tokens
+    nll_sum: torch.Tensor  # scalar: summed NLL without smoothing (for perplexity)
+    tokens: torch.Tensor  # scalar: number of target tokens
     target_log_probs: torch.Tensor  # (batch, tgt_len) log p of each target token (0 at padding)
     log_probs: torch.Tensor | None  # (batch, tgt_len, vocab); None with the adaptive softmax
 
@@ -49,33 +50,47 @@ class Seq2Seq(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embed_size, padding_idx=config.pad_id)
-        nn.init.normal_(self.embedding.weight, std=config.embed_size ** -0.5)
+        nn.init.normal_(self.embedding.weight, std=config.embed_size**-0.5)
         with torch.no_grad():
             self.embedding.weight[config.pad_id].zero_()
         self.encoder = Encoder(config, self.embedding)
         self.decoder = Decoder(config, self.embedding)
         self.bridge = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def encode(self, src_ids: torch.Tensor, src_lengths: torch.Tensor,
-               src_features: torch.Tensor | None = None) -> tuple[Memory, DecoderState]:
+    def encode(
+        self, src_ids: torch.Tensor, src_lengths: torch.Tensor, src_features: torch.Tensor | None = None
+    ) -> tuple[Memory, DecoderState]:
         """Encode (batch, src_len) ids -> the decoder's Memory and its initial state."""
         states, pad_mask, final = self.encoder(src_ids, src_lengths, src_features)
-        memory = Memory(states=states, keys=self.decoder.attention.precompute_keys(states), pad_mask=pad_mask,
-                        src_ids=src_ids, first_position=first_positions(src_ids))
+        memory = Memory(
+            states=states,
+            keys=self.decoder.attention.precompute_keys(states),
+            pad_mask=pad_mask,
+            src_ids=src_ids,
+            first_position=first_positions(src_ids),
+        )
         return memory, self.decoder.initial_state(final, self.bridge, src_ids.size(1))
 
     def decode_step(self, prev_ids: torch.Tensor, state: DecoderState, memory: Memory) -> StepOutput:
         return self.decoder.step(prev_ids, state, memory)
 
-    def forward(self, batch: Batch, *, label_smoothing: float = 0.0, coverage_weight: float = 0.0,
-                word_dropout: float = 0.0) -> ForwardOutput:
+    def forward(
+        self,
+        batch: Batch,
+        *,
+        label_smoothing: float = 0.0,
+        coverage_weight: float = 0.0,
+        word_dropout: float = 0.0,
+    ) -> ForwardOutput:
         """Teacher forcing over batch.tgt_ids (batch, tgt_len): inputs are tgt[:, :-1], targets tgt[:, 1:].
         In training mode `word_dropout` replaces that share of the decoder's input words (not bos) by <unk>."""
         assert batch.tgt_ids is not None, "forward() needs target ids"
         memory, state = self.encode(batch.src_ids, batch.src_lengths, batch.src_features)
         inputs, targets = batch.tgt_ids[:, :-1], batch.tgt_ids[:, 1:]
         if self.training and word_dropout > 0:
-            inputs = drop_target_words(inputs, word_dropout, unk_id=self.config.unk_id, pad_id=self.config.pad_id)
+            inputs = drop_target_words(
+                inputs, word_dropout, unk_id=self.config.unk_id, pad_id=self.config.pad_id
+            )
         target_mask = targets != self.config.pad_id
         tokens = target_mask.sum()
         coverage_loss = memory.states.new_zeros((), dtype=torch.float32)
@@ -87,15 +102,27 @@ class Seq2Seq(nn.Module):
         target_log_probs = target_log_probs * target_mask
         per_token = -target_log_probs
         if label_smoothing > 0 and log_probs is not None:  # the adaptive softmax never builds log_probs
-            per_token = (1.0 - label_smoothing) * per_token - label_smoothing * log_probs.mean(dim=-1) * target_mask
+            per_token = (1.0 - label_smoothing) * per_token - label_smoothing * log_probs.mean(
+                dim=-1
+            ) * target_mask
         loss = per_token.sum() / tokens.clamp_min(1)
         if coverage_weight > 0:
             loss = loss + coverage_weight * coverage_loss / tokens.clamp_min(1)
-        return ForwardOutput(loss=loss, nll_sum=-target_log_probs.sum().detach(), tokens=tokens.detach(),
-                             target_log_probs=target_log_probs, log_probs=log_probs)
+        return ForwardOutput(
+            loss=loss,
+            nll_sum=-target_log_probs.sum().detach(),
+            tokens=tokens.detach(),
+            target_log_probs=target_log_probs,
+            log_probs=log_probs,
+        )
 
-    def _step_by_step(self, inputs: torch.Tensor, targets: torch.Tensor, state: DecoderState, memory: Memory,
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _step_by_step(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        state: DecoderState,
+        memory: Memory,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher forcing one decoder step at a time (input feeding, coverage): the (batch, tgt_len, vocab)
         log-probabilities and the coverage loss summed over real target tokens."""
         step_log_probs = []

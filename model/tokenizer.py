@@ -42,8 +42,14 @@ def _split_cjk_for_training(line: str) -> str:
     return _CJK.sub(lambda m: f"{_PRETOKEN_DELIMITER}{m.group(1)}{_PRETOKEN_DELIMITER}", line)
 
 
-def train_tokenizer(texts: Iterable[str], out_dir: str | Path, *, vocab_size: int,
-                    character_coverage: float = 0.9995, max_sentences: int = 2_000_000) -> Path:
+def train_tokenizer(
+    texts: Iterable[str],
+    out_dir: str | Path,
+    *,
+    vocab_size: int,
+    character_coverage: float = 0.9995,
+    max_sentences: int = 2_000_000,
+) -> Path:
     """Train the shared unigram model on `texts`; writes out_dir/tokenizer.model and returns its path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -54,13 +60,28 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, *, vocab_size: in
             if line:
                 handle.write(_split_cjk_for_training(line) + "\n")
     spm.SentencePieceTrainer.train(
-        input=str(corpus), model_prefix=str(out / "tokenizer"), model_type="unigram",
-        vocab_size=vocab_size, hard_vocab_limit=False, character_coverage=character_coverage,
-        pad_id=0, unk_id=1, bos_id=2, eos_id=3,
-        pad_piece=PAD, unk_piece=UNK, bos_piece=BOS, eos_piece=EOS,
-        control_symbols=list(CONTROL_SYMBOLS), byte_fallback=True, split_digits=True,
-        normalization_rule_name="identity", pretokenization_delimiter=_PRETOKEN_DELIMITER,
-        input_sentence_size=max_sentences, shuffle_input_sentence=True, minloglevel=2,
+        input=str(corpus),
+        model_prefix=str(out / "tokenizer"),
+        model_type="unigram",
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,
+        character_coverage=character_coverage,
+        pad_id=0,
+        unk_id=1,
+        bos_id=2,
+        eos_id=3,
+        pad_piece=PAD,
+        unk_piece=UNK,
+        bos_piece=BOS,
+        eos_piece=EOS,
+        control_symbols=list(CONTROL_SYMBOLS),
+        byte_fallback=True,
+        split_digits=True,
+        normalization_rule_name="identity",
+        pretokenization_delimiter=_PRETOKEN_DELIMITER,
+        input_sentence_size=max_sentences,
+        shuffle_input_sentence=True,
+        minloglevel=2,
         num_threads=2,
     )
     corpus.unlink()
@@ -82,7 +103,9 @@ class Tokenizer:
         self.control_ids = {symbol: self.sp.piece_to_id(symbol) for symbol in CONTROL_SYMBOLS}
         missing = [s for s, i in self.control_ids.items() if i == self.unk_id]
         if self.pad_id < 0 or missing:
-            raise ValueError(f"{self.path} was not trained by `s2s tokenizer train` (missing {missing or 'pad'})")
+            raise ValueError(
+                f"{self.path} was not trained by `s2s tokenizer train` (missing {missing or 'pad'})"
+            )
         self._special_ids = {self.pad_id, self.bos_id, self.eos_id, *self.control_ids.values()}
         space = self.sp.piece_to_id(WORD_START)
         self._bare_space_id = space if self.sp.id_to_piece(space) == WORD_START else None  # None: not a piece
@@ -115,8 +138,11 @@ class Tokenizer:
         space = self._bare_space_id
         if space is not None and kept:  # (nothing kept: an empty reply, e.g. the model ended at once)
             word_starts = [self.sp.id_to_piece(i).startswith(WORD_START) for i in kept]
-            kept = [i for i, next_starts_word in zip(kept, [*word_starts[1:], False], strict=True)
-                    if not (i == space and next_starts_word)]
+            kept = [
+                i
+                for i, next_starts_word in zip(kept, [*word_starts[1:], False], strict=True)
+                if not (i == space and next_starts_word)
+            ]
         return str(self.sp.decode(kept))
 
     def id_to_piece(self, token_id: int) -> str:

@@ -35,14 +35,26 @@ log = logging.getLogger("s2s.train")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="small", help="model and training preset")
-    parser.add_argument("--train", nargs="+", required=True, help="training files (SQuAD/CMRC JSON, DailyDialog, "
-                        "LCCC, ChatterBot YAML, JSONL)")
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), default="small", help="model and training preset"
+    )
+    parser.add_argument(
+        "--train",
+        nargs="+",
+        required=True,
+        help="training files (SQuAD/CMRC JSON, DailyDialog, LCCC, ChatterBot YAML, JSONL)",
+    )
     parser.add_argument("--valid", nargs="+", default=[], help="validation files (same formats)")
-    parser.add_argument("--out", required=True, help="checkpoint directory (model.pt, last.pt, tokenizer.model)")
-    parser.add_argument("--tokenizer", help="existing tokenizer.model to use (default: out/tokenizer.model, "
-                        "else train one on --train)")
-    parser.add_argument("--vocab-size", type=int, default=None, help="vocabulary size when training a tokenizer")
+    parser.add_argument(
+        "--out", required=True, help="checkpoint directory (model.pt, last.pt, tokenizer.model)"
+    )
+    parser.add_argument(
+        "--tokenizer",
+        help="existing tokenizer.model to use (default: out/tokenizer.model, else train one on --train)",
+    )
+    parser.add_argument(
+        "--vocab-size", type=int, default=None, help="vocabulary size when training a tokenizer"
+    )
     parser.add_argument("--task", choices=["rc", "chat", "any"], default="any", help="what the model is for")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     parser.add_argument("--max-minutes", type=float, help="stop (and save) after this many minutes")
@@ -56,27 +68,50 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder-layers", type=int, help="bi-LSTM encoder layers")
     parser.add_argument("--max-source-len", type=int, help="source budget in tokens")
     parser.add_argument("--no-copy", action="store_true", help="disable the copy mechanism")
-    parser.add_argument("--no-input-feeding", action="store_true",
-                        help="decoder without input feeding: teacher forcing in one LSTM call (faster training)")
-    parser.add_argument("--adaptive-softmax", metavar="CUTOFFS", type=lambda v: tuple(int(c) for c in v.split(",")),
-                        help="adaptive softmax cluster cutoffs, e.g. 1000,4000 (needs --no-copy)")
+    parser.add_argument(
+        "--no-input-feeding",
+        action="store_true",
+        help="decoder without input feeding: teacher forcing in one LSTM call (faster training)",
+    )
+    parser.add_argument(
+        "--adaptive-softmax",
+        metavar="CUTOFFS",
+        type=lambda v: tuple(int(c) for c in v.split(",")),
+        help="adaptive softmax cluster cutoffs, e.g. 1000,4000 (needs --no-copy)",
+    )
     parser.add_argument("--coverage", action="store_true", help="enable coverage (and its loss)")
     parser.add_argument("--label-smoothing", type=float, help="label smoothing epsilon")
-    parser.add_argument("--word-dropout", type=float,
-                        help="share of the decoder's input words replaced by <unk> in training, so that replies "
-                             "depend on the source (0 = off)")
+    parser.add_argument(
+        "--word-dropout",
+        type=float,
+        help="share of the decoder's input words replaced by <unk> in training, so that replies "
+        "depend on the source (0 = off)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (one is fastest on 2 cores)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (one is fastest on 2 cores)"
+    )
     parser.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     parser.add_argument("--resume", action="store_true", help="continue from out/last.pt")
-    parser.add_argument("--init-from", help="start from this checkpoint's weights, config and tokenizer "
-                        "(fine-tuning; the optimizer starts fresh)")
+    parser.add_argument(
+        "--init-from",
+        help="start from this checkpoint's weights, config and tokenizer "
+        "(fine-tuning; the optimizer starts fresh)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="one batch, one step, save, stop")
-    parser.add_argument("--decode", type=json.loads, default=None,
-                        help='default decoding settings stored in the checkpoint, JSON, e.g. {"beam_size": 5}')
-    parser.add_argument("--arch", choices=["seq2seq", "reader"], default="seq2seq",
-                        help="seq2seq: the attention encoder-decoder (chat, abstractive RC); reader: the "
-                        "boundary-pointer span reader (extractive RC, SQuAD/CMRC JSON)")
+    parser.add_argument(
+        "--decode",
+        type=json.loads,
+        default=None,
+        help='default decoding settings stored in the checkpoint, JSON, e.g. {"beam_size": 5}',
+    )
+    parser.add_argument(
+        "--arch",
+        choices=["seq2seq", "reader"],
+        default="seq2seq",
+        help="seq2seq: the attention encoder-decoder (chat, abstractive RC); reader: the "
+        "boundary-pointer span reader (extractive RC, SQuAD/CMRC JSON)",
+    )
     add_reader_arguments(parser)
 
 
@@ -86,9 +121,13 @@ def model_config_from_args(args: argparse.Namespace, vocab_size: int, special: d
     model_values: dict[str, Any] = {**model_overrides, **special, "vocab_size": vocab_size}
     if args.task != "any" or "task" not in model_values:
         model_values["task"] = args.task
-    for flag, field_name in (("attention", "attention"), ("hidden_size", "hidden_size"),
-                             ("embed_size", "embed_size"), ("encoder_layers", "encoder_layers"),
-                             ("max_source_len", "max_source_len")):
+    for flag, field_name in (
+        ("attention", "attention"),
+        ("hidden_size", "hidden_size"),
+        ("embed_size", "embed_size"),
+        ("encoder_layers", "encoder_layers"),
+        ("max_source_len", "max_source_len"),
+    ):
         if getattr(args, flag) is not None:
             model_values[field_name] = getattr(args, flag)
     if args.no_copy:
@@ -105,8 +144,16 @@ def model_config_from_args(args: argparse.Namespace, vocab_size: int, special: d
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     train_values: dict[str, Any] = dict(PRESETS[args.preset][1])
     train_values["amp"] = bool(args.amp)
-    for flag in ("max_steps", "max_minutes", "batch_size", "learning_rate", "eval_every", "seed", "label_smoothing",
-                 "word_dropout"):
+    for flag in (
+        "max_steps",
+        "max_minutes",
+        "batch_size",
+        "learning_rate",
+        "eval_every",
+        "seed",
+        "label_smoothing",
+        "word_dropout",
+    ):
         if getattr(args, flag) is not None:
             train_values[flag] = getattr(args, flag)
     if args.coverage:
@@ -132,8 +179,9 @@ def learning_rate_at(step: int, config: TrainConfig, time_fraction: float = 0.0)
     whichever is further along, so a time-limited run still ends at a low learning rate."""
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
-    progress = min(1.0, max(time_fraction,
-                            (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)))
+    progress = min(
+        1.0, max(time_fraction, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+    )
     return config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -143,12 +191,14 @@ def seed_everything(seed: int) -> None:
 
 
 @torch.no_grad()
-def evaluate_loss(model: Seq2Seq, examples: Sequence[Any], config: TrainConfig, device: torch.device,
-                  pad_id: int) -> dict[str, float]:
+def evaluate_loss(
+    model: Seq2Seq, examples: Sequence[Any], config: TrainConfig, device: torch.device, pad_id: int
+) -> dict[str, float]:
     model.eval()
     nll, tokens = 0.0, 0
-    for index, batch in enumerate(iterate_batches(examples, batch_size=config.batch_size, pad_id=pad_id,
-                                                  shuffle=False, seed=0)):
+    for index, batch in enumerate(
+        iterate_batches(examples, batch_size=config.batch_size, pad_id=pad_id, shuffle=False, seed=0)
+    ):
         if index >= config.eval_batches:
             break
         with autocast(device, config.amp):
@@ -174,12 +224,17 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
     if initial is not None and not (out / TOKENIZER_FILE).exists():
         shutil.copyfile(initial.tokenizer.path, out / TOKENIZER_FILE)
     tokenizer = prepare_tokenizer(args, out, train_records)
-    special = {"pad_id": tokenizer.pad_id, "unk_id": tokenizer.unk_id, "bos_id": tokenizer.bos_id,
-               "eos_id": tokenizer.eos_id}
+    special = {
+        "pad_id": tokenizer.pad_id,
+        "unk_id": tokenizer.unk_id,
+        "bos_id": tokenizer.bos_id,
+        "eos_id": tokenizer.eos_id,
+    }
     # --init-from continues the checkpoint's network: the preset's (whose adaptive cutoffs may not even fit
     # this tokenizer) is not built
-    model_config = (initial.config if initial is not None
-                    else model_config_from_args(args, tokenizer.vocab_size, special))
+    model_config = (
+        initial.config if initial is not None else model_config_from_args(args, tokenizer.vocab_size, special)
+    )
     train_config = train_config_from_args(args)
     seed_everything(train_config.seed)
     device = resolve_device(args.device)
@@ -193,15 +248,21 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
         cut = max(1, len(train_examples) // 50)
         shuffled = random.Random(train_config.seed).sample(train_examples, len(train_examples))
         valid_examples, train_examples = shuffled[:cut], shuffled[cut:] or shuffled
-    log.info("examples: train %d, valid %d, dropped %d %s", len(train_examples), len(valid_examples),
-             build_report.dropped, build_report.reasons)
+    log.info(
+        "examples: train %d, valid %d, dropped %d %s",
+        len(train_examples),
+        len(valid_examples),
+        build_report.dropped,
+        build_report.reasons,
+    )
 
     model = build_model(model_config)
     if initial is not None:
         model.load_state_dict(initial.model.state_dict())
     model = model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.learning_rate,
-                                  weight_decay=train_config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay
+    )
     step, epoch, best = 0, 0, float("inf")
     state = load_train_state(out) if args.resume else None
     if state is not None:
@@ -211,12 +272,24 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_rng_state(state["rng"])
         log.info("resumed from step %d", step)
     decode = DecodeConfig(**(args.decode or {}))
-    meta = {"train_files": [str(p) for p in args.train], "preset": args.preset,
-            "train_config": {k: v for k, v in dataclasses.asdict(train_config).items() if k != "extra"}}
+    meta = {
+        "train_files": [str(p) for p in args.train],
+        "preset": args.preset,
+        "train_config": {k: v for k, v in dataclasses.asdict(train_config).items() if k != "extra"},
+    }
 
     def save_all(reason: str) -> None:
-        save_train_state(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                               "epoch": epoch, "best": best, "rng": torch.get_rng_state()})
+        save_train_state(
+            out,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "epoch": epoch,
+                "best": best,
+                "rng": torch.get_rng_state(),
+            },
+        )
         if not (out / "model.pt").exists():
             save_checkpoint(out, model=model, tokenizer=tokenizer, step=step, decode=decode, meta=meta)
         log.info("saved at step %d (%s)", step, reason)
@@ -225,19 +298,30 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
     deadline = started + 60 * train_config.max_minutes if train_config.max_minutes else None
     max_steps = 1 if args.dry_run else train_config.max_steps
     model.train()
-    progress = tqdm(total=max_steps, initial=step, desc="train", dynamic_ncols=True, disable=None, file=sys.stderr)
+    progress = tqdm(
+        total=max_steps, initial=step, desc="train", dynamic_ncols=True, disable=None, file=sys.stderr
+    )
     tokens_seen, window_start, last_loss = 0, time.monotonic(), float("nan")
     history: list[dict[str, float]] = []
     stop = step >= max_steps
     while not stop:
-        for batch in iterate_batches(train_examples, batch_size=train_config.batch_size, pad_id=tokenizer.pad_id,
-                                     shuffle=True, seed=train_config.seed + epoch):
+        for batch in iterate_batches(
+            train_examples,
+            batch_size=train_config.batch_size,
+            pad_id=tokenizer.pad_id,
+            shuffle=True,
+            seed=train_config.seed + epoch,
+        ):
             time_fraction = 0.0 if deadline is None else (time.monotonic() - started) / (deadline - started)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate_at(step, train_config, time_fraction)
             with autocast(device, train_config.amp):
-                out_step = model(batch.to(device), label_smoothing=train_config.label_smoothing,
-                                 coverage_weight=train_config.coverage_weight, word_dropout=train_config.word_dropout)
+                out_step = model(
+                    batch.to(device),
+                    label_smoothing=train_config.label_smoothing,
+                    coverage_weight=train_config.coverage_weight,
+                    word_dropout=train_config.word_dropout,
+                )
             optimizer.zero_grad(set_to_none=True)
             out_step.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
@@ -248,19 +332,29 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
             progress.update(1)
             if step % train_config.log_every == 0 or args.dry_run:
                 elapsed = time.monotonic() - window_start
-                progress.set_postfix(loss=f"{last_loss:.3f}", tok_s=f"{tokens_seen / max(elapsed, 1e-9):.0f}",
-                                     epoch=epoch)
+                progress.set_postfix(
+                    loss=f"{last_loss:.3f}", tok_s=f"{tokens_seen / max(elapsed, 1e-9):.0f}", epoch=epoch
+                )
                 tokens_seen, window_start = 0, time.monotonic()
             timed_out = deadline is not None and time.monotonic() >= deadline
             if step % train_config.eval_every == 0 or step >= max_steps or timed_out:
-                metrics = {"step": step, "train_loss": last_loss,
-                           **evaluate_loss(model, valid_examples, train_config, device, tokenizer.pad_id)}
+                metrics = {
+                    "step": step,
+                    "train_loss": last_loss,
+                    **evaluate_loss(model, valid_examples, train_config, device, tokenizer.pad_id),
+                }
                 history.append(metrics)
                 log.info("eval %s", json.dumps(metrics))
                 if metrics["valid_nll"] < best:
                     best = metrics["valid_nll"]
-                    save_checkpoint(out, model=model, tokenizer=tokenizer, step=step, decode=decode,
-                                    meta={**meta, "valid": metrics})
+                    save_checkpoint(
+                        out,
+                        model=model,
+                        tokenizer=tokenizer,
+                        step=step,
+                        decode=decode,
+                        meta={**meta, "valid": metrics},
+                    )
                 save_all("eval")
             if step >= max_steps or timed_out:
                 stop = True
@@ -269,8 +363,13 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
             epoch += 1
     progress.close()
     save_all("end")
-    summary = {"out": str(out), "step": step, "best_valid_nll": best, "minutes": (time.monotonic() - started) / 60,
-               "history": history[-5:]}
+    summary = {
+        "out": str(out),
+        "step": step,
+        "best_valid_nll": best,
+        "minutes": (time.monotonic() - started) / 60,
+        "history": history[-5:],
+    }
     (out / "train_log.json").write_text(json.dumps({"history": history, "summary": summary}, indent=1))
     return summary
 

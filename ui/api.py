@@ -33,8 +33,14 @@ async def chat(message: str, conversation_id: str, owner_key: str, request: gr.R
         )
     except Exception as error:
         raise events.user_error(error) from error
-    return {"owner_key": key, "conversation_id": sent.conversation_id, "turn_id": sent.reply_turn_id,
-            "status": outcome["status"], "reply": outcome["text"], "error": outcome["error"]}
+    return {
+        "owner_key": key,
+        "conversation_id": sent.conversation_id,
+        "turn_id": sent.reply_turn_id,
+        "status": outcome["status"],
+        "reply": outcome["text"],
+        "error": outcome["error"],
+    }
 
 
 async def answer(passage: str, question: str, owner_key: str, request: gr.Request) -> dict[str, Any]:

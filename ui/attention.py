@@ -26,7 +26,9 @@ COLOR_MAP = {ANSWER: "green", ATTENDED: "orange"}
 ATTENDED_SHARE = 0.1  # a passage character is "attended" if it got this share of the strongest weight
 WINDOW_TOKENS = 60  # passage tokens shown either side of the answer
 TOP_TOKENS = 6
-PLACEHOLDER = '<div class="attention"><p class="note">Ask a question to see which words the model looked at.</p></div>'
+PLACEHOLDER = (
+    '<div class="attention"><p class="note">Ask a question to see which words the model looked at.</p></div>'
+)
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 _MAX_UTF8_BYTES = 4
 _ANCHOR_TOKENS = 12
@@ -100,7 +102,9 @@ def _window_start(passage: str, tokens: Sequence[Token]) -> int | None:
     return found.start() if found else None
 
 
-def _locate(passage: str, tokens: Sequence[Token], anchor: tuple[int, int] = (0, 0)) -> list[tuple[int, int] | None]:
+def _locate(
+    passage: str, tokens: Sequence[Token], anchor: tuple[int, int] = (0, 0)
+) -> list[tuple[int, int] | None]:
     """Each token's [start, end) in the passage, or None where it cannot be found.
 
     The model may have read a window deep inside a long passage: found where its first tokens occur in a row,
@@ -141,7 +145,9 @@ def _weight(row: Sequence[float], token: Token) -> float:
     return sum(row[i] for i in token.indices if i < len(row))
 
 
-def _reader_answer(passage: list[Token], rows: list[list[float]], pointer: dict[str, Any]) -> tuple[int, int] | None:
+def _reader_answer(
+    passage: list[Token], rows: list[list[float]], pointer: dict[str, Any]
+) -> tuple[int, int] | None:
     """The passage tokens where the reader's start and end pointers landed: the answer's first (last) word
     whose start (end) probability is the pointer's own."""
     words = list(pointer.get("answer_tokens") or [])
@@ -180,8 +186,17 @@ def _view(passage: str, record: dict[str, Any]) -> _View | None:
     else:
         outputs = merge_pieces(list(record.get("output_tokens") or []))
         labels = [token.text for token in outputs]
-        rows = [[sum(col) / len(token.indices) for col in zip(*(rows[i] for i in token.indices if i < len(rows)))]
-                for token in outputs] if outputs else rows
+        rows = (
+            [
+                [
+                    sum(col) / len(token.indices)
+                    for col in zip(*(rows[i] for i in token.indices if i < len(rows)))
+                ]
+                for token in outputs
+            ]
+            if outputs
+            else rows
+        )
         labels = labels if outputs else [f"step {n + 1}" for n in range(len(rows))]
     return _View(question, passage_tokens, offsets, labels, rows, answer, bool(pointer))
 
@@ -254,13 +269,23 @@ def _spaced(view: _View, index: int) -> bool:
     return view.passage[index].spaced
 
 
-def _cell(token: Token, text_tip: str, weight: float, strongest: float, kind: str, *, spaced: bool,
-          answer: bool = False) -> str:
+def _cell(
+    token: Token,
+    text_tip: str,
+    weight: float,
+    strongest: float,
+    kind: str,
+    *,
+    spaced: bool,
+    answer: bool = False,
+) -> str:
     shade = weight / strongest if strongest > 0 else 0.0
     classes = ["t", kind] + (["a"] if answer else []) + (["dark"] if shade > 0.5 else [])
     # A real space between words, none inside one: lines then break between words, and any CJK character.
-    return (f'{" " if spaced else ""}<span class="{" ".join(classes)}" style="--w:{shade:.2f}" title="{escape(text_tip)}">'
-            f"{escape(token.text)}</span>")
+    return (
+        f'{" " if spaced else ""}<span class="{" ".join(classes)}" style="--w:{shade:.2f}" title="{escape(text_tip)}">'
+        f"{escape(token.text)}</span>"
+    )
 
 
 def _row(view: _View, row_index: int, window: tuple[int, int]) -> str:
@@ -271,8 +296,11 @@ def _row(view: _View, row_index: int, window: tuple[int, int]) -> str:
 
     def cell(token: Token, *, spaced: bool, answer: bool = False) -> str:
         weight = _weight(row, token)
-        tip = (f"{token.text}: {label} probability {weight:.1%}" if view.reader
-               else f"{token.text}: weight {weight:.3f} while writing “{label}”")
+        tip = (
+            f"{token.text}: {label} probability {weight:.1%}"
+            if view.reader
+            else f"{token.text}: weight {weight:.3f} while writing “{label}”"
+        )
         return _cell(token, tip, weight, strongest, kind, spaced=spaced, answer=answer)
 
     cells = [cell(token, spaced=token.spaced and i > 0) for i, token in enumerate(question)]
@@ -281,8 +309,14 @@ def _row(view: _View, row_index: int, window: tuple[int, int]) -> str:
     if window[0] > 0:
         cells.append('<span class="sep">…</span> ')
     first, last = view.answer or (-1, -2)
-    cells += [cell(view.passage[index], spaced=index > window[0] and _spaced(view, index),
-                   answer=first <= index <= last) for index in range(*window)]
+    cells += [
+        cell(
+            view.passage[index],
+            spaced=index > window[0] and _spaced(view, index),
+            answer=first <= index <= last,
+        )
+        for index in range(*window)
+    ]
     if window[1] < len(view.passage):
         cells.append(' <span class="sep">…</span>')
     title = f"{label} pointer" if view.reader else f"writing “{label}”"
@@ -293,8 +327,11 @@ def _top(view: _View, row: Sequence[float], heading: str, count: int) -> str:
     tokens = view.passage if view.reader else [*view.question, *view.passage]
     ranked = sorted(((_weight(row, t), t.text) for t in tokens), key=lambda pair: -pair[0])
     best = ranked[0][0] if ranked else 0.0
-    chips = [f'<span class="chip">{escape(text)} <small>{escape(_percent(weight))}</small></span>'
-             for weight, text in ranked[:count] if weight > 0 and weight >= ATTENDED_SHARE * best]
+    chips = [
+        f'<span class="chip">{escape(text)} <small>{escape(_percent(weight))}</small></span>'
+        for weight, text in ranked[:count]
+        if weight > 0 and weight >= ATTENDED_SHARE * best
+    ]
     return f'<p class="top"><b>{escape(heading)}</b> {"".join(chips) or "(none)"}</p>'
 
 
@@ -303,14 +340,18 @@ def _legend(view: _View) -> str:
         return "".join(f'<span class="swatch {kind}" style="--w:{w}"></span>' for w in (0.1, 0.4, 0.7, 1.0))
 
     if view.reader:
-        return (f'<p class="legend">Each passage word is shaded by how likely the reader found the answer to '
-                f'<b>start</b> there ({swatches("start")}) and to <b>end</b> there ({swatches("end")}); darker is '
-                f"more likely, relative to the likeliest word in the row. The answer is underlined in green. "
-                f"Point at a word for its probability.</p>")
-    return (f'<p class="legend">One row per word of the answer: each input word is shaded '
-            f"({swatches('att')}) by how much the model looked at it while writing that word; darker is more, "
-            f"relative to the strongest word in the row. The answer is underlined in green in the passage. "
-            f"Point at a word for its weight.</p>")
+        return (
+            f'<p class="legend">Each passage word is shaded by how likely the reader found the answer to '
+            f"<b>start</b> there ({swatches('start')}) and to <b>end</b> there ({swatches('end')}); darker is "
+            f"more likely, relative to the likeliest word in the row. The answer is underlined in green. "
+            f"Point at a word for its probability.</p>"
+        )
+    return (
+        f'<p class="legend">One row per word of the answer: each input word is shaded '
+        f"({swatches('att')}) by how much the model looked at it while writing that word; darker is more, "
+        f"relative to the strongest word in the row. The answer is underlined in green in the passage. "
+        f"Point at a word for its weight.</p>"
+    )
 
 
 def attention_html(passage: str, record: dict[str, Any] | None) -> str:
@@ -322,7 +363,10 @@ def attention_html(passage: str, record: dict[str, Any] | None) -> str:
     window = _window(view)
     parts = ['<div class="attention">', "<h4>What the model looked at</h4>", _legend(view)]
     if view.reader:
-        parts += [_top(view, view.rows[0], "Likeliest start:", 3), _top(view, view.rows[1], "Likeliest end:", 3)]
+        parts += [
+            _top(view, view.rows[0], "Likeliest start:", 3),
+            _top(view, view.rows[1], "Likeliest end:", 3),
+        ]
     else:
         mean = [sum(column) / len(view.rows) for column in zip(*view.rows)]
         parts.append(_top(view, mean, "Most attended:", TOP_TOKENS))
@@ -330,11 +374,15 @@ def attention_html(passage: str, record: dict[str, Any] | None) -> str:
     if located:
         first, last = min(o[0] for o in located), max(o[1] for o in located)
         if passage[:first].strip() or passage[last:].strip():
-            parts.append(f'<p class="note">The model read only part of this passage (its input has a size limit): '
-                         f"characters {first + 1}–{last} of {len(passage)}.</p>")
+            parts.append(
+                f'<p class="note">The model read only part of this passage (its input has a size limit): '
+                f"characters {first + 1}–{last} of {len(passage)}.</p>"
+            )
     if window != (0, len(view.passage)):
-        parts.append(f'<p class="note">A long passage: showing passage tokens {window[0] + 1}–{window[1]} of '
-                     f"{len(view.passage)}, around the answer.</p>")
+        parts.append(
+            f'<p class="note">A long passage: showing passage tokens {window[0] + 1}–{window[1]} of '
+            f"{len(view.passage)}, around the answer.</p>"
+        )
     parts += [_row(view, index, window) for index in range(len(view.rows))]
     parts.append("</div>")
     return "".join(parts)

@@ -28,7 +28,13 @@ POLL_MAX_S = 1.0
 JOB_HEADERS = ["job id", "file", "state", "done", "failed", "pending", "bad lines", "progress", "ETA"]
 ERROR_HEADERS = ["where", "reason"]
 NBEST_HEADERS = ["rank", "answer", "score"]
-WORKER_HEADERS = ["worker", "versions", "device", "queues", "last_seen"]  # keys of handlers.system_status rows
+WORKER_HEADERS = [
+    "worker",
+    "versions",
+    "device",
+    "queues",
+    "last_seen",
+]  # keys of handlers.system_status rows
 
 
 def user_error(error: BaseException) -> gr.Error:
@@ -63,7 +69,9 @@ def owner_of(request: gr.Request | None, owner_key: str | None) -> str:
     return handlers.resolve_owner(username=username, owner_key=owner_key)
 
 
-async def wait_until_settled(poll: Callable[..., dict[str, Any]], *args: Any, timeout_s: float) -> dict[str, Any]:
+async def wait_until_settled(
+    poll: Callable[..., dict[str, Any]], *args: Any, timeout_s: float
+) -> dict[str, Any]:
     """Call `poll(*args)` (in a thread) until its "status" is not "pending" or `timeout_s` passes."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -103,15 +111,19 @@ def stop_button(history: list[dict[str, Any]]) -> dict[str, Any]:
     return gr.update(visible=any(message["status"] == "pending" for message in history))
 
 
-async def load_chat(owner: str, conversation_id: str) -> tuple[list[dict[str, str]], dict[str, Any], dict[str, Any]]:
+async def load_chat(
+    owner: str, conversation_id: str
+) -> tuple[list[dict[str, str]], dict[str, Any], dict[str, Any]]:
     """The conversation to show, and the Retry and Stop buttons' updates."""
     history = await asyncio.to_thread(handlers.load_history, owner, conversation_id)
     return for_display(history), retry_button(history), stop_button(history)
 
 
 def conversation_choices(owner: str) -> list[tuple[str, str]]:
-    return [(f"{c['title']}  ·  {c['updated_at'][:16].replace('T', ' ')}", c["id"])
-            for c in handlers.list_conversations(owner)]
+    return [
+        (f"{c['title']}  ·  {c['updated_at'][:16].replace('T', ' ')}", c["id"])
+        for c in handlers.list_conversations(owner)
+    ]
 
 
 async def start_session(owner_key: str | None, request: gr.Request) -> tuple[Any, ...]:
@@ -138,7 +150,9 @@ def _no_buttons() -> tuple[dict[str, Any], dict[str, Any]]:
     return retry_button([]), stop_button([])
 
 
-async def open_conversation(conversation_id: str | None, owner_key: str, request: gr.Request) -> tuple[Any, ...]:
+async def open_conversation(
+    conversation_id: str | None, owner_key: str, request: gr.Request
+) -> tuple[Any, ...]:
     """Outputs: chat, conversation id, Retry, Stop, notice."""
     if not conversation_id:
         return [], "", *_no_buttons(), notice()
@@ -195,14 +209,18 @@ async def _chat_views(owner: str, conversation_id: str, *, relist: bool, said: s
     chat, retry, stop = await load_chat(owner, conversation_id)
     listed = gr.update()
     if relist:
-        listed = gr.update(choices=await asyncio.to_thread(conversation_choices, owner), value=conversation_id)
+        listed = gr.update(
+            choices=await asyncio.to_thread(conversation_choices, owner), value=conversation_id
+        )
     return chat, conversation_id, "", listed, retry, stop, notice(said)
 
 
 async def _reply_updates(owner: str, conversation_id: str, turn_id: int) -> AsyncIterator[tuple[Any, ...]]:
     """Show the pending reply at once, then the settled one (saying so if it failed or is still late)."""
     yield await _chat_views(owner, conversation_id, relist=True)
-    outcome = await wait_until_settled(handlers.poll_reply, owner, turn_id, timeout_s=get_settings().request_timeout_s)
+    outcome = await wait_until_settled(
+        handlers.poll_reply, owner, turn_id, timeout_s=get_settings().request_timeout_s
+    )
     said = ""
     if outcome["status"] == "failed":
         said = f"The reply failed: {outcome['error']}. Press Retry to ask again."
@@ -212,14 +230,22 @@ async def _reply_updates(owner: str, conversation_id: str, turn_id: int) -> Asyn
 
 
 async def send_message(
-    text: str, conversation_id: str, owner_key: str, beam_size: float, length_penalty: float,
-    max_length: float, request: gr.Request,
+    text: str,
+    conversation_id: str,
+    owner_key: str,
+    beam_size: float,
+    length_penalty: float,
+    max_length: float,
+    request: gr.Request,
 ) -> AsyncIterator[tuple[Any, ...]]:
     try:
         owner = owner_of(request, owner_key)
-        decoding = handlers.check_decoding(beam_size=beam_size, length_penalty=length_penalty, max_length=max_length)
-        sent = await asyncio.to_thread(handlers.store_message, owner, conversation_id or None, text or "",
-                                       decoding=decoding)
+        decoding = handlers.check_decoding(
+            beam_size=beam_size, length_penalty=length_penalty, max_length=max_length
+        )
+        sent = await asyncio.to_thread(
+            handlers.store_message, owner, conversation_id or None, text or "", decoding=decoding
+        )
     except Exception as error:
         yield _chat_problem(error)
         return
@@ -236,14 +262,20 @@ async def send_message(
 
 
 async def retry_reply(
-    conversation_id: str, owner_key: str, beam_size: float, length_penalty: float, max_length: float,
+    conversation_id: str,
+    owner_key: str,
+    beam_size: float,
+    length_penalty: float,
+    max_length: float,
     request: gr.Request,
 ) -> AsyncIterator[tuple[Any, ...]]:
     try:
         if not conversation_id:
             raise handlers.UserError("Open a conversation first.")
         owner = owner_of(request, owner_key)
-        decoding = handlers.check_decoding(beam_size=beam_size, length_penalty=length_penalty, max_length=max_length)
+        decoding = handlers.check_decoding(
+            beam_size=beam_size, length_penalty=length_penalty, max_length=max_length
+        )
         turn_id = await asyncio.to_thread(handlers.retry_reply, owner, conversation_id, decoding=decoding)
         async for update in _reply_updates(owner, conversation_id, turn_id):
             yield update
@@ -273,26 +305,37 @@ def answer_views(result: dict[str, Any]) -> tuple[Any, ...]:
     if result["status"] != "done":
         message = result["error"] or "no answer yet"
         return f"({message})", None, [], [], attention.PLACEHOLDER, f"status: {result['status']}"
-    n_best = [[rank, h.get("text", ""), round(float(h.get("score", 0.0)), 4)]
-              for rank, h in enumerate(result["n_best"], start=1)]
+    n_best = [
+        [rank, h.get("text", ""), round(float(h.get("score", 0.0)), 4)]
+        for rank, h in enumerate(result["n_best"], start=1)
+    ]
     record = result["attention"]
     details = f"model: {result['model_version']}"
     pointer = record.get("pointer")
     if pointer:  # the span reader: its answer is where its start and end pointers landed
-        details += (f" · start pointer {math.exp(pointer['start_log_prob']):.0%} sure,"
-                    f" end pointer {math.exp(pointer['end_log_prob']):.0%} sure")
+        details += (
+            f" · start pointer {math.exp(pointer['start_log_prob']):.0%} sure,"
+            f" end pointer {math.exp(pointer['end_log_prob']):.0%} sure"
+        )
     elif record.get("p_gen"):
         copied = 1.0 - sum(record["p_gen"]) / len(record["p_gen"])
         details += f" · copied from the passage: {copied:.0%}"
-    return (result["answer"], round(float(result["score"] or 0.0), 4), n_best,
-            attention.highlight_segments(result["passage"], record),
-            attention.attention_html(result["passage"], record), details)
+    return (
+        result["answer"],
+        round(float(result["score"] or 0.0), 4),
+        n_best,
+        attention.highlight_segments(result["passage"], record),
+        attention.attention_html(result["passage"], record),
+        details,
+    )
 
 
 ANSWER_OUTPUTS = 6  # answer, score, n-best, highlighted passage, attention view, details
 
 
-async def ask_question(passage: str, question: str, owner_key: str, request: gr.Request) -> AsyncIterator[tuple[Any, ...]]:
+async def ask_question(
+    passage: str, question: str, owner_key: str, request: gr.Request
+) -> AsyncIterator[tuple[Any, ...]]:
     """The answer views, then the pending question's id, the Stop button and the notice line."""
     try:
         owner = owner_of(request, owner_key)
@@ -303,8 +346,9 @@ async def ask_question(passage: str, question: str, owner_key: str, request: gr.
     pending: tuple[Any, ...] = (handlers.PENDING_TEXT, None, [], [], attention.PLACEHOLDER, "status: pending")
     yield (*pending, question_id, gr.update(visible=True), notice())
     try:
-        result = await wait_until_settled(handlers.question_result, owner, question_id,
-                                          timeout_s=get_settings().request_timeout_s)
+        result = await wait_until_settled(
+            handlers.question_result, owner, question_id, timeout_s=get_settings().request_timeout_s
+        )
     except Exception as error:
         yield (*[gr.skip()] * ANSWER_OUTPUTS, "", gr.update(visible=False), notice(say(error)))
         return
@@ -355,9 +399,20 @@ def _progress(job: dict[str, Any]) -> str:
 
 
 def job_rows(jobs: list[dict[str, Any]]) -> list[list[Any]]:
-    return [[j["job_id"], j["filename"], j["state"], j["done"], j["failed"], j["pending"],
-             sum(1 for e in j["errors"] if e["where"].startswith("line")), _progress(j), _eta(j["eta_s"])]
-            for j in jobs]
+    return [
+        [
+            j["job_id"],
+            j["filename"],
+            j["state"],
+            j["done"],
+            j["failed"],
+            j["pending"],
+            sum(1 for e in j["errors"] if e["where"].startswith("line")),
+            _progress(j),
+            _eta(j["eta_s"]),
+        ]
+        for j in jobs
+    ]
 
 
 async def submit_batch(path: str | None, owner_key: str, request: gr.Request) -> tuple[Any, ...]:
@@ -370,8 +425,10 @@ async def submit_batch(path: str | None, owner_key: str, request: gr.Request) ->
         jobs, job_choices = await refresh_jobs_for(owner)
     except Exception as error:
         return say(error), gr.skip(), gr.skip(), gr.skip()
-    message = f"Job {report['job_id']}: {report['items']} item(s) queued ({report['format']}), " \
-              f"{len(report['errors'])} bad line(s)."
+    message = (
+        f"Job {report['job_id']}: {report['items']} item(s) queued ({report['format']}), "
+        f"{len(report['errors'])} bad line(s)."
+    )
     if not report["worker_online"]:
         message += " No worker consumes the batch queue right now; the job waits until one starts."
     errors = [[f"line {e['line']}", e["reason"]] for e in report["errors"]]

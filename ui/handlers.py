@@ -88,7 +88,9 @@ def resolve_owner(*, username: str | None, owner_key: str | None) -> str:
     if username:
         return f"user:{username}"
     if not owner_key or len(owner_key) < MIN_OWNER_KEY_CHARS:
-        raise UserError("This page is still starting (no session key yet): try again in a moment, or reload it.")
+        raise UserError(
+            "This page is still starting (no session key yet): try again in a moment, or reload it."
+        )
     return f"anon:{owner_key}"
 
 
@@ -113,7 +115,11 @@ def decoding_panel_defaults() -> dict[str, Any]:
 
 def check_decoding(*, beam_size: float, length_penalty: float, max_length: float) -> dict[str, Any] | None:
     """The decoding settings the user changed on the sliders, validated, as plain JSON (None: none changed)."""
-    values = {"beam_size": int(beam_size), "length_penalty": float(length_penalty), "max_length": int(max_length)}
+    values = {
+        "beam_size": int(beam_size),
+        "length_penalty": float(length_penalty),
+        "max_length": int(max_length),
+    }
     for name, value in values.items():
         low, high = DECODING_BOUNDS[name]
         if not low <= value <= high:
@@ -149,8 +155,15 @@ def load_history(owner: str, conversation_id: str) -> list[dict[str, Any]]:
     """The whole conversation from the database, oldest first: {"role", "content", "status", "model_version"}
     per turn (content is what to show: the text, or a pending or failed notice; model_version is None for the
     user's turns and for replies not answered yet)."""
-    return [{"role": turn["role"], "content": _content(turn), "status": turn["status"],
-             "model_version": turn["model_version"]} for turn in chat.history(engine, owner, conversation_id)]
+    return [
+        {
+            "role": turn["role"],
+            "content": _content(turn),
+            "status": turn["status"],
+            "model_version": turn["model_version"],
+        }
+        for turn in chat.history(engine, owner, conversation_id)
+    ]
 
 
 def _content(turn: dict[str, Any]) -> str:

@@ -70,7 +70,9 @@ class KneserNeyLM:
         trigrams: Counter[int] = Counter()
         for tokens in sentences:
             seq = [1, 1, *(ids.setdefault(t, len(ids)) for t in tokens), 2]
-            trigrams.update((seq[i] << 2 * _BITS) | (seq[i + 1] << _BITS) | seq[i + 2] for i in range(len(seq) - 2))
+            trigrams.update(
+                (seq[i] << 2 * _BITS) | (seq[i + 1] << _BITS) | seq[i + 2] for i in range(len(seq) - 2)
+            )
         if len(ids) > _MASK:
             raise ValueError(f"{len(ids)} word types: the packed n-gram keys hold at most {_MASK}")
         return cls(ids, dict(trigrams))
@@ -83,8 +85,9 @@ class KneserNeyLM:
         return self._ids.get(word, 0)
 
     def _prob_ids(self, u: int, v: int, w: int) -> float:
-        p = (max(self._unigrams.get(w, 0) - self._d1, 0.0)
-             + self._d1 * self._uni_types / self.vocab_size) / self._uni_total
+        p = (
+            max(self._unigrams.get(w, 0) - self._d1, 0.0) + self._d1 * self._uni_types / self.vocab_size
+        ) / self._uni_total
         total = self._bi_totals.get(v)
         if total:
             count = self._bigrams.get((v << _BITS) | w, 0)

@@ -50,8 +50,13 @@ class TrainingProfile:
     replies: tuple[tuple[str, ...], ...]
 
     @classmethod
-    def build(cls, dialogs: Sequence[Sequence[str]], *, common: int = COMMON_REPLIES, seed: int = 0,
-              ) -> TrainingProfile:
+    def build(
+        cls,
+        dialogs: Sequence[Sequence[str]],
+        *,
+        common: int = COMMON_REPLIES,
+        seed: int = 0,
+    ) -> TrainingProfile:
         """From training dialogs (each its turns, oldest first): every turn trains the LM and the vectors;
         every turn after the first is a reply."""
         sentences = [panel_tokens(turn) for turns in dialogs for turn in turns]
@@ -59,8 +64,12 @@ class TrainingProfile:
         if not replies:
             raise ValueError("the panel needs training dialogs of two turns or more")
         counts = Counter(" ".join(reply) for reply in replies)
-        return cls(lm=KneserNeyLM.build(sentences), sif=SifEncoder.build(sentences, seed=seed),
-                   common_replies=frozenset(text for text, _ in counts.most_common(common)), replies=replies)
+        return cls(
+            lm=KneserNeyLM.build(sentences),
+            sif=SifEncoder.build(sentences, seed=seed),
+            common_replies=frozenset(text for text, _ in counts.most_common(common)),
+            replies=replies,
+        )
 
     def draw_rivals(self, count: int, seed: int) -> list[tuple[str, ...]]:
         """`count` training replies drawn at random (with replacement), the same ones for the same seed."""
@@ -91,8 +100,9 @@ def generic_share(replies: Sequence[Tokens], common_replies: frozenset[str]) -> 
     return _mean([float(" ".join(reply) in common_replies) for reply in replies])
 
 
-def relevance(last_turns: Sequence[Tokens], replies: Sequence[Tokens], rivals: Sequence[Tokens],
-              sif: SifEncoder) -> float:
+def relevance(
+    last_turns: Sequence[Tokens], replies: Sequence[Tokens], rivals: Sequence[Tokens], sif: SifEncoder
+) -> float:
     """Share of contexts where the reply is more similar to the last user turn than its rival (a random
     training reply) is. A reply without a vector loses; a rival without one loses to any reply with one."""
     wins = []
@@ -115,15 +125,19 @@ def copy_share(last_turns: Sequence[Tokens], replies: Sequence[Tokens]) -> float
 def language_agreement(last_turns: Sequence[str], replies: Sequence[str]) -> float:
     """Share of replies in the language of the last user turn (model.language.detect_language); an empty
     reply does not agree."""
-    return _mean([float(bool(reply.strip()) and detect_language(reply) == detect_language(turn))
-                  for turn, reply in zip(last_turns, replies, strict=True)])
+    return _mean(
+        [
+            float(bool(reply.strip()) and detect_language(reply) == detect_language(turn))
+            for turn, reply in zip(last_turns, replies, strict=True)
+        ]
+    )
 
 
 def repetition_share(replies: Sequence[Tokens]) -> float:
     """Share of replies that hold some word trigram (no padding) more than once."""
     repeats = []
     for reply in replies:
-        grams = [tuple(reply[i:i + 3]) for i in range(len(reply) - 2)]
+        grams = [tuple(reply[i : i + 3]) for i in range(len(reply) - 2)]
         repeats.append(float(len(set(grams)) < len(grams)))
     return _mean(repeats)
 
@@ -134,8 +148,14 @@ def trigram_perplexity(replies: Sequence[Tokens], lm: KneserNeyLM) -> float:
     return math.exp(-_mean(values)) if values else math.inf
 
 
-def panel_figures(last_turns: Sequence[str], replies: Sequence[str], rivals: Sequence[Tokens],
-                  profile: TrainingProfile, *, cut: float = DISFLUENT_CUT) -> dict[str, float]:
+def panel_figures(
+    last_turns: Sequence[str],
+    replies: Sequence[str],
+    rivals: Sequence[Tokens],
+    profile: TrainingProfile,
+    *,
+    cut: float = DISFLUENT_CUT,
+) -> dict[str, float]:
     """Every figure of the panel for one set of replies to the contexts ending in `last_turns`."""
     turn_tokens = [panel_tokens(turn) for turn in last_turns]
     reply_tokens = [panel_tokens(reply) for reply in replies]
@@ -155,12 +175,21 @@ def panel_figures(last_turns: Sequence[str], replies: Sequence[str], rivals: Seq
     return {name: round(value, 4) for name, value in figures.items()}
 
 
-def chat_panel(last_turns: Sequence[str], replies: Sequence[str], references: Sequence[str],
-               profile: TrainingProfile, *, seed: int = 0, cut: float = DISFLUENT_CUT) -> dict[str, dict[str, float]]:
+def chat_panel(
+    last_turns: Sequence[str],
+    replies: Sequence[str],
+    references: Sequence[str],
+    profile: TrainingProfile,
+    *,
+    seed: int = 0,
+    cut: float = DISFLUENT_CUT,
+) -> dict[str, dict[str, float]]:
     """{"reply": figures, "human": figures}: the model's replies and the human references of the same
     contexts, both against the same random training rivals (drawn with `seed`)."""
     if not len(last_turns) == len(replies) == len(references):
         raise ValueError(f"{len(last_turns)} contexts, {len(replies)} replies, {len(references)} references")
     rivals = profile.draw_rivals(len(last_turns), seed)
-    return {"reply": panel_figures(last_turns, replies, rivals, profile, cut=cut),
-            "human": panel_figures(last_turns, references, rivals, profile, cut=cut)}
+    return {
+        "reply": panel_figures(last_turns, replies, rivals, profile, cut=cut),
+        "human": panel_figures(last_turns, references, rivals, profile, cut=cut),
+    }

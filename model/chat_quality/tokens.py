@@ -17,7 +17,8 @@ _EN_WORD = re.compile(r"[a-z][a-z']*")
 BOS = "<s>"
 EOS = "</s>"
 
-_EN_STOP_WORDS = frozenset("""
+_EN_STOP_WORDS = frozenset(
+    """
 a about above after again all also am an and any are aren't as at be because been before being below between
 both but by can can't could couldn't did didn't do does doesn't doing don't down during each few for from
 further get got had hadn't has hasn't have haven't having he he'd he'll he's her here here's hers herself him
@@ -28,9 +29,12 @@ themselves then there there's these they they'd they'll they're they've this tho
 up very was wasn't we we'd we'll we're we've well were weren't what what's when when's where where's which
 while who who's whom why why's will with won't would wouldn't yeah yes you you'd you'll you're you've your
 yours yourself yourselves
-""".split())
+""".split()
+)
 # Function characters of everyday Chinese chat: particles, pronouns, copulas, negations, measure words.
-_ZH_STOP_CHARACTERS = frozenset("的了是我你他她它们吗呢吧啊呀哦嗯哈在有和也都就不没这那个么要会还很太又才被把给着过对与及或")
+_ZH_STOP_CHARACTERS = frozenset(
+    "的了是我你他她它们吗呢吧啊呀哦嗯哈在有和也都就不没这那个么要会还很太又才被把给着过对与及或"
+)
 
 
 def has_cjk(text: str) -> bool:

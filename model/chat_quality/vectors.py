@@ -59,15 +59,29 @@ def _truncated_svd(matrix: np.ndarray, rank: int, seed: int, power_iterations: i
 class SifEncoder:
     """Sentence vectors for the panel's relevance check: `encode(tokens)`, `similarity(first, second)`."""
 
-    def __init__(self, word_vectors: dict[str, np.ndarray], weights: dict[str, float],
-                 common_direction: np.ndarray | None) -> None:
+    def __init__(
+        self,
+        word_vectors: dict[str, np.ndarray],
+        weights: dict[str, float],
+        common_direction: np.ndarray | None,
+    ) -> None:
         self._vectors = word_vectors
         self._weights = weights
         self._common = common_direction
 
     @classmethod
-    def build(cls, sentences: Sequence[Sequence[str]], *, dim: int = 100, window: int = 4, max_words: int = 5000,
-              min_count: int = 3, a: float = 1e-3, seed: int = 0, common_sample: int = 10000) -> SifEncoder:
+    def build(
+        cls,
+        sentences: Sequence[Sequence[str]],
+        *,
+        dim: int = 100,
+        window: int = 4,
+        max_words: int = 5000,
+        min_count: int = 3,
+        a: float = 1e-3,
+        seed: int = 0,
+        common_sample: int = 10000,
+    ) -> SifEncoder:
         """Trains word vectors for the `max_words` most common tokens seen at least `min_count` times, and
         takes p(w) for the SIF weights and the common direction from the same sentences."""
         counts = Counter(t for tokens in sentences for t in tokens)
@@ -78,8 +92,11 @@ class SifEncoder:
         matrix = _truncated_svd(_ppmi(_cooccurrences(sentences, index, window)), rank, seed)
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         matrix = matrix / np.where(norms > 0, norms, 1.0)
-        encoder = cls({w: matrix[i] for w, i in index.items()}, {w: a / (a + c / total) for w, c in counts.items()},
-                      None)
+        encoder = cls(
+            {w: matrix[i] for w, i in index.items()},
+            {w: a / (a + c / total) for w, c in counts.items()},
+            None,
+        )
         sample = random.Random(seed).sample(list(sentences), min(common_sample, len(sentences)))
         rows = [v for v in map(encoder.encode, sample) if v is not None]
         if rows:

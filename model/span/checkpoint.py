@@ -27,17 +27,43 @@ class LoadedReader:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def reader_payload(model: SpanReader, vocab: Vocab, *, step: int, decode: DecodeConfig, meta: dict[str, Any],
-                   half: bool = False) -> dict[str, Any]:
-    state = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu()
-             for k, v in model.state_dict().items()}
-    return {"format": FORMAT, "kind": KIND, "reader_config": model.config.to_dict(), "vocab": list(vocab.words),
-            "tuned_count": vocab.tuned_count, "state_dict": state, "step": int(step), "decode": decode.to_dict(),
-            "meta": dict(meta)}
+def reader_payload(
+    model: SpanReader,
+    vocab: Vocab,
+    *,
+    step: int,
+    decode: DecodeConfig,
+    meta: dict[str, Any],
+    half: bool = False,
+) -> dict[str, Any]:
+    state = {
+        k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu()
+        for k, v in model.state_dict().items()
+    }
+    return {
+        "format": FORMAT,
+        "kind": KIND,
+        "reader_config": model.config.to_dict(),
+        "vocab": list(vocab.words),
+        "tuned_count": vocab.tuned_count,
+        "state_dict": state,
+        "step": int(step),
+        "decode": decode.to_dict(),
+        "meta": dict(meta),
+    }
 
 
-def save_reader(out_dir: str | Path, model: SpanReader, vocab: Vocab, *, step: int, decode: DecodeConfig,
-                meta: dict[str, Any], half: bool = False, file_name: str = MODEL_FILE) -> Path:
+def save_reader(
+    out_dir: str | Path,
+    model: SpanReader,
+    vocab: Vocab,
+    *,
+    step: int,
+    decode: DecodeConfig,
+    meta: dict[str, Any],
+    half: bool = False,
+    file_name: str = MODEL_FILE,
+) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     target = out / file_name
@@ -59,8 +85,11 @@ def load_reader(path: str | Path, *, device: torch.device | str = "cpu") -> Load
     if len(vocab) != config.vocab_size:
         raise ValueError(f"{model_file}: {len(vocab)} words for a model of {config.vocab_size}")
     model = SpanReader(config)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()})
+    model.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    )
     model.to(device).eval()
     decode = decode_of(payload, model_file.parent)
-    return LoadedReader(model=model, vocab=vocab, step=int(payload["step"]), decode=decode,
-                        meta=dict(payload.get("meta", {})))
+    return LoadedReader(
+        model=model, vocab=vocab, step=int(payload["step"]), decode=decode, meta=dict(payload.get("meta", {}))
+    )

@@ -14,17 +14,24 @@ def question_words(question: str, config: ReaderConfig) -> Words:
     return words.window(0, config.max_question_words)
 
 
-def request_inputs(question: str, passage: str, vocab: Vocab, config: ReaderConfig,
-                   ) -> list[tuple[int, ReaderInput]]:
+def request_inputs(
+    question: str,
+    passage: str,
+    vocab: Vocab,
+    config: ReaderConfig,
+) -> list[tuple[int, ReaderInput]]:
     """(first word of the window, input) for each window of the passage; whole passages when they fit."""
     q_words = question_words(question, config)
     p_words = split_words(passage)
-    return [(start, build_input(q_words, p_words.window(start, end), vocab, char_buckets=config.char_buckets))
-            for start, end in windows(len(p_words), config.max_passage_words, config.window_stride)]
+    return [
+        (start, build_input(q_words, p_words.window(start, end), vocab, char_buckets=config.char_buckets))
+        for start, end in windows(len(p_words), config.max_passage_words, config.window_stride)
+    ]
 
 
-def training_input(question: str, passage: str, answer_start: int, answer: str, vocab: Vocab,
-                   config: ReaderConfig) -> ReaderInput | str:
+def training_input(
+    question: str, passage: str, answer_start: int, answer: str, vocab: Vocab, config: ReaderConfig
+) -> ReaderInput | str:
     """The input for one answered question, or the reason it cannot train (answer not in the passage)."""
     if answer_start < 0 or not answer.strip():
         return "the answer is not in the passage"
@@ -36,10 +43,19 @@ def training_input(question: str, passage: str, answer_start: int, answer: str, 
     q_words = question_words(question, config)
     if not q_words.words:
         return "the question has no words"
-    holding = [(start, end) for start, end in windows(len(p_words), config.max_passage_words, config.window_stride)
-               if start <= first and last < end]
+    holding = [
+        (start, end)
+        for start, end in windows(len(p_words), config.max_passage_words, config.window_stride)
+        if start <= first and last < end
+    ]
     if not holding:
         return "the answer is longer than a window"
     start, end = min(holding, key=lambda window: abs(first + last - window[0] - window[1]))  # most central
-    return build_input(q_words, p_words.window(start, end), vocab, char_buckets=config.char_buckets,
-                       start=first - start, end=last - start)
+    return build_input(
+        q_words,
+        p_words.window(start, end),
+        vocab,
+        char_buckets=config.char_buckets,
+        start=first - start,
+        end=last - start,
+    )

@@ -36,14 +36,14 @@ class ReaderInput:
 
 @dataclass
 class ReaderBatch:
-    question_ids: torch.Tensor     # (batch, q_len) long, 0 = padding
-    question_mask: torch.Tensor    # (batch, q_len) bool, True on words
-    passage_ids: torch.Tensor      # (batch, p_len)
-    passage_mask: torch.Tensor     # (batch, p_len)
-    match: torch.Tensor            # (batch, p_len, MATCH_FEATURES) float
+    question_ids: torch.Tensor  # (batch, q_len) long, 0 = padding
+    question_mask: torch.Tensor  # (batch, q_len) bool, True on words
+    passage_ids: torch.Tensor  # (batch, p_len)
+    passage_mask: torch.Tensor  # (batch, p_len)
+    match: torch.Tensor  # (batch, p_len, MATCH_FEATURES) float
     question_chars: torch.Tensor | None  # (batch, q_len, MAX_NGRAMS) long, 0 = padding
     passage_chars: torch.Tensor | None
-    starts: torch.Tensor           # (batch,) long, -1 = unknown
+    starts: torch.Tensor  # (batch,) long, -1 = unknown
     ends: torch.Tensor
 
     def to(self, device: torch.device | str) -> ReaderBatch:
@@ -58,18 +58,29 @@ def match_features(question: Words, passage: Words) -> list[tuple[float, float, 
     passage_lower = [lower(w) for w in passage.words]
     counts = Counter(passage_lower)
     size = max(1, len(passage))
-    return [(float(w in raw), float(lw in lowered), float(stem(w) in stemmed), counts[lw] / size)
-            for w, lw in zip(passage.words, passage_lower)]
+    return [
+        (float(w in raw), float(lw in lowered), float(stem(w) in stemmed), counts[lw] / size)
+        for w, lw in zip(passage.words, passage_lower)
+    ]
 
 
-def build_input(question: Words, passage: Words, vocab: Vocab, *, char_buckets: int, start: int = -1,
-                end: int = -1) -> ReaderInput:
+def build_input(
+    question: Words, passage: Words, vocab: Vocab, *, char_buckets: int, start: int = -1, end: int = -1
+) -> ReaderInput:
     def chars(words: Words) -> list[tuple[int, ...]] | None:
         return [char_ngrams(w, char_buckets) for w in words.words] if char_buckets else None
 
-    return ReaderInput(question=question, passage=passage, question_ids=vocab.ids(question.words),
-                       passage_ids=vocab.ids(passage.words), match=match_features(question, passage),
-                       question_chars=chars(question), passage_chars=chars(passage), start=start, end=end)
+    return ReaderInput(
+        question=question,
+        passage=passage,
+        question_ids=vocab.ids(question.words),
+        passage_ids=vocab.ids(passage.words),
+        match=match_features(question, passage),
+        question_chars=chars(question),
+        passage_chars=chars(passage),
+        start=start,
+        end=end,
+    )
 
 
 def windows(length: int, size: int, stride: int) -> list[tuple[int, int]]:
@@ -85,7 +96,9 @@ def windows(length: int, size: int, stride: int) -> list[tuple[int, int]]:
 
 def _pad_chars(rows: Sequence[Sequence[tuple[int, ...]]], width: int) -> torch.Tensor:
     padding = (0,) * MAX_NGRAMS
-    flat = [(grams + padding)[:MAX_NGRAMS] for words in rows for grams in (*words, *[()] * (width - len(words)))]
+    flat = [
+        (grams + padding)[:MAX_NGRAMS] for words in rows for grams in (*words, *[()] * (width - len(words)))
+    ]
     return torch.tensor(flat, dtype=torch.long).view(len(rows), width, MAX_NGRAMS)
 
 
@@ -97,17 +110,25 @@ def collate(inputs: Sequence[ReaderInput]) -> ReaderBatch:
     passage_ids = torch.zeros((batch, p_len), dtype=torch.long)
     match = torch.zeros((batch, p_len, MATCH_FEATURES))
     for b, x in enumerate(inputs):
-        question_ids[b, :len(x.question_ids)] = torch.tensor(x.question_ids, dtype=torch.long)
-        passage_ids[b, :len(x.passage_ids)] = torch.tensor(x.passage_ids, dtype=torch.long)
+        question_ids[b, : len(x.question_ids)] = torch.tensor(x.question_ids, dtype=torch.long)
+        passage_ids[b, : len(x.passage_ids)] = torch.tensor(x.passage_ids, dtype=torch.long)
         if x.match:
-            match[b, :len(x.match)] = torch.tensor(x.match)
-    question_mask = torch.arange(q_len).unsqueeze(0) < torch.tensor([len(x.question_ids) for x in inputs]).unsqueeze(1)
-    passage_mask = torch.arange(p_len).unsqueeze(0) < torch.tensor([len(x.passage_ids) for x in inputs]).unsqueeze(1)
+            match[b, : len(x.match)] = torch.tensor(x.match)
+    question_mask = torch.arange(q_len).unsqueeze(0) < torch.tensor(
+        [len(x.question_ids) for x in inputs]
+    ).unsqueeze(1)
+    passage_mask = torch.arange(p_len).unsqueeze(0) < torch.tensor(
+        [len(x.passage_ids) for x in inputs]
+    ).unsqueeze(1)
     has_chars = inputs[0].passage_chars is not None
     return ReaderBatch(
-        question_ids=question_ids, question_mask=question_mask, passage_ids=passage_ids,
-        passage_mask=passage_mask, match=match,
+        question_ids=question_ids,
+        question_mask=question_mask,
+        passage_ids=passage_ids,
+        passage_mask=passage_mask,
+        match=match,
         question_chars=_pad_chars([x.question_chars or [] for x in inputs], q_len) if has_chars else None,
         passage_chars=_pad_chars([x.passage_chars or [] for x in inputs], p_len) if has_chars else None,
         starts=torch.tensor([x.start for x in inputs], dtype=torch.long),
-        ends=torch.tensor([x.end for x in inputs], dtype=torch.long))
+        ends=torch.tensor([x.end for x in inputs], dtype=torch.long),
+    )

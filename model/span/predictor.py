@@ -35,20 +35,23 @@ class Span:
     score: float
     char_start: int
     char_end: int
-    window: int           # index of the request's window
-    start: int            # word indices inside the window, end inclusive
+    window: int  # index of the request's window
+    start: int  # word indices inside the window, end inclusive
     end: int
 
 
 def windows_in_batches(inputs: list[ReaderInput], size: int = MAX_BATCH_WINDOWS) -> list[list[int]]:
     """Indices of `inputs` grouped into batches of similar passage length (less padding)."""
     order = sorted(range(len(inputs)), key=lambda i: len(inputs[i].passage_ids))
-    return [order[i:i + size] for i in range(0, len(order), size)]
+    return [order[i : i + size] for i in range(0, len(order), size)]
 
 
 @torch.inference_mode()
-def read_windows(model: SpanReader, inputs: list[ReaderInput], device: torch.device,
-                 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def read_windows(
+    model: SpanReader,
+    inputs: list[ReaderInput],
+    device: torch.device,
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(start log-probs, end log-probs, alignment) per input, each trimmed to its own words."""
     out: list[Any] = [None] * len(inputs)
     for group in windows_in_batches(inputs):
@@ -58,20 +61,33 @@ def read_windows(model: SpanReader, inputs: list[ReaderInput], device: torch.dev
         end = torch.log_softmax(result.end_logits.float(), -1)
         for row, index in enumerate(group):
             p_len, q_len = len(inputs[index].passage_ids), len(inputs[index].question_ids)
-            out[index] = (start[row, :p_len].cpu(), end[row, :p_len].cpu(), result.alignment[row, :p_len, :q_len].cpu())
+            out[index] = (
+                start[row, :p_len].cpu(),
+                end[row, :p_len].cpu(),
+                result.alignment[row, :p_len, :q_len].cpu(),
+            )
     return out
 
 
-def merge_spans(windows: list[tuple[int, ReaderInput]], read: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-                *, max_words: int, n_best: int) -> list[Span]:
+def merge_spans(
+    windows: list[tuple[int, ReaderInput]],
+    read: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    *,
+    max_words: int,
+    n_best: int,
+) -> list[Span]:
     """The n_best spans of all windows of one request, best first, one per distinct character span."""
     found: dict[tuple[int, int], Span] = {}
     for window, ((_, item), (start, end, _)) in enumerate(zip(windows, read)):
         punctuation = torch.tensor([w in NOT_A_BOUNDARY for w in item.passage.words], dtype=torch.bool)
         if not bool(punctuation.all()):
-            start, end = start.masked_fill(punctuation, float("-inf")), end.masked_fill(punctuation, float("-inf"))
-        for score, first, last in best_spans(start.unsqueeze(0), end.unsqueeze(0), max_words=max_words,
-                                             n_best=n_best)[0]:
+            start, end = (
+                start.masked_fill(punctuation, float("-inf")),
+                end.masked_fill(punctuation, float("-inf")),
+            )
+        for score, first, last in best_spans(
+            start.unsqueeze(0), end.unsqueeze(0), max_words=max_words, n_best=n_best
+        )[0]:
             chars = (item.passage.spans[first][0], item.passage.spans[last][1])
             if chars not in found or found[chars].score < score:
                 found[chars] = Span(score, chars[0], chars[1], window, first, last)
@@ -83,29 +99,50 @@ class ReaderPredictor:
 
     task = "rc"
 
-    def __init__(self, model: SpanReader, vocab: Vocab, *, device: torch.device, decode: DecodeConfig | None = None,
-                 version: str = "unversioned") -> None:
+    def __init__(
+        self,
+        model: SpanReader,
+        vocab: Vocab,
+        *,
+        device: torch.device,
+        decode: DecodeConfig | None = None,
+        version: str = "unversioned",
+    ) -> None:
         self.model = model.eval()
         self.vocab = vocab
         self.config: ReaderConfig = model.config
         self.torch_device = device
         self.device = str(device)
-        self.default_decode = decode or DecodeConfig(beam_size=5, n_best=3, max_length=self.config.max_answer_words)
+        self.default_decode = decode or DecodeConfig(
+            beam_size=5, n_best=3, max_length=self.config.max_answer_words
+        )
         self.version = version
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", output_precision: str = "float32",
-                        ) -> ReaderPredictor:
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        device: str = "auto",
+        output_precision: str = "float32",
+    ) -> ReaderPredictor:
         from ..device import resolve_device
         from .checkpoint import load_reader
+
         torch_device = resolve_device(device)
         loaded = load_reader(path, device=torch_device)
         name = Path(path).name if Path(path).is_dir() else Path(path).parent.name
         digest = hashlib.sha256("\n".join(loaded.vocab.words).encode("utf-8")).hexdigest()[:8]
-        return cls(loaded.model, loaded.vocab, device=torch_device, decode=loaded.decode,
-                   version=f"{name}@{digest}-{loaded.step}")
+        return cls(
+            loaded.model,
+            loaded.vocab,
+            device=torch_device,
+            decode=loaded.decode,
+            version=f"{name}@{digest}-{loaded.step}",
+        )
 
-    def answer(self, questions: list[tuple[str, str]], decode: DecodeConfig | None = None) -> list[list[Hypothesis]]:
+    def answer(
+        self, questions: list[tuple[str, str]], decode: DecodeConfig | None = None
+    ) -> list[list[Hypothesis]]:
         decode = decode or self.default_decode
         check_questions(questions)
         requests = []
@@ -120,36 +157,49 @@ class ReaderPredictor:
         read = read_windows(self.model, flat, self.torch_device)
         results, cursor = [], 0
         for windows, (_, passage) in zip(requests, questions):
-            mine = read[cursor:cursor + len(windows)]
+            mine = read[cursor : cursor + len(windows)]
             cursor += len(windows)
             spans = merge_spans(windows, mine, max_words=decode.max_length, n_best=decode.n_best)
-            results.append([self._hypothesis(span, windows[span.window][1], mine[span.window], passage)
-                            for span in spans])
+            results.append(
+                [
+                    self._hypothesis(span, windows[span.window][1], mine[span.window], passage)
+                    for span in spans
+                ]
+            )
         return results
 
     def reply(self, histories: list[list[str]], decode: DecodeConfig | None = None) -> list[list[Hypothesis]]:
         raise InputError("this model reads passages to answer questions; it does not chat")
 
     def warm_up(self) -> None:
-        self.answer([("What is warm?", "The warm up run.")], DecodeConfig(beam_size=2, n_best=1, max_length=4))
+        self.answer(
+            [("What is warm?", "The warm up run.")], DecodeConfig(beam_size=2, n_best=1, max_length=4)
+        )
 
     @staticmethod
-    def _hypothesis(span: Span, item: ReaderInput, read: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-                    passage: str) -> Hypothesis:
+    def _hypothesis(
+        span: Span, item: ReaderInput, read: tuple[torch.Tensor, torch.Tensor, torch.Tensor], passage: str
+    ) -> Hypothesis:
         start_log, end_log, alignment = read
         q_len = len(item.question.words)
         lead = [0.0] * (q_len + 1)
         rows = [lead + start_log.exp().tolist(), lead + end_log.exp().tolist()]
-        covered = alignment[span.start:span.end + 1]
+        covered = alignment[span.start : span.end + 1]
         pointer = {
             "question_tokens": list(item.question.words),
-            "answer_tokens": list(item.passage.words[span.start:span.end + 1]),
+            "answer_tokens": list(item.passage.words[span.start : span.end + 1]),
             "passage_to_question": [[round(w, 4) for w in row] for row in covered.tolist()],
             "start_log_prob": round(float(start_log[span.start]), 6),
             "end_log_prob": round(float(end_log[span.end]), 6),
         }
-        return Hypothesis(text=passage[span.char_start:span.char_end],
-                          tokens=[item.passage.words[span.start], item.passage.words[span.end]],
-                          score=span.score, log_prob=span.score,
-                          source_tokens=[*item.question.words, SEPARATOR, *item.passage.words],
-                          attention=rows, p_gen=[0.0, 0.0], span=(span.char_start, span.char_end), pointer=pointer)
+        return Hypothesis(
+            text=passage[span.char_start : span.char_end],
+            tokens=[item.passage.words[span.start], item.passage.words[span.end]],
+            score=span.score,
+            log_prob=span.score,
+            source_tokens=[*item.question.words, SEPARATOR, *item.passage.words],
+            attention=rows,
+            p_gen=[0.0, 0.0],
+            span=(span.char_start, span.char_end),
+            pointer=pointer,
+        )

@@ -10,13 +10,20 @@ import torch
 import torch.nn.functional as F
 
 
-def best_spans(start_log_probs: torch.Tensor, end_log_probs: torch.Tensor, *, max_words: int, n_best: int,
-               ) -> list[list[tuple[float, int, int]]]:
+def best_spans(
+    start_log_probs: torch.Tensor,
+    end_log_probs: torch.Tensor,
+    *,
+    max_words: int,
+    n_best: int,
+) -> list[list[tuple[float, int, int]]]:
     """(batch, p_len) log-probs (-inf where no word) -> per row up to n_best (score, start, end), best first;
     `end` is inclusive. Rows with no allowed span get an empty list."""
     batch, length = start_log_probs.shape
     width = max(1, min(max_words, length))
-    ends = F.pad(end_log_probs, (0, width - 1), value=float("-inf")).unfold(1, width, 1)  # (batch, len, width)
+    ends = F.pad(end_log_probs, (0, width - 1), value=float("-inf")).unfold(
+        1, width, 1
+    )  # (batch, len, width)
     scores = (start_log_probs.unsqueeze(-1) + ends).reshape(batch, -1)
     top = scores.topk(min(n_best, scores.size(1)), dim=1)
     results: list[list[tuple[float, int, int]]] = []

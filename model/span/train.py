@@ -42,12 +42,18 @@ log = logging.getLogger("s2s.train.reader")
 
 # name: (ReaderConfig overrides, training overrides); the language adds its own (see language_defaults)
 READER_PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "tiny": (dict(embed_size=16, hidden_size=16, passage_layers=1, question_layers=1, dropout=0.0, char_size=8),
-             dict(batch_size=16, learning_rate=1e-2, eval_every=100, epochs=30)),
-    "small": (dict(hidden_size=128, passage_layers=2, question_layers=2), dict(batch_size=32, learning_rate=2e-3,
-                                                                              eval_every=1000, epochs=5)),
-    "base": (dict(hidden_size=128, passage_layers=3, question_layers=3), dict(batch_size=32, learning_rate=2e-3,
-                                                                             eval_every=1000, epochs=5)),
+    "tiny": (
+        dict(embed_size=16, hidden_size=16, passage_layers=1, question_layers=1, dropout=0.0, char_size=8),
+        dict(batch_size=16, learning_rate=1e-2, eval_every=100, epochs=30),
+    ),
+    "small": (
+        dict(hidden_size=128, passage_layers=2, question_layers=2),
+        dict(batch_size=32, learning_rate=2e-3, eval_every=1000, epochs=5),
+    ),
+    "base": (
+        dict(hidden_size=128, passage_layers=3, question_layers=3),
+        dict(batch_size=32, learning_rate=2e-3, eval_every=1000, epochs=5),
+    ),
 }
 LANGUAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "en": dict(char_buckets=32768, max_passage_words=400, window_stride=200, max_answer_words=15),
@@ -62,14 +68,25 @@ def add_reader_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-glove", action="store_true", help="learn every word vector (tests, toy data)")
     group.add_argument("--language", choices=["en", "zh"], help="default: detected from the training data")
     group.add_argument("--epochs", type=float, help="stop after this many passes over the training data")
-    group.add_argument("--valid-size", type=int, default=1000,
-                       help="training questions held out (whole passages) when --valid is not given")
+    group.add_argument(
+        "--valid-size",
+        type=int,
+        default=1000,
+        help="training questions held out (whole passages) when --valid is not given",
+    )
     group.add_argument("--max-answer-words", type=int, help="span search cap")
     group.add_argument("--no-bucketing", action="store_true", help="plain shuffled batches")
-    group.add_argument("--lr-decay-start", type=float,
-                       help="epoch (counted over all runs) after which the learning rate decays; default: never")
-    group.add_argument("--lr-decay-rate", type=float, default=0.5,
-                       help="learning-rate factor per epoch after --lr-decay-start (applied smoothly per step)")
+    group.add_argument(
+        "--lr-decay-start",
+        type=float,
+        help="epoch (counted over all runs) after which the learning rate decays; default: never",
+    )
+    group.add_argument(
+        "--lr-decay-rate",
+        type=float,
+        default=0.5,
+        help="learning-rate factor per epoch after --lr-decay-start (applied smoothly per step)",
+    )
 
 
 def read_questions(paths: Sequence[str]) -> list[QAExample]:
@@ -81,7 +98,9 @@ def read_questions(paths: Sequence[str]) -> list[QAExample]:
     return examples
 
 
-def split_held_out(examples: list[QAExample], size: int, seed: int) -> tuple[list[QAExample], list[QAExample]]:
+def split_held_out(
+    examples: list[QAExample], size: int, seed: int
+) -> tuple[list[QAExample], list[QAExample]]:
     """(train, held out): whole passages go to the held-out side until it has `size` questions."""
     passages = sorted({e.passage for e in examples})
     random.Random(seed).shuffle(passages)
@@ -108,13 +127,17 @@ def count_words(examples: Sequence[QAExample]) -> tuple[Counter[str], Counter[st
     return questions, passages
 
 
-def make_vocab(examples: Sequence[QAExample], args: argparse.Namespace, language: str,
-               ) -> tuple[Vocab, torch.Tensor | None]:
+def make_vocab(
+    examples: Sequence[QAExample],
+    args: argparse.Namespace,
+    language: str,
+) -> tuple[Vocab, torch.Tensor | None]:
     """The vocabulary and, with GloVe, the initial (len(vocab), dim) rows of every word (zeros where GloVe has none)."""
     questions, passages = count_words(examples)
     if language != "en" or args.no_glove:
         return build_vocab(questions, passages, None, min_count=1 if args.preset == "tiny" else 2), None
     from .glove import load_glove
+
     glove = load_glove(args.glove)
     vocab = build_vocab(questions, passages, glove.index, extra_pretrained=glove.words[:GLOVE_EXTRA_WORDS])
     rows = torch.zeros(len(vocab), glove.dim)
@@ -122,20 +145,30 @@ def make_vocab(examples: Sequence[QAExample], args: argparse.Namespace, language
         row = glove.index.get(word)
         if row is not None:
             rows[index] = glove.vectors[row]
-    log.info("vocabulary: %d words, %d trained, %d with GloVe vectors", len(vocab), vocab.tuned_count,
-             sum(w in glove.index for w in vocab.words))
+    log.info(
+        "vocabulary: %d words, %d trained, %d with GloVe vectors",
+        len(vocab),
+        vocab.tuned_count,
+        sum(w in glove.index for w in vocab.words),
+    )
     return vocab, rows
 
 
-def reader_config(args: argparse.Namespace, vocab: Vocab, language: str, embed_size: int | None) -> ReaderConfig:
+def reader_config(
+    args: argparse.Namespace, vocab: Vocab, language: str, embed_size: int | None
+) -> ReaderConfig:
     model_values, _ = READER_PRESETS[args.preset]
     values: dict[str, Any] = {**LANGUAGE_DEFAULTS[language], **model_values, "language": language}
     if args.preset == "tiny":
         values["char_buckets"] = 256 if language == "en" else 0
     if embed_size is not None or args.embed_size is not None:  # pretrained vectors fix the width
         values["embed_size"] = embed_size if embed_size is not None else args.embed_size
-    for flag, name in (("hidden_size", "hidden_size"), ("encoder_layers", "passage_layers"),
-                       ("max_source_len", "max_passage_words"), ("max_answer_words", "max_answer_words")):
+    for flag, name in (
+        ("hidden_size", "hidden_size"),
+        ("encoder_layers", "passage_layers"),
+        ("max_source_len", "max_passage_words"),
+        ("max_answer_words", "max_answer_words"),
+    ):
         if getattr(args, flag, None) is not None:
             values[name] = getattr(args, flag)
     if args.encoder_layers is not None:
@@ -144,15 +177,20 @@ def reader_config(args: argparse.Namespace, vocab: Vocab, language: str, embed_s
     return ReaderConfig(vocab_size=len(vocab), tuned_count=vocab.tuned_count, **values)
 
 
-def bucketed_batches(inputs: Sequence[ReaderInput], batch_size: int, seed: int, bucketing: bool) -> list[list[int]]:
+def bucketed_batches(
+    inputs: Sequence[ReaderInput], batch_size: int, seed: int, bucketing: bool
+) -> list[list[int]]:
     rng = random.Random(seed)
     order = list(range(len(inputs)))
     rng.shuffle(order)
     if bucketing:
         chunk = batch_size * 50
-        order = [i for s in range(0, len(order), chunk)
-                 for i in sorted(order[s:s + chunk], key=lambda i: len(inputs[i].passage_ids))]
-    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+        order = [
+            i
+            for s in range(0, len(order), chunk)
+            for i in sorted(order[s : s + chunk], key=lambda i: len(inputs[i].passage_ids))
+        ]
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     rng.shuffle(batches)
     return batches
 
@@ -172,7 +210,7 @@ def evaluate(predictor: ReaderPredictor, examples: Sequence[QAExample], language
     em_total = f1_total = 0.0
     decode = predictor.default_decode.replace(n_best=1)
     for start in range(0, len(examples), 64):
-        chunk = examples[start:start + 64]
+        chunk = examples[start : start + 64]
         answers = predictor.answer([(e.question, e.passage) for e in chunk], decode)
         for example, hyps in zip(chunk, answers):
             text = hyps[0].text if hyps else ""
@@ -180,8 +218,11 @@ def evaluate(predictor: ReaderPredictor, examples: Sequence[QAExample], language
             f1_total += f1_fn(text, example.answers)
     model.train(was_training)
     count = max(1, len(examples))
-    return {"exact_match": round(100 * em_total / count, 2), "f1": round(100 * f1_total / count, 2),
-            "count": len(examples)}
+    return {
+        "exact_match": round(100 * em_total / count, 2),
+        "f1": round(100 * f1_total / count, 2),
+        "count": len(examples),
+    }
 
 
 def run_reader_training(args: argparse.Namespace) -> dict[str, Any]:
@@ -215,30 +256,46 @@ def run_reader_training(args: argparse.Namespace) -> dict[str, Any]:
         vocab, config = initial.vocab, initial.model.config
     else:
         vocab, initial_rows = make_vocab(train_examples, args, language)
-        config = reader_config(args, vocab, language, None if initial_rows is None else int(initial_rows.size(1)))
+        config = reader_config(
+            args, vocab, language, None if initial_rows is None else int(initial_rows.size(1))
+        )
     model = SpanReader(config)
     if initial_rows is not None:
         with torch.no_grad():
-            model.embedding.tuned.weight.copy_(torch.cat([torch.zeros(1, config.embed_size),
-                                                          initial_rows[1:vocab.tuned_count]]))
-            model.embedding.fixed.copy_(initial_rows[vocab.tuned_count:])
+            model.embedding.tuned.weight.copy_(
+                torch.cat([torch.zeros(1, config.embed_size), initial_rows[1 : vocab.tuned_count]])
+            )
+            model.embedding.fixed.copy_(initial_rows[vocab.tuned_count :])
     device = resolve_device(args.device)
     model.to(device)
     started_build = time.monotonic()
     inputs: list[ReaderInput] = []
     dropped: Counter[str] = Counter()
     for example in train_examples:
-        item = training_input(example.question, example.passage, example.answer_starts[0] if example.answer_starts
-                              else -1, example.answers[0] if example.answers else "", vocab, config)
+        item = training_input(
+            example.question,
+            example.passage,
+            example.answer_starts[0] if example.answer_starts else -1,
+            example.answers[0] if example.answers else "",
+            vocab,
+            config,
+        )
         if isinstance(item, str):
             dropped[item] += 1
         else:
             inputs.append(item)
     if not inputs:
         raise SystemExit("no usable training questions: " + json.dumps(dict(dropped)))
-    log.info("inputs: train %d (dropped %s), held out %d questions, built in %.0f s", len(inputs), dict(dropped),
-             len(held_out), time.monotonic() - started_build)
-    optimizer = torch.optim.Adamax([p for p in model.parameters() if p.requires_grad], lr=settings["learning_rate"])
+    log.info(
+        "inputs: train %d (dropped %s), held out %d questions, built in %.0f s",
+        len(inputs),
+        dict(dropped),
+        len(held_out),
+        time.monotonic() - started_build,
+    )
+    optimizer = torch.optim.Adamax(
+        [p for p in model.parameters() if p.requires_grad], lr=settings["learning_rate"]
+    )
     step, epoch, position, best, cpu_seconds = 0, 0, 0, -1.0, 0.0
     history: list[dict[str, Any]] = []
     if initial is not None:
@@ -248,7 +305,9 @@ def run_reader_training(args: argparse.Namespace) -> dict[str, Any]:
         cpu_seconds = float(progress_so_far.get("cpu_seconds", 0.0))
         history = list(initial.meta.get("history", []))
         best = max([float(h["f1"]) for h in history] or [-1.0])
-        log.info("continuing %s from step %d (epoch %d); the optimizer starts afresh", args.init_from, step, epoch)
+        log.info(
+            "continuing %s from step %d (epoch %d); the optimizer starts afresh", args.init_from, step, epoch
+        )
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -256,33 +315,67 @@ def run_reader_training(args: argparse.Namespace) -> dict[str, Any]:
         best, history, cpu_seconds = float(state["best"]), list(state["history"]), float(state["cpu_seconds"])
         torch.set_rng_state(state["rng"])
         log.info("resumed at step %d (epoch %d, batch %d)", step, epoch, position)
-    decode = DecodeConfig(**{"beam_size": 5, "n_best": 3, "max_length": config.max_answer_words,
-                             **(args.decode or {})})
-    meta = {"train_files": [str(p) for p in args.train], "preset": args.preset, "language": language,
-            "train": {k: v for k, v in settings.items()}, "train_questions": len(inputs),
-            "held_out_questions": len(held_out)}
+    decode = DecodeConfig(
+        **{"beam_size": 5, "n_best": 3, "max_length": config.max_answer_words, **(args.decode or {})}
+    )
+    meta = {
+        "train_files": [str(p) for p in args.train],
+        "preset": args.preset,
+        "language": language,
+        "train": {k: v for k, v in settings.items()},
+        "train_questions": len(inputs),
+        "held_out_questions": len(held_out),
+    }
     predictor = ReaderPredictor(model, vocab, device=device, decode=decode, version="training")
 
     def record(reason: str) -> dict[str, Any]:
         nonlocal best
-        metrics: dict[str, Any] = {"step": step, "epoch": round(epoch + position / max(1, batches_per_epoch), 3),
-                   "cpu_minutes": round(cpu_seconds / 60, 2), "reason": reason, "train_loss": round(last_loss, 4),
-                   **evaluate(predictor, held_out, language)}
+        metrics: dict[str, Any] = {
+            "step": step,
+            "epoch": round(epoch + position / max(1, batches_per_epoch), 3),
+            "cpu_minutes": round(cpu_seconds / 60, 2),
+            "reason": reason,
+            "train_loss": round(last_loss, 4),
+            **evaluate(predictor, held_out, language),
+        }
         history.append(metrics)
         log.info("eval %s", json.dumps(metrics))
         score = float(metrics["f1"])
         if score > best or not (out / "model.pt").exists():
             best = max(best, score)
-            save_reader(out, model, vocab, step=step, decode=decode,
-                        meta={**meta, "held_out": metrics, "history": history,
-                              "progress": {"step": step, "epoch": epoch, "cpu_seconds": cpu_seconds}})
+            save_reader(
+                out,
+                model,
+                vocab,
+                step=step,
+                decode=decode,
+                meta={
+                    **meta,
+                    "held_out": metrics,
+                    "history": history,
+                    "progress": {"step": step, "epoch": epoch, "cpu_seconds": cpu_seconds},
+                },
+            )
         return metrics
 
     def save_state() -> None:
-        save_train_state(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                               "epoch": epoch, "position": position, "best": best, "history": history,
-                               "cpu_seconds": cpu_seconds, "rng": torch.get_rng_state(), "vocab": list(vocab.words),
-                               "tuned_count": vocab.tuned_count, "reader_config": config.to_dict()})
+        save_train_state(
+            out,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "epoch": epoch,
+                "position": position,
+                "best": best,
+                "history": history,
+                "cpu_seconds": cpu_seconds,
+                "rng": torch.get_rng_state(),
+                "vocab": list(vocab.words),
+                "tuned_count": vocab.tuned_count,
+                "reader_config": config.to_dict(),
+            },
+        )
 
     batch_size = int(settings["batch_size"])
     batches_per_epoch = (len(inputs) + batch_size - 1) // batch_size
@@ -290,8 +383,15 @@ def run_reader_training(args: argparse.Namespace) -> dict[str, Any]:
     if args.max_steps is not None:
         total_steps = min(total_steps, args.max_steps)
     deadline = time.monotonic() + 60 * args.max_minutes if args.max_minutes else None
-    progress = tqdm(total=total_steps, initial=min(step, total_steps), desc="train reader", unit="step",
-                    dynamic_ncols=True, disable=None, file=sys.stderr)
+    progress = tqdm(
+        total=total_steps,
+        initial=min(step, total_steps),
+        desc="train reader",
+        unit="step",
+        dynamic_ncols=True,
+        disable=None,
+        file=sys.stderr,
+    )
     last_loss, window_examples, window_start = float("nan"), 0, time.monotonic()
     model.train()
     stop = step >= total_steps
@@ -300,9 +400,12 @@ def run_reader_training(args: argparse.Namespace) -> dict[str, Any]:
         while position < len(batches):
             tick = time.process_time()
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate_at(float(settings["learning_rate"]), epoch + position / batches_per_epoch,
-                                               getattr(args, "lr_decay_start", None),
-                                               getattr(args, "lr_decay_rate", 0.5))
+                group["lr"] = learning_rate_at(
+                    float(settings["learning_rate"]),
+                    epoch + position / batches_per_epoch,
+                    getattr(args, "lr_decay_start", None),
+                    getattr(args, "lr_decay_rate", 0.5),
+                )
             batch = collate([inputs[i] for i in batches[position]]).to(device)
             loss = model(batch).loss
             assert loss is not None
@@ -320,8 +423,16 @@ def run_reader_training(args: argparse.Namespace) -> dict[str, Any]:
                 progress.set_postfix(loss=f"{last_loss:.3f}", ex_s=f"{rate:.1f}", epoch=epoch)
                 if progress.disable and step % 200 == 0:  # no terminal (a log file): say it in the log
                     eta = (total_steps - step) * batch_size / max(rate, 1e-9) / 60
-                    log.info("step %d/%d epoch %d loss %.3f lr %.2g %.1f examples/s, ETA %.0f min", step,
-                             total_steps, epoch, last_loss, optimizer.param_groups[0]["lr"], rate, eta)
+                    log.info(
+                        "step %d/%d epoch %d loss %.3f lr %.2g %.1f examples/s, ETA %.0f min",
+                        step,
+                        total_steps,
+                        epoch,
+                        last_loss,
+                        optimizer.param_groups[0]["lr"],
+                        rate,
+                        eta,
+                    )
                 window_examples, window_start = 0, time.monotonic()
             timed_out = deadline is not None and time.monotonic() >= deadline
             if step % int(settings["eval_every"]) == 0 or position == len(batches):
@@ -336,8 +447,14 @@ def run_reader_training(args: argparse.Namespace) -> dict[str, Any]:
     if not history or history[-1]["step"] != step:
         record("stop")
     save_state()
-    summary = {"out": str(out), "step": step, "epoch": epoch + position / max(1, batches_per_epoch),
-               "best_f1": best, "cpu_minutes": round(cpu_seconds / 60, 2), "history": history[-3:]}
+    summary = {
+        "out": str(out),
+        "step": step,
+        "epoch": epoch + position / max(1, batches_per_epoch),
+        "best_f1": best,
+        "cpu_minutes": round(cpu_seconds / 60, 2),
+        "history": history[-3:],
+    }
     (out / "train_log.json").write_text(json.dumps({"history": history, "summary": summary}, indent=1))
     return summary
 

@@ -37,8 +37,15 @@ class Vocab:
         return [index.get(w.lower(), 1) for w in words]
 
 
-def build_vocab(question_words: Counter[str], passage_words: Counter[str], pretrained: Mapping[str, int] | None, *,
-                tune_top: int = 1000, min_count: int = 3, extra_pretrained: Iterable[str] = ()) -> Vocab:
+def build_vocab(
+    question_words: Counter[str],
+    passage_words: Counter[str],
+    pretrained: Mapping[str, int] | None,
+    *,
+    tune_top: int = 1000,
+    min_count: int = 3,
+    extra_pretrained: Iterable[str] = (),
+) -> Vocab:
     """Trained rows: the `tune_top` commonest question words, then training words without a pretrained vector
     seen `min_count` times or more. Fixed rows: every other training word with a pretrained vector, then
     `extra_pretrained` (the commonest GloVe words, so serving covers words training never saw).
@@ -63,5 +70,5 @@ def char_ngrams(word: str, buckets: int, sizes: tuple[int, ...] = (3, 4)) -> tup
     """Hashed character n-grams of "<word>" in [1, buckets) (0 is padding), at most MAX_NGRAMS of them.
     crc32, not hash(): the ids must not change between processes. Cached: a word's n-grams never change."""
     marked = f"<{word.lower()}>"
-    grams = [marked[i:i + n] for n in sizes for i in range(max(1, len(marked) - n + 1))]
+    grams = [marked[i : i + n] for n in sizes for i in range(max(1, len(marked) - n + 1))]
     return tuple(1 + zlib.crc32(g.encode("utf-8")) % (buckets - 1) for g in grams[:MAX_NGRAMS])

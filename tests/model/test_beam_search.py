@@ -45,7 +45,9 @@ def random_table(seed):
 
 def run(table, config, batch_size=1):
     state = {"prefix": torch.full((batch_size * config.beam_size, config.max_length + 1), -1)}
-    return beam_search(scripted_step(table), state, batch_size=batch_size, bos_id=BOS, eos_id=EOS, config=config)
+    return beam_search(
+        scripted_step(table), state, batch_size=batch_size, bos_id=BOS, eos_id=EOS, config=config
+    )
 
 
 def exhaustive_best(table, config):
@@ -67,7 +69,8 @@ def exhaustive_best(table, config):
 def test_greedy_follows_the_most_likely_token_and_stops_at_eos():
     def table(prefix):
         return {(): [0.0, 0.1, 0.7, 0.2], (2,): [0.0, 0.2, 0.1, 0.7], (2, 3): [0.0, 0.9, 0.05, 0.05]}.get(
-            prefix, [0.0, 1.0, 0.0, 0.0])
+            prefix, [0.0, 1.0, 0.0, 0.0]
+        )
 
     [[hyp]] = run(table, DecodeConfig(beam_size=1, max_length=5, length_penalty=0))
     assert hyp.token_ids == [2, 3]
@@ -77,7 +80,8 @@ def test_greedy_follows_the_most_likely_token_and_stops_at_eos():
 def test_beam_finds_a_path_greedy_misses():
     def table(prefix):
         return {(): [0.0, 0.0, 0.55, 0.45], (2,): [0.0, 0.3, 0.35, 0.35], (3,): [0.0, 0.95, 0.03, 0.02]}.get(
-            prefix, [0.0, 1.0, 0.0, 0.0])
+            prefix, [0.0, 1.0, 0.0, 0.0]
+        )
 
     [[greedy]] = run(table, DecodeConfig(beam_size=1, max_length=4, length_penalty=0))
     [[best]] = run(table, DecodeConfig(beam_size=2, max_length=4, length_penalty=0))
@@ -143,6 +147,7 @@ def test_batch_rows_are_decoded_independently():
                 prefix = tuple(int(t) for t in prefixes[row] if t >= 0)
                 out.append(tables[row // rows_per_request](prefix))
             return StepOutput(torch.tensor(out).log(), new_state)
+
         return step
 
     config = DecodeConfig(beam_size=3, n_best=2, max_length=4)
@@ -194,8 +199,15 @@ def test_decoding_only_the_rows_still_searching_gives_the_same_hypotheses(seeds)
     def decode(narrow):
         calls = []
         state = {"prefix": torch.full((batch * 3, 7), -1)}
-        hyps = beam_search(_per_request_step(tables, calls), state, batch_size=batch, bos_id=BOS, eos_id=EOS,
-                           config=config, narrow_rows=narrow)
+        hyps = beam_search(
+            _per_request_step(tables, calls),
+            state,
+            batch_size=batch,
+            bos_id=BOS,
+            eos_id=EOS,
+            config=config,
+            narrow_rows=narrow,
+        )
         return hyps, calls
 
     (full, full_calls), (narrow, narrow_calls) = decode(False), decode(True)
@@ -213,6 +225,13 @@ def test_narrowed_decoding_copes_with_fewer_candidates_than_beams_at_the_first_s
 
     config = DecodeConfig(beam_size=4, n_best=4, max_length=3)
     state = {"prefix": torch.full((2 * 4, 4), -1)}
-    hyps = beam_search(_per_request_step([table, table], []), state, batch_size=2, bos_id=BOS, eos_id=EOS,
-                       config=config, narrow_rows=True)
+    hyps = beam_search(
+        _per_request_step([table, table], []),
+        state,
+        batch_size=2,
+        bos_id=BOS,
+        eos_id=EOS,
+        config=config,
+        narrow_rows=True,
+    )
     assert [[h.token_ids for h in request] for request in hyps] == [[[2]], [[2]]]

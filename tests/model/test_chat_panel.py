@@ -30,7 +30,11 @@ from model.chat_quality.tokens import content_words, padded_trigrams, panel_toke
 DIALOGS = [
     ("Hello, how are you today?", "I am fine, thank you. And you?", "Very well, thank you."),
     ("Can you recommend a good book?", "I really enjoyed reading the old man and the sea.", "Thank you."),
-    ("What would you like to eat tonight?", "Let's have pizza for dinner tonight.", "Good idea, I love pizza."),
+    (
+        "What would you like to eat tonight?",
+        "Let's have pizza for dinner tonight.",
+        "Good idea, I love pizza.",
+    ),
     ("Where is the train station?", "The train station is two blocks from here.", "Thank you."),
     ("Do you like music?", "Yes, I listen to jazz music every day.", "I like jazz music too."),
     ("Is it going to rain tomorrow?", "The weather report says it will rain all day.", "Thank you."),
@@ -126,7 +130,9 @@ def test_fluent_relevant_reply_beats_an_unrelated_training_reply(profile: Traini
     assert relevance([tokens(TURN)], [rival], [tokens(FLUENT)], profile.sif) == 0.0
 
 
-def test_copied_reply_wins_relevance_which_is_why_copy_share_is_read_with_it(profile: TrainingProfile) -> None:
+def test_copied_reply_wins_relevance_which_is_why_copy_share_is_read_with_it(
+    profile: TrainingProfile,
+) -> None:
     rival = tokens("The bank opens at nine in the morning.")
     assert relevance([tokens(TURN)], [tokens(COPIED)], [rival], profile.sif) == 1.0
 
@@ -145,10 +151,22 @@ def test_repeated_trigram_counts_as_repetition() -> None:
 
 
 def test_panel_scores_replies_and_references_against_the_same_rivals(profile: TrainingProfile) -> None:
-    panel = chat_panel([TURN, "Do you like music?"], [GARBLED, GENERIC], [FLUENT, "Yes, I like jazz."], profile)
-    expected = {"count", "disfluent_share", "unseen_trigram_share", "generic_share", "top_reply_share",
-                "relevance", "copy_share", "language_agreement", "repetition_share", "distinct_2",
-                "trigram_perplexity"}
+    panel = chat_panel(
+        [TURN, "Do you like music?"], [GARBLED, GENERIC], [FLUENT, "Yes, I like jazz."], profile
+    )
+    expected = {
+        "count",
+        "disfluent_share",
+        "unseen_trigram_share",
+        "generic_share",
+        "top_reply_share",
+        "relevance",
+        "copy_share",
+        "language_agreement",
+        "repetition_share",
+        "distinct_2",
+        "trigram_perplexity",
+    }
     assert set(panel["reply"]) == set(panel["human"]) == expected
     assert panel["reply"]["generic_share"] == 0.5 and panel["human"]["generic_share"] == 0.0
     assert panel["reply"]["unseen_trigram_share"] > panel["human"]["unseen_trigram_share"]
@@ -172,22 +190,51 @@ def write_dailydialog(path, dialogs) -> None:
 
 
 @pytest.mark.slow
-def test_eval_chat_prints_the_panel_and_drops_pairs_seen_in_training(tmp_path, capsys, tiny_model_dir) -> None:
+def test_eval_chat_prints_the_panel_and_drops_pairs_seen_in_training(
+    tmp_path, capsys, tiny_model_dir
+) -> None:
     from cli.main import main as s2s
 
     english = DIALOGS[:8]
     write_dailydialog(tmp_path / "train.txt", english)
     # the first validation dialog is a training dialog: its 2 pairs are dropped; the other has 2 new pairs
-    write_dailydialog(tmp_path / "valid.txt", [english[0], ("Do you like tea?", "Yes, I drink tea every day.",
-                                                            "I like tea too.")])
-    assert s2s(["eval", "chat", "--checkpoint", str(tiny_model_dir), "--data", str(tmp_path / "valid.txt"),
-                "--panel-train", str(tmp_path / "train.txt"), "--drop-seen-pairs", "--device", "cpu",
-                "--beam-size", "1", "--max-length", "6", "--mmi-weight", "0", "--sample-count", "0"]) == 0
+    write_dailydialog(
+        tmp_path / "valid.txt",
+        [english[0], ("Do you like tea?", "Yes, I drink tea every day.", "I like tea too.")],
+    )
+    assert (
+        s2s(
+            [
+                "eval",
+                "chat",
+                "--checkpoint",
+                str(tiny_model_dir),
+                "--data",
+                str(tmp_path / "valid.txt"),
+                "--panel-train",
+                str(tmp_path / "train.txt"),
+                "--drop-seen-pairs",
+                "--device",
+                "cpu",
+                "--beam-size",
+                "1",
+                "--max-length",
+                "6",
+                "--mmi-weight",
+                "0",
+                "--sample-count",
+                "0",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["dropped_seen_pairs"] == 2 and result["count"] == 2
     assert set(result["panel"]) == {"reply", "human"}
     assert result["panel"]["reply"]["perplexity"] == result["perplexity"]
-    assert result["context_gain"] == pytest.approx(result["perplexity_other_context"] / result["perplexity"], rel=1e-3)
+    assert result["context_gain"] == pytest.approx(
+        result["perplexity_other_context"] / result["perplexity"], rel=1e-3
+    )
     assert result["panel"]["reply"]["context_gain"] == result["context_gain"]
     assert result["panel"]["human"]["language_agreement"] == 1.0
     assert result["panel"]["human"]["count"] == 2

@@ -19,7 +19,9 @@ def test_a_missing_file_means_no_overrides(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "message"), [("[1]", "JSON object"), ('{"beam_sise": 4}', "beam_sise")])
-def test_a_file_that_is_not_an_object_of_known_settings_is_refused(tmp_path: Path, text: str, message: str) -> None:
+def test_a_file_that_is_not_an_object_of_known_settings_is_refused(
+    tmp_path: Path, text: str, message: str
+) -> None:
     path = tmp_path / "decode.json"
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
@@ -37,8 +39,12 @@ def test_a_route_leads_to_the_file_of_its_checkpoint(tmp_path: Path) -> None:
 
 
 def test_reading_it_does_not_load_torch() -> None:
-    code = ("import sys; from model.decode_file import decode_settings_for; "
-            "decode_settings_for(__import__('pathlib').Path('model/checkpoints'), 'chat/en'); "
-            "print('torch' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    code = (
+        "import sys; from model.decode_file import decode_settings_for; "
+        "decode_settings_for(__import__('pathlib').Path('model/checkpoints'), 'chat/en'); "
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "False"

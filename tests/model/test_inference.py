@@ -27,10 +27,12 @@ def test_golden_answers_of_the_tiny_model(predictor):
 
 
 def test_extractive_answers_are_exact_passage_substrings_with_their_span(predictor):
-    for (_, passage), hyps in zip(QUESTIONS, predictor.answer(QUESTIONS, DecodeConfig(beam_size=4, n_best=4))):
+    for (_, passage), hyps in zip(
+        QUESTIONS, predictor.answer(QUESTIONS, DecodeConfig(beam_size=4, n_best=4))
+    ):
         for hyp in hyps:
             assert hyp.span is not None
-            assert passage[hyp.span[0]:hyp.span[1]] == hyp.text
+            assert passage[hyp.span[0] : hyp.span[1]] == hyp.text
             assert hyp.text in passage
 
 
@@ -60,6 +62,7 @@ def test_beam_of_one_matches_greedy_argmax(predictor):
     ids = [predictor.tokenizer.sp.piece_to_id(p) for p in beam_one.tokens]
     from model.formatting import format_chat
     from model.inference import pad_sources
+
     source = format_chat(predictor.tokenizer, ["hello"], max_source_len=64, max_turns=4)
     src, lengths, features, *_ = pad_sources([source], 0, torch.device("cpu"))
     with torch.no_grad():
@@ -93,8 +96,13 @@ def test_fp16_export_loads_back_as_float32(predictor, tmp_path):
 
 
 def test_a_decode_json_beside_the_weights_overrides_the_stored_decoding(predictor, tmp_path):
-    save_checkpoint(tmp_path, model=predictor.model, tokenizer=predictor.tokenizer, step=1,
-                    decode=DecodeConfig(beam_size=4, mmi_weight=0.5))
+    save_checkpoint(
+        tmp_path,
+        model=predictor.model,
+        tokenizer=predictor.tokenizer,
+        step=1,
+        decode=DecodeConfig(beam_size=4, mmi_weight=0.5),
+    )
     (tmp_path / "decode.json").write_text('{"sample_count": 8, "top_p": 0.7}')
     loaded = load_checkpoint(tmp_path)
     assert (loaded.decode.beam_size, loaded.decode.mmi_weight) == (4, 0.5)
@@ -128,6 +136,7 @@ def test_empty_input_is_refused_with_a_clear_error(predictor):
 def test_model_set_routes_by_task_and_language(tmp_path, tiny_model_dir):
     import json
     import shutil
+
     for name in ("a", "b"):
         shutil.copytree(tiny_model_dir, tmp_path / name)
     (tmp_path / "models.json").write_text(json.dumps({"rc/en": "a", "rc/zh": "b", "chat/*": "a"}))
@@ -159,18 +168,24 @@ def test_extractive_answers_start_and_end_on_word_boundaries(tokenizer):
     passage = "Architecturally, the year 1984 in Krak\u00f3w; \u5317\u4eac"
     encoding = tokenizer.encode(passage)
     starts, ends = word_boundaries(passage, encoding.spans)
-    by_start = {span[0]: index for index, span in reversed(list(enumerate(encoding.spans))) if span[1] > span[0]}
+    by_start = {
+        span[0]: index for index, span in reversed(list(enumerate(encoding.spans))) if span[1] > span[0]
+    }
     year = passage.index("1984")
-    assert starts[by_start[year]] and not ends[by_start[year]]       # split digits: 1984 is one word
+    assert starts[by_start[year]] and not ends[by_start[year]]  # split digits: 1984 is one word
     assert ends[by_start[year + 3]] and not starts[by_start[year + 3]]
     assert not any(starts[by_start[year + k]] for k in (1, 2, 3))
-    for char in ("\u5317", "\u4eac"):                                  # each Chinese character is a word
+    for char in ("\u5317", "\u4eac"):  # each Chinese character is a word
         index = by_start[passage.index(char)]
         assert starts[index] and ends[index]
     for index, (begin, finish) in enumerate(encoding.spans):
         if starts[index]:
-            assert finish > begin and not (passage[begin - 1].isalnum() and passage[begin].isascii()
-                                           and passage[begin - 1].isascii() and passage[begin].isalnum())
+            assert finish > begin and not (
+                passage[begin - 1].isalnum()
+                and passage[begin].isascii()
+                and passage[begin - 1].isascii()
+                and passage[begin].isalnum()
+            )
     assert sum(starts) < len(starts) and sum(ends) < len(ends)
 
 
@@ -181,8 +196,11 @@ def test_a_switch_of_language_leaves_the_earlier_turns_out_of_the_source(tokeniz
     assert same_language_suffix(history) == ["你好，你是谁？"]
     assert same_language_suffix(history[:2]) == history[:2]
     source = format_chat(tokenizer, history, max_source_len=64, max_turns=4)
-    assert not any(piece.strip("\u2581").isascii() and piece.strip("\u2581").isalpha() for piece in source.pieces
-                   if not piece.startswith("<"))
+    assert not any(
+        piece.strip("\u2581").isascii() and piece.strip("\u2581").isalpha()
+        for piece in source.pieces
+        if not piece.startswith("<")
+    )
 
 
 def test_sampled_candidates_make_replies_reproducible_and_ranked(predictor):
@@ -202,7 +220,9 @@ def test_fluency_floor_drops_candidates_far_below_the_best_mean_log_prob():
     from model.inference import fluent_candidates
 
     def hyp(tokens, log_prob):
-        return BeamHypothesis(token_ids=list(range(tokens)), score=0.0, log_prob=log_prob, attention=None, p_gen=None)
+        return BeamHypothesis(
+            token_ids=list(range(tokens)), score=0.0, log_prob=log_prob, attention=None, p_gen=None
+        )
 
     fluent, short_fluent, garbled = hyp(5, -6.0), hyp(1, -2.0), hyp(9, -40.0)  # means -1.0, -1.0, -4.0
     assert fluent_candidates([fluent, garbled, short_fluent], 1.5) == [fluent, short_fluent]
@@ -242,10 +262,13 @@ def test_backward_weight_adds_the_mean_log_prob_of_the_message_given_the_reply(b
         plain_score = {tuple(h.tokens): h.score for h in plain}
         assert {tuple(h.tokens) for h in bidi} == set(plain_score)  # the same candidates, rescored
         for hyp in bidi:
-            reply = format_chat(backward.tokenizer, [hyp.text], max_source_len=backward.config.max_source_len,
-                                max_turns=1)
+            reply = format_chat(
+                backward.tokenizer, [hyp.text], max_source_len=backward.config.max_source_len, max_turns=1
+            )
             [total] = backward.score_targets([reply], [target])
-            assert hyp.score == pytest.approx(plain_score[tuple(hyp.tokens)] + weight * total / (len(target) + 1), abs=1e-4)
+            assert hyp.score == pytest.approx(
+                plain_score[tuple(hyp.tokens)] + weight * total / (len(target) + 1), abs=1e-4
+            )
         assert [h.score for h in bidi] == sorted((h.score for h in bidi), reverse=True)
 
 

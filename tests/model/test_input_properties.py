@@ -17,8 +17,28 @@ CONTROL_IDS = set(TOKENIZER.control_ids.values())
 
 # Everything a str can hold that a user can send and the storage layer accepts: no NUL, no lone surrogate.
 USER_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=200)
-WORDY_TEXT = st.lists(st.sampled_from(["Bob", "Oslo", "born", "where", "?", ".", " ", "  ", "\n", "小明", "出生",
-                                       "🙂", "<", ">", *CONTROL_SYMBOLS]), max_size=40).map("".join)
+WORDY_TEXT = st.lists(
+    st.sampled_from(
+        [
+            "Bob",
+            "Oslo",
+            "born",
+            "where",
+            "?",
+            ".",
+            " ",
+            "  ",
+            "\n",
+            "小明",
+            "出生",
+            "🙂",
+            "<",
+            ">",
+            *CONTROL_SYMBOLS,
+        ]
+    ),
+    max_size=40,
+).map("".join)
 TEXT = st.one_of(USER_TEXT, WORDY_TEXT)
 PROPERTIES = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -61,11 +81,19 @@ def _control_count(ids: list[int]) -> int:
 
 @PROPERTIES
 @given(question=TEXT, passage=TEXT, max_source_len=st.integers(MAX_QUESTION_TOKENS + 3, 400))
-def test_a_formatted_question_fits_its_budget_and_marks_the_passage(question: str, passage: str,
-                                                                    max_source_len: int) -> None:
+def test_a_formatted_question_fits_its_budget_and_marks_the_passage(
+    question: str, passage: str, max_source_len: int
+) -> None:
     source = format_rc(TOKENIZER, question, passage, max_source_len=max_source_len)
-    columns = [source.ids, source.features, source.pieces, source.passage_mask, source.spans,
-               source.word_start, source.word_end]
+    columns = [
+        source.ids,
+        source.features,
+        source.pieces,
+        source.passage_mask,
+        source.spans,
+        source.word_start,
+        source.word_end,
+    ]
     assert len({len(column) for column in columns}) == 1  # type: ignore[arg-type]
     assert len(source) <= max_source_len
     assert source.pieces[0] == "<rc>" and source.pieces.count("<sep>") == 1
@@ -74,14 +102,20 @@ def test_a_formatted_question_fits_its_budget_and_marks_the_passage(question: st
     assert source.passage_mask == [False] * (sep + 1) + [True] * (len(source) - sep - 1)
     passage_spans = [span for span, inside in zip(source.spans, source.passage_mask) if inside]
     assert all(span is not None and 0 <= span[0] <= span[1] <= len(passage) for span in passage_spans)
-    assert all(not (start and not inside) for start, inside in zip(source.word_start or [], source.passage_mask))
+    assert all(
+        not (start and not inside) for start, inside in zip(source.word_start or [], source.passage_mask)
+    )
 
 
 @PROPERTIES
-@given(history=st.lists(TEXT, min_size=1, max_size=8), max_source_len=st.integers(8, 300),
-       max_turns=st.integers(1, 8))
-def test_a_formatted_chat_fits_its_budget_and_ends_with_the_last_message(history: list[str], max_source_len: int,
-                                                                        max_turns: int) -> None:
+@given(
+    history=st.lists(TEXT, min_size=1, max_size=8),
+    max_source_len=st.integers(8, 300),
+    max_turns=st.integers(1, 8),
+)
+def test_a_formatted_chat_fits_its_budget_and_ends_with_the_last_message(
+    history: list[str], max_source_len: int, max_turns: int
+) -> None:
     source = format_chat(TOKENIZER, history, max_source_len=max_source_len, max_turns=max_turns)
     assert len(source) <= max_source_len and source.pieces[0] == "<chat>"
     marks = [piece for piece in source.pieces[1:] if piece in CONTROL_SYMBOLS]
@@ -91,5 +125,7 @@ def test_a_formatted_chat_fits_its_budget_and_ends_with_the_last_message(history
         assert source.pieces[1] in {"<usr>", "<bot>"}
         last = TOKENIZER.encode(history[-1]).pieces
         last_mark = max(i for i, piece in enumerate(source.pieces) if piece in {"<usr>", "<bot>"})
-        tail = source.pieces[last_mark + 1:]
-        assert marks[-1] == "<usr>" and tail == last[:len(tail)]  # the message being answered, from its start
+        tail = source.pieces[last_mark + 1 :]
+        assert (
+            marks[-1] == "<usr>" and tail == last[: len(tail)]
+        )  # the message being answered, from its start

@@ -22,22 +22,30 @@ def tiny_batch():
     lengths = torch.tensor([7, 4, 2])
     src[1, 4:] = 0
     src[2, 2:] = 0
-    return Batch(src_ids=src, src_lengths=lengths, src_features=torch.randint(0, 2, (3, 7)),
-                 tgt_ids=torch.randint(4, VOCAB, (3, 5)))
+    return Batch(
+        src_ids=src,
+        src_lengths=lengths,
+        src_features=torch.randint(0, 2, (3, 7)),
+        tgt_ids=torch.randint(4, VOCAB, (3, 5)),
+    )
 
 
 def attention_and_sources(kind, seed):
     """An attention module with coverage and two sources of 5 positions, the first with 2 of padding."""
     torch.manual_seed(seed)
-    return (Attention(kind, 8, coverage=True), torch.randn(2, 5, 8),
-            torch.tensor([[False, False, False, True, True], [False] * 5]))
+    return (
+        Attention(kind, 8, coverage=True),
+        torch.randn(2, 5, 8),
+        torch.tensor([[False, False, False, True, True], [False] * 5]),
+    )
 
 
 @pytest.mark.parametrize("kind", ["dot", "general", "additive"])
 def test_attention_gives_padding_exactly_zero_weight(kind):
     attention, memory, pad_mask = attention_and_sources(kind, 0)
-    weights, context = attention(torch.randn(2, 8), memory, attention.precompute_keys(memory), pad_mask,
-                                 torch.rand(2, 5))
+    weights, context = attention(
+        torch.randn(2, 8), memory, attention.precompute_keys(memory), pad_mask, torch.rand(2, 5)
+    )
     assert weights.shape == (2, 5) and context.shape == (2, 8)
     assert torch.all(weights[0, 3:] == 0)
     assert torch.allclose(weights.sum(-1), torch.ones(2))
@@ -50,8 +58,13 @@ def test_rows_sharing_a_source_attend_as_if_it_were_copied_for_each(kind):
     query, coverage = torch.randn(6, 8), torch.rand(6, 5)  # three rows (beams) per source
     shared = attention(query, memory, attention.precompute_keys(memory), pad_mask, coverage)
     copied_memory = memory.repeat_interleave(3, dim=0)
-    copied = attention(query, copied_memory, attention.precompute_keys(copied_memory),
-                       pad_mask.repeat_interleave(3, dim=0), coverage)
+    copied = attention(
+        query,
+        copied_memory,
+        attention.precompute_keys(copied_memory),
+        pad_mask.repeat_interleave(3, dim=0),
+        coverage,
+    )
     for got, expected in zip(shared, copied):
         assert got.shape == expected.shape
         assert torch.allclose(got, expected, atol=1e-6)
@@ -118,10 +131,12 @@ def test_requested_decoding_overrides_defaults_within_bounds():
 
 # --- the CPU training path: unpacked encoder LSTMs, one-pass teacher forcing, adaptive softmax ---------------
 
+
 def test_unpacked_training_encoder_equals_the_packed_lstm_at_every_real_position():
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
     from model.encoder import Encoder
+
     torch.manual_seed(3)
     lstm = torch.nn.LSTM(6, 5, num_layers=2, bidirectional=True, batch_first=True)
     inputs, lengths = torch.randn(3, 7, 6), torch.tensor([7, 4, 1])
@@ -134,8 +149,11 @@ def test_unpacked_training_encoder_equals_the_packed_lstm_at_every_real_position
     assert lstm.weight_hh_l1_reverse.grad is not None and lstm.weight_hh_l1_reverse.grad.abs().sum() > 0
 
 
-FAST_PATHS = [dict(input_feeding=False), dict(input_feeding=False, copy=False),
-              dict(input_feeding=False, copy=False, adaptive_cutoffs=(6, 12), hidden_size=16)]
+FAST_PATHS = [
+    dict(input_feeding=False),
+    dict(input_feeding=False, copy=False),
+    dict(input_feeding=False, copy=False, adaptive_cutoffs=(6, 12), hidden_size=16),
+]
 
 
 @pytest.mark.parametrize("overrides", FAST_PATHS, ids=["copy", "tied", "adaptive"])
@@ -158,7 +176,9 @@ def test_one_pass_teacher_forcing_scores_targets_as_the_step_by_step_decoder_doe
 
 
 def test_adaptive_softmax_step_is_a_distribution_and_the_model_trains():
-    model = build_model(tiny_config(input_feeding=False, copy=False, adaptive_cutoffs=(6, 12), hidden_size=16))
+    model = build_model(
+        tiny_config(input_feeding=False, copy=False, adaptive_cutoffs=(6, 12), hidden_size=16)
+    )
     out = model(tiny_batch())
     assert out.log_probs is None and torch.isfinite(out.loss)
     out.loss.backward()
@@ -173,7 +193,9 @@ def test_adaptive_softmax_step_is_a_distribution_and_the_model_trains():
 
 def test_adaptive_softmax_model_fits_a_small_batch():
     torch.manual_seed(0)
-    model = build_model(tiny_config(input_feeding=False, copy=False, adaptive_cutoffs=(6, 12), hidden_size=16))
+    model = build_model(
+        tiny_config(input_feeding=False, copy=False, adaptive_cutoffs=(6, 12), hidden_size=16)
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     batch = tiny_batch()
     first = float(model(batch).loss)
@@ -203,8 +225,8 @@ def test_word_dropout_replaces_only_decoder_input_words_and_only_in_training():
 
     torch.manual_seed(0)
     inputs = torch.randint(4, VOCAB, (64, 20))
-    inputs[:, 0] = 2                      # bos
-    inputs[5, 12:] = 0                    # padding
+    inputs[:, 0] = 2  # bos
+    inputs[5, 12:] = 0  # padding
     everything = drop_target_words(inputs, 1.0, unk_id=1, pad_id=0)
     assert (everything[:, 0] == 2).all() and (everything[5, 12:] == 0).all()
     assert (everything[:, 1:][inputs[:, 1:] != 0] == 1).all()
@@ -216,7 +238,7 @@ def test_word_dropout_replaces_only_decoder_input_words_and_only_in_training():
     batch = tiny_batch()
     model.eval()
     with torch.no_grad():
-        assert torch.equal(model(batch, word_dropout=0.9).loss, model(batch).loss)   # inference never drops
+        assert torch.equal(model(batch, word_dropout=0.9).loss, model(batch).loss)  # inference never drops
     model.train()
     torch.manual_seed(1)
     with torch.no_grad():

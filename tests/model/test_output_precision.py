@@ -44,7 +44,9 @@ def test_bf16_output_layer_is_close_to_float32_and_stays_float32(exact, bf16):
 
 def test_bf16_decoding_gives_the_tiny_models_answers_and_batch_equals_single(exact, bf16):
     decode = DecodeConfig(beam_size=3, n_best=2, max_length=10)
-    assert [h[0].text for h in bf16.answer(QUESTIONS, decode)] == [h[0].text for h in exact.answer(QUESTIONS, decode)]
+    assert [h[0].text for h in bf16.answer(QUESTIONS, decode)] == [
+        h[0].text for h in exact.answer(QUESTIONS, decode)
+    ]
     batched = bf16.reply(HISTORIES, decode)
     for history, hyps in zip(HISTORIES, batched):
         alone = bf16.reply([history], decode)[0]

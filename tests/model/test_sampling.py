@@ -35,13 +35,16 @@ def flat_table(prefix):
 
 def draw(seeds, config, num_samples=4, table=flat_table):
     state = {"prefix": torch.full((len(seeds) * num_samples, config.max_length + 1), -1)}
-    return sample(table_step(table), state, seeds=seeds, num_samples=num_samples, bos_id=BOS, eos_id=EOS,
-                  config=config)
+    return sample(
+        table_step(table), state, seeds=seeds, num_samples=num_samples, bos_id=BOS, eos_id=EOS, config=config
+    )
 
 
 def pick(probs, uniforms, *, top_p=1.0, top_k=0, temperature=1.0):
     log_probs = torch.tensor([probs]).log().expand(len(uniforms), -1)
-    return nucleus_pick(log_probs, torch.tensor(uniforms), top_p=top_p, top_k=top_k, temperature=temperature).tolist()
+    return nucleus_pick(
+        log_probs, torch.tensor(uniforms), top_p=top_p, top_k=top_k, temperature=temperature
+    ).tolist()
 
 
 def test_nucleus_pick_inverts_the_cumulative_distribution():
@@ -94,8 +97,9 @@ def test_samples_respect_min_length_max_length_and_ngram_blocking():
     def eos_first(prefix):
         return [0.0, 0.7, 0.1, 0.1, 0.1]
 
-    config = DecodeConfig(beam_size=1, min_length=2, max_length=3, sample_count=8, top_p=1.0,
-                          no_repeat_ngram_size=1)
+    config = DecodeConfig(
+        beam_size=1, min_length=2, max_length=3, sample_count=8, top_p=1.0, no_repeat_ngram_size=1
+    )
     for hyp in draw([1, 2], config, num_samples=8, table=eos_first)[0]:
         assert 2 <= len(hyp.token_ids) <= 3
         assert len(set(hyp.token_ids)) == len(hyp.token_ids)
@@ -108,8 +112,7 @@ def test_seed_of_depends_only_on_the_ids():
 
 
 def test_decode_config_rejects_sampling_settings_out_of_range():
-    for bad in ({"sample_count": -1}, {"top_p": 0.0}, {"top_p": 1.5}, {"temperature": 0.0},
-                {"top_k": -1}):
+    for bad in ({"sample_count": -1}, {"top_p": 0.0}, {"top_p": 1.5}, {"temperature": 0.0}, {"top_k": -1}):
         with pytest.raises(ValueError):
             DecodeConfig(**bad)
     with pytest.raises(ValueError, match="sample_count"):
@@ -135,8 +138,9 @@ def test_sampling_only_the_rows_still_running_draws_the_same_samples():
             return table_step(short_or_long)(prev_ids, state, step_index)
 
         state = {"prefix": torch.full((len(seeds) * 2, config.max_length + 1), -1)}
-        hyps = sample(step, state, seeds=seeds, num_samples=2, bos_id=BOS, eos_id=EOS, config=config,
-                      narrow_rows=narrow)
+        hyps = sample(
+            step, state, seeds=seeds, num_samples=2, bos_id=BOS, eos_id=EOS, config=config, narrow_rows=narrow
+        )
         return hyps, calls, selections
 
     (full, full_calls, _), (narrow, narrow_calls, selections) = run(False), run(True)

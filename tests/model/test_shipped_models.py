@@ -17,11 +17,20 @@ CHECKPOINTS = ROOT / "model" / "checkpoints"
 GOLDEN = Path(__file__).with_name("golden_shipped.json")
 
 QUESTIONS = [
-    ("What is the capital of France?", "Paris is the capital and most populous city of France. It has been a "
-     "major centre of finance, diplomacy and science since the 17th century."),
-    ("When was the bridge opened?", "The Golden Gate Bridge, which spans the strait between San Francisco and "
-     "Marin County, was opened to traffic in 1937 after four years of construction."),
-    ("Who wrote the novel?", "The novel Pride and Prejudice was written by Jane Austen and published in 1813."),
+    (
+        "What is the capital of France?",
+        "Paris is the capital and most populous city of France. It has been a "
+        "major centre of finance, diplomacy and science since the 17th century.",
+    ),
+    (
+        "When was the bridge opened?",
+        "The Golden Gate Bridge, which spans the strait between San Francisco and "
+        "Marin County, was opened to traffic in 1937 after four years of construction.",
+    ),
+    (
+        "Who wrote the novel?",
+        "The novel Pride and Prejudice was written by Jane Austen and published in 1813.",
+    ),
     ("长城有多长？", "长城是中国古代的军事防御工程，总长度超过两万一千公里，东起山海关，西至嘉峪关。"),
     ("鲁迅原名叫什么？", "鲁迅，原名周樟寿，后改名周树人，是中国现代著名的文学家和思想家。"),
 ]

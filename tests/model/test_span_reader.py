@@ -23,9 +23,15 @@ from model.span.vocab import build_vocab, char_ngrams
 PASSAGE = "Bob was born in Oslo in 1874. Later Bob moved to Lima, where he built a lighthouse."
 
 
-def brute_force(start: list[float], end: list[float], max_words: int, n_best: int) -> list[tuple[float, int, int]]:
-    spans = [(start[i] + end[j], i, j) for i in range(len(start)) for j in range(i, min(len(end), i + max_words))
-             if start[i] > -math.inf and end[j] > -math.inf]
+def brute_force(
+    start: list[float], end: list[float], max_words: int, n_best: int
+) -> list[tuple[float, int, int]]:
+    spans = [
+        (start[i] + end[j], i, j)
+        for i in range(len(start))
+        for j in range(i, min(len(end), i + max_words))
+        if start[i] > -math.inf and end[j] > -math.inf
+    ]
     return sorted(spans, key=lambda s: -s[0])[:n_best]
 
 
@@ -54,7 +60,21 @@ def test_best_spans_never_pick_padding_even_when_it_would_score_best():
 
 def test_words_keep_character_offsets_and_split_chinese_into_characters():
     words = split_words("Who built it? 小明在2019年去了Lima。")
-    assert words.words == ("Who", "built", "it", "?", "小", "明", "在", "2019", "年", "去", "了", "Lima", "。")
+    assert words.words == (
+        "Who",
+        "built",
+        "it",
+        "?",
+        "小",
+        "明",
+        "在",
+        "2019",
+        "年",
+        "去",
+        "了",
+        "Lima",
+        "。",
+    )
     text = "Who built it? 小明在2019年去了Lima。"
     assert all(text[s:e] == w for w, (s, e) in zip(words.words, words.spans))
     assert split_words("It cost 1,000.5 dollars").words == ("It", "cost", "1,000.5", "dollars")
@@ -66,11 +86,11 @@ def test_match_features_flag_raw_lower_and_stemmed_matches_and_term_frequency():
     question = split_words("Where did bob play in Lima?")
     passage = split_words("Bob played where Bob lived Lima")
     rows = match_features(question, passage)
-    assert rows[0][:3] == (0.0, 1.0, 1.0)          # "Bob" ~ "bob": lower-case and stem match only
-    assert rows[1][:3] == (0.0, 0.0, 1.0)          # "played" ~ "play": stem only
-    assert rows[2][:3] == (0.0, 1.0, 1.0)          # "where" ~ "Where"
-    assert rows[4][:3] == (0.0, 0.0, 0.0)          # "lived"
-    assert rows[5][:3] == (1.0, 1.0, 1.0)          # "Lima"
+    assert rows[0][:3] == (0.0, 1.0, 1.0)  # "Bob" ~ "bob": lower-case and stem match only
+    assert rows[1][:3] == (0.0, 0.0, 1.0)  # "played" ~ "play": stem only
+    assert rows[2][:3] == (0.0, 1.0, 1.0)  # "where" ~ "Where"
+    assert rows[4][:3] == (0.0, 0.0, 0.0)  # "lived"
+    assert rows[5][:3] == (1.0, 1.0, 1.0)  # "Lima"
     assert rows[0][3] == pytest.approx(2 / 6)
 
 
@@ -78,8 +98,12 @@ def test_windows_cover_the_passage_and_training_picks_the_window_holding_the_ans
     assert windows(5, 10, 5) == [(0, 5)]
     assert windows(25, 10, 5) == [(0, 10), (5, 15), (10, 20), (15, 25)]
     assert windows(23, 10, 5)[-1] == (13, 23)
-    vocab = build_vocab(Counter(["who"]), Counter(w.lower() for w in split_words(PASSAGE).words), None, min_count=1)
-    config = ReaderConfig(vocab_size=len(vocab), tuned_count=vocab.tuned_count, max_passage_words=8, window_stride=4)
+    vocab = build_vocab(
+        Counter(["who"]), Counter(w.lower() for w in split_words(PASSAGE).words), None, min_count=1
+    )
+    config = ReaderConfig(
+        vocab_size=len(vocab), tuned_count=vocab.tuned_count, max_passage_words=8, window_stride=4
+    )
     item = training_input("Where did Bob move?", PASSAGE, PASSAGE.index("Lima"), "Lima", vocab, config)
     assert not isinstance(item, str)
     assert item.passage.words[item.start] == "Lima" and item.start == item.end
@@ -100,14 +124,22 @@ def test_glove_text_loader_reads_a_table_and_names_a_broken_line(tmp_path):
 
 def test_vocab_trains_top_question_words_and_fixes_the_other_pretrained_rows():
     pretrained = {"the": 0, "bob": 1, "lima": 2, "oslo": 3, "cat": 4}
-    vocab = build_vocab(Counter({"bob": 5, "where": 4}), Counter({"the": 9, "lima": 3, "zorb": 3, "rare": 1}),
-                        pretrained, tune_top=1, min_count=2, extra_pretrained=["cat", "the"])
+    vocab = build_vocab(
+        Counter({"bob": 5, "where": 4}),
+        Counter({"the": 9, "lima": 3, "zorb": 3, "rare": 1}),
+        pretrained,
+        tune_top=1,
+        min_count=2,
+        extra_pretrained=["cat", "the"],
+    )
     assert vocab.words[:2] == ("<pad>", "<unk>")
-    tuned = set(vocab.words[2:vocab.tuned_count])
-    assert tuned == {"bob", "where", "zorb"}       # top question word with a vector + words without vectors
-    assert set(vocab.words[vocab.tuned_count:]) == {"the", "lima", "cat"}
+    tuned = set(vocab.words[2 : vocab.tuned_count])
+    assert tuned == {"bob", "where", "zorb"}  # top question word with a vector + words without vectors
+    assert set(vocab.words[vocab.tuned_count :]) == {"the", "lima", "cat"}
     assert vocab.id("Bob") == vocab.id("bob") and vocab.id("rare") == 1
-    assert char_ngrams("Lima", 1000) == char_ngrams("lima", 1000) and all(0 < g < 1000 for g in char_ngrams("x", 1000))
+    assert char_ngrams("Lima", 1000) == char_ngrams("lima", 1000) and all(
+        0 < g < 1000 for g in char_ngrams("x", 1000)
+    )
 
 
 def test_reverse_padded_reverses_within_each_length():
@@ -118,13 +150,31 @@ def test_reverse_padded_reverses_within_each_length():
 
 def tiny_predictor(char_buckets: int = 64) -> ReaderPredictor:
     torch.manual_seed(0)
-    vocab = build_vocab(Counter(w.lower() for w in split_words("where did bob move who built it").words),
-                        Counter(w.lower() for w in split_words(PASSAGE).words), None, min_count=1)
-    config = ReaderConfig(vocab_size=len(vocab), tuned_count=vocab.tuned_count, embed_size=12, hidden_size=8,
-                          passage_layers=2, question_layers=1, char_buckets=char_buckets, char_size=4,
-                          max_passage_words=10, window_stride=5, max_answer_words=4)
-    return ReaderPredictor(SpanReader(config), vocab, device=torch.device("cpu"),
-                           decode=DecodeConfig(beam_size=3, n_best=3, max_length=4))
+    vocab = build_vocab(
+        Counter(w.lower() for w in split_words("where did bob move who built it").words),
+        Counter(w.lower() for w in split_words(PASSAGE).words),
+        None,
+        min_count=1,
+    )
+    config = ReaderConfig(
+        vocab_size=len(vocab),
+        tuned_count=vocab.tuned_count,
+        embed_size=12,
+        hidden_size=8,
+        passage_layers=2,
+        question_layers=1,
+        char_buckets=char_buckets,
+        char_size=4,
+        max_passage_words=10,
+        window_stride=5,
+        max_answer_words=4,
+    )
+    return ReaderPredictor(
+        SpanReader(config),
+        vocab,
+        device=torch.device("cpu"),
+        decode=DecodeConfig(beam_size=3, n_best=3, max_length=4),
+    )
 
 
 def test_a_batch_gives_the_same_logits_as_its_rows_alone():
@@ -151,13 +201,15 @@ def test_answers_are_passage_substrings_with_pointer_distributions_and_batch_equ
         assert [h.score for h in hyps] == pytest.approx([h.score for h in single], abs=1e-5)
         assert len(hyps) == 3 and hyps[0].score >= hyps[1].score >= hyps[2].score
         for hyp in hyps:
-            assert hyp.span is not None and passage[hyp.span[0]:hyp.span[1]] == hyp.text
+            assert hyp.span is not None and passage[hyp.span[0] : hyp.span[1]] == hyp.text
             assert len(split_words(hyp.text)) <= 4
             assert len(hyp.attention) == 2 == len(hyp.tokens)
             question_words = hyp.source_tokens.index("<sep>")
-            assert all(w == 0.0 for row in hyp.attention for w in row[:question_words + 1])
+            assert all(w == 0.0 for row in hyp.attention for w in row[: question_words + 1])
             assert all(sum(row) == pytest.approx(1.0, abs=1e-4) for row in hyp.attention)
-            assert hyp.pointer is not None and hyp.pointer["question_tokens"] == list(split_words(question).words)
+            assert hyp.pointer is not None and hyp.pointer["question_tokens"] == list(
+                split_words(question).words
+            )
         assert len({h.span for h in hyps}) == len(hyps)
     long = predictor.answer([("Where did Bob move?", PASSAGE + " " + PASSAGE)])[0]  # read in windows
     assert all(h.text for h in long)
@@ -175,8 +227,15 @@ def test_bad_requests_are_clear_errors():
 
 def test_checkpoint_round_trip_in_fp16_loads_through_model_set(tmp_path):
     predictor = tiny_predictor()
-    save_reader(tmp_path / "rc", predictor.model, predictor.vocab, step=7, decode=predictor.default_decode,
-                meta={"note": "test"}, half=True)
+    save_reader(
+        tmp_path / "rc",
+        predictor.model,
+        predictor.vocab,
+        step=7,
+        decode=predictor.default_decode,
+        meta={"note": "test"},
+        half=True,
+    )
     loaded = load_reader(tmp_path / "rc")
     assert loaded.step == 7 and loaded.vocab == predictor.vocab and loaded.decode.n_best == 3
     models = ModelSet.load(tmp_path / "rc", device="cpu")
@@ -191,8 +250,9 @@ def test_checkpoint_round_trip_in_fp16_loads_through_model_set(tmp_path):
 def test_answers_never_start_or_end_on_punctuation():
     predictor = tiny_predictor()
     passage = "Bob , . ; Oslo . Lima , 1874 ! 北京 。 上海 ，"
-    for hyps in predictor.answer([("Where?", passage), ("When?", passage)], DecodeConfig(beam_size=8, n_best=8,
-                                                                                          max_length=4)):
+    for hyps in predictor.answer(
+        [("Where?", passage), ("When?", passage)], DecodeConfig(beam_size=8, n_best=8, max_length=4)
+    ):
         assert hyps
         for hyp in hyps:
             assert hyp.text[0] not in ".,;!。，" and hyp.text[-1] not in ".,;!。，"

@@ -144,14 +144,17 @@ def test_any_owner_key_sees_only_its_own_conversations(db: Session, owner: str, 
 
 @PROPERTIES
 @given(key=ANY_TEXT, owner=ANY_TEXT)
-def test_any_id_or_owner_a_request_brings_is_looked_up_without_a_database_error(db: Session, key: str,
-                                                                               owner: str) -> None:
+def test_any_id_or_owner_a_request_brings_is_looked_up_without_a_database_error(
+    db: Session, key: str, owner: str
+) -> None:
     # Found by the property above: an owner key with a NUL reached PostgreSQL in a lookup (DataError).
     assert conversations.list_conversations(db, owner=owner) == []
     assert batch_jobs.list_jobs(db, owner=owner) == []
-    for lookup in (lambda: conversations.get_conversation(db, conversation_id=key, owner=owner),
-                   lambda: conversations.get_turn(db, turn_id=1, owner=owner),
-                   lambda: batch_jobs.export_results(db, job_id=key, owner=owner),
-                   lambda: questions.get_question(db, question_id=key, owner=owner)):
+    for lookup in (
+        lambda: conversations.get_conversation(db, conversation_id=key, owner=owner),
+        lambda: conversations.get_turn(db, turn_id=1, owner=owner),
+        lambda: batch_jobs.export_results(db, job_id=key, owner=owner),
+        lambda: questions.get_question(db, question_id=key, owner=owner),
+    ):
         with pytest.raises(NotFound):
             lookup()

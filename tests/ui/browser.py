@@ -21,8 +21,16 @@ from tests.workers.conftest import REPO_ROOT
 from tests.workers.service_fixtures import redis_for_tests, service_env, start_worker, stop_worker
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 TIMEOUT_MS = 30_000
 CHROMIUM_MISSING = "needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)"
@@ -39,9 +47,14 @@ class Service:
 
     def start(self) -> None:
         self.worker = start_worker(self.env, self.tmp / "worker.log")
-        self.ui = subprocess.Popen([sys.executable, "-m", "ui.app"], env=self.env, cwd=REPO_ROOT,
-                                   stdout=(self.tmp / "ui.log").open("ab"), stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        self.ui = subprocess.Popen(
+            [sys.executable, "-m", "ui.app"],
+            env=self.env,
+            cwd=REPO_ROOT,
+            stdout=(self.tmp / "ui.log").open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -71,8 +84,15 @@ def running_service(tmp: Path, **extra_env: str) -> Iterator[Service]:
     database_url = f"sqlite:///{tmp / 's2s.sqlite3'}"
     migrate.upgrade(database_url)
     with redis_for_tests(tmp) as redis_url:
-        env = service_env(redis_url, database_url, S2S_DATA_DIR=str(tmp / "data"), S2S_UI_PORT=str(free_port()),
-                          S2S_REQUEST_TIMEOUT_S="30", GRADIO_ANALYTICS_ENABLED="False", **extra_env)
+        env = service_env(
+            redis_url,
+            database_url,
+            S2S_DATA_DIR=str(tmp / "data"),
+            S2S_UI_PORT=str(free_port()),
+            S2S_REQUEST_TIMEOUT_S="30",
+            GRADIO_ANALYTICS_ENABLED="False",
+            **extra_env,
+        )
         running = Service(env, tmp)
         running.start()
         try:

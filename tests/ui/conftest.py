@@ -20,11 +20,39 @@ OTHER = "anon:" + "b" * 32
 
 # An answer's attention record as a Seq2Seq worker stores it: SentencePiece pieces, one output row.
 PASSAGE = "Bob was born in Oslo. Later Bob moved to Lima for work."
-SOURCE = ["<rc>", "▁Where", "▁was", "▁Bob", "▁born", "?", "<sep>", "▁B", "o", "b", "▁was", "▁born", "▁", "in",
-          "▁Oslo", ".", "▁Later", "▁Bob", "▁moved", "▁to", "▁Lima", "▁for", "▁work", "."]
-ATTENTION = {"source_tokens": SOURCE, "output_tokens": ["▁Oslo"],
-             "attention": [[0.9 if token == "▁Oslo" else 0.1 / (len(SOURCE) - 1) for token in SOURCE]],
-             "p_gen": [0.1], "span": [16, 20]}
+SOURCE = [
+    "<rc>",
+    "▁Where",
+    "▁was",
+    "▁Bob",
+    "▁born",
+    "?",
+    "<sep>",
+    "▁B",
+    "o",
+    "b",
+    "▁was",
+    "▁born",
+    "▁",
+    "in",
+    "▁Oslo",
+    ".",
+    "▁Later",
+    "▁Bob",
+    "▁moved",
+    "▁to",
+    "▁Lima",
+    "▁for",
+    "▁work",
+    ".",
+]
+ATTENTION = {
+    "source_tokens": SOURCE,
+    "output_tokens": ["▁Oslo"],
+    "attention": [[0.9 if token == "▁Oslo" else 0.1 / (len(SOURCE) - 1) for token in SOURCE]],
+    "p_gen": [0.1],
+    "span": [16, 20],
+}
 
 
 class FakeQueue:
@@ -36,8 +64,13 @@ class FakeQueue:
         self.jobs: list[str] = []
         self.cancelled: list[str] = []
         self.workers: list[dict[str, Any]] = [
-            {"hostname": "s2s-1@box", "versions": {"rc/en": "rc-en@1234"}, "device": "cpu",
-             "queues": ["interactive", "batch"], "last_seen": "2025-01-01T00:00:00+00:00"}
+            {
+                "hostname": "s2s-1@box",
+                "versions": {"rc/en": "rc-en@1234"},
+                "device": "cpu",
+                "queues": ["interactive", "batch"],
+                "last_seen": "2025-01-01T00:00:00+00:00",
+            }
         ]
         self.fail_with: Exception | None = None
 
@@ -101,8 +134,15 @@ def queue(database_url: str, monkeypatch: pytest.MonkeyPatch) -> FakeQueue:
     from workers import client
 
     fake = FakeQueue()
-    for name in ("enqueue_reply", "enqueue_question", "enqueue_job", "require_broker", "cancel_job", "list_workers",
-                 "queue_depths"):
+    for name in (
+        "enqueue_reply",
+        "enqueue_question",
+        "enqueue_job",
+        "require_broker",
+        "cancel_job",
+        "list_workers",
+        "queue_depths",
+    ):
         monkeypatch.setattr(client, name, getattr(fake, name))
     return fake
 

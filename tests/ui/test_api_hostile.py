@@ -60,8 +60,9 @@ class UI:
 
     def call_raw(self, api_name: str, body: bytes) -> tuple[str, str]:
         """POST a request body as-is to a named endpoint's REST route: ("complete" | "error", what came back)."""
-        request = urllib.request.Request(f"{self.url}gradio_api/call/{api_name}", data=body,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.url}gradio_api/call/{api_name}", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             event_id = json.load(response)["event_id"]
         with urllib.request.urlopen(f"{self.url}gradio_api/call/{api_name}/{event_id}", timeout=90) as stream:
@@ -71,12 +72,22 @@ class UI:
     def event(self, api_name: str, *data: Any) -> tuple[bool, Any]:
         """Call one of the UI's own (private) events over raw HTTP, as the browser does: (success, output)."""
         session = uuid.uuid4().hex
-        body = json.dumps({"data": list(data), "fn_index": self.fn_index[api_name], "session_hash": session,
-                           "event_data": None, "trigger_id": None}).encode()
-        request = urllib.request.Request(self.url + "gradio_api/queue/join", data=body,
-                                         headers={"Content-Type": "application/json"})
+        body = json.dumps(
+            {
+                "data": list(data),
+                "fn_index": self.fn_index[api_name],
+                "session_hash": session,
+                "event_data": None,
+                "trigger_id": None,
+            }
+        ).encode()
+        request = urllib.request.Request(
+            self.url + "gradio_api/queue/join", data=body, headers={"Content-Type": "application/json"}
+        )
         urllib.request.urlopen(request, timeout=30).read()
-        with urllib.request.urlopen(f"{self.url}gradio_api/queue/data?session_hash={session}", timeout=60) as stream:
+        with urllib.request.urlopen(
+            f"{self.url}gradio_api/queue/data?session_hash={session}", timeout=60
+        ) as stream:
             for raw in stream:
                 line = raw.decode().strip()
                 if not line.startswith("data:"):
@@ -97,15 +108,29 @@ def ui(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
         database_url = url.render_as_string(hide_password=False)
         migrate.upgrade(database_url)
         port = free_port()
-        env = service_env(redis_url, database_url, S2S_DATA_DIR=str(tmp / "data"), S2S_UI_PORT=str(port),
-                          S2S_REQUEST_TIMEOUT_S="60", GRADIO_ANALYTICS_ENABLED="False",
-                          S2S_MAX_MESSAGE_CHARS=str(MAX_MESSAGE), S2S_MAX_QUESTION_CHARS=str(MAX_QUESTION),
-                          S2S_MAX_PASSAGE_CHARS=str(MAX_PASSAGE), S2S_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
-                          S2S_MAX_BATCH_ITEMS="50", S2S_OWNER_REQUESTS_PER_MINUTE=str(PER_MINUTE))
+        env = service_env(
+            redis_url,
+            database_url,
+            S2S_DATA_DIR=str(tmp / "data"),
+            S2S_UI_PORT=str(port),
+            S2S_REQUEST_TIMEOUT_S="60",
+            GRADIO_ANALYTICS_ENABLED="False",
+            S2S_MAX_MESSAGE_CHARS=str(MAX_MESSAGE),
+            S2S_MAX_QUESTION_CHARS=str(MAX_QUESTION),
+            S2S_MAX_PASSAGE_CHARS=str(MAX_PASSAGE),
+            S2S_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
+            S2S_MAX_BATCH_ITEMS="50",
+            S2S_OWNER_REQUESTS_PER_MINUTE=str(PER_MINUTE),
+        )
         worker = start_worker(env, tmp / "worker.log", wait_s=180)
-        process = subprocess.Popen([sys.executable, "-m", "ui.app"], env=env, cwd=REPO_ROOT,
-                                   stdout=(tmp / "ui.log").open("ab"), stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ui.app"],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=(tmp / "ui.log").open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         engine = make_engine(database_url)
         base = f"http://127.0.0.1:{port}/"
         try:
@@ -122,7 +147,9 @@ def ui(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
             # Every hostile input met a handled error: no traceback through this repository's code (Gradio logs
             # its own when it refuses a value outside a dropdown's choices, which is a refusal too).
             log = (tmp / "ui.log").read_text(errors="replace")
-            ours = [f'File "{REPO_ROOT / package}/' for package in ("ui", "flows", "storage", "workers", "model")]
+            ours = [
+                f'File "{REPO_ROOT / package}/' for package in ("ui", "flows", "storage", "workers", "model")
+            ]
             assert not any(prefix in log for prefix in ours), log[-3000:]
         finally:
             engine.dispose()
@@ -137,15 +164,20 @@ def _key() -> str:
 
 def _turns(ui: UI, owner_key: str) -> list[tuple[Role, str | None]]:
     with transaction(ui.engine) as db:
-        rows = db.execute(select(Turn.role, Turn.text).join(Conversation).where(
-            Conversation.owner == f"anon:{owner_key}").order_by(Turn.id)).all()
+        rows = db.execute(
+            select(Turn.role, Turn.text)
+            .join(Conversation)
+            .where(Conversation.owner == f"anon:{owner_key}")
+            .order_by(Turn.id)
+        ).all()
     return [(row.role, row.text) for row in rows]
 
 
 def _owned(ui: UI, model: type, owner_key: str) -> int:
     with transaction(ui.engine) as db:
-        return int(db.scalar(select(func.count()).select_from(model).where(model.owner == f"anon:{owner_key}"))
-                   or 0)
+        return int(
+            db.scalar(select(func.count()).select_from(model).where(model.owner == f"anon:{owner_key}")) or 0
+        )
 
 
 def _refused(ui: UI, *args: Any, api_name: str) -> str:
@@ -198,34 +230,44 @@ def test_hostile_chat_text_is_refused_in_one_line_and_nothing_stored(ui: UI, nam
     assert _turns(ui, key) == [] and _owned(ui, Conversation, key) == 0
 
 
-@pytest.mark.parametrize(("passage", "question", "said"), [
-    ("", QUESTION, "empty"),
-    (PASSAGE, "   ", "empty"),
-    ("p" * (MAX_PASSAGE + 1), QUESTION, "too long"),
-    (PASSAGE, "q" * (MAX_QUESTION + 1), "too long"),
-    (PASSAGE + "\x00", QUESTION, "NUL"),
-])
-def test_hostile_questions_are_refused_and_nothing_stored(ui: UI, passage: str, question: str, said: str) -> None:
+@pytest.mark.parametrize(
+    ("passage", "question", "said"),
+    [
+        ("", QUESTION, "empty"),
+        (PASSAGE, "   ", "empty"),
+        ("p" * (MAX_PASSAGE + 1), QUESTION, "too long"),
+        (PASSAGE, "q" * (MAX_QUESTION + 1), "too long"),
+        (PASSAGE + "\x00", QUESTION, "NUL"),
+    ],
+)
+def test_hostile_questions_are_refused_and_nothing_stored(
+    ui: UI, passage: str, question: str, said: str
+) -> None:
     key = _key()
     assert said in _refused(ui, passage, question, key, api_name="/answer")
     assert _owned(ui, Question, key) == 0
 
 
-@pytest.mark.parametrize(("passage", "question"), [
-    (PASSAGE, "<b>Where</b> was Bob born?<script>x()</script>"),
-    (PASSAGE, "Where was Bob born?'; DELETE FROM questions; --"),
-    (PASSAGE, "\x1b[1mWhere\x1b[0m was Bob born?"),
-    # a very long single token in the passage (in the question, 150 characters of one letter leave the tiny
-    # checkpoint's 64-token source no room for the passage: it answers nothing, and says so)
-    (PASSAGE + " " + "x" * 2000 + ".", QUESTION),
-    (PASSAGE.replace(". ", ".\r\n\u3000"), "Where was Bob born? 鲍勃出生在哪里？ \u202eكان"),
-])
+@pytest.mark.parametrize(
+    ("passage", "question"),
+    [
+        (PASSAGE, "<b>Where</b> was Bob born?<script>x()</script>"),
+        (PASSAGE, "Where was Bob born?'; DELETE FROM questions; --"),
+        (PASSAGE, "\x1b[1mWhere\x1b[0m was Bob born?"),
+        # a very long single token in the passage (in the question, 150 characters of one letter leave the tiny
+        # checkpoint's 64-token source no room for the passage: it answers nothing, and says so)
+        (PASSAGE + " " + "x" * 2000 + ".", QUESTION),
+        (PASSAGE.replace(". ", ".\r\n\u3000"), "Where was Bob born? 鲍勃出生在哪里？ \u202eكان"),
+    ],
+)
 def test_hostile_questions_are_stored_as_sent_and_answered(ui: UI, passage: str, question: str) -> None:
     key = _key()
     outcome = ui.predict(passage, question, key, api_name="/answer")
     assert outcome["status"] == "done" and outcome["answer"], outcome
     with transaction(ui.engine) as db:
-        assert db.scalars(select(Question.question).where(Question.owner == f"anon:{key}")).all() == [question]
+        assert db.scalars(select(Question.question).where(Question.owner == f"anon:{key}")).all() == [
+            question
+        ]
 
 
 def test_a_lone_surrogate_sent_as_a_json_escape_is_refused_and_nothing_stored(ui: UI) -> None:
@@ -248,17 +290,37 @@ def test_bytes_that_are_not_utf8_are_refused_by_the_http_layer(ui: UI) -> None:
 
 # --- hostile batch files through /batch_submit -------------------------------------------------------------
 
+
 def _line(item_id: str, question: str = QUESTION, passage: str = PASSAGE) -> str:
     return json.dumps({"id": item_id, "question": question, "passage": passage}, ensure_ascii=False)
 
 
-@pytest.mark.parametrize(("content", "filename", "items", "bad_lines"), [
-    ("\n".join([_line("a"), '{"id": "b", "question": "Where', _line("c")]), "t.jsonl", 2, [2]),  # truncated
-    ("\n".join([_line("a"), _line("a"), _line("b")]), "dup.jsonl", 2, [2]),  # duplicate ids
-    ("\n".join([_line("a"), _line("b", question="Wh\x00ere?"), _line("c", passage="<script>x</script>")]),
-     "nul.jsonl", 2, [2]),
-    ('id,question,passage\na,Where was Bob born?,"Bob was born in Oslo.\nb,"Who?,Bob\n', "broken.csv", None, None),
-])
+@pytest.mark.parametrize(
+    ("content", "filename", "items", "bad_lines"),
+    [
+        (
+            "\n".join([_line("a"), '{"id": "b", "question": "Where', _line("c")]),
+            "t.jsonl",
+            2,
+            [2],
+        ),  # truncated
+        ("\n".join([_line("a"), _line("a"), _line("b")]), "dup.jsonl", 2, [2]),  # duplicate ids
+        (
+            "\n".join(
+                [_line("a"), _line("b", question="Wh\x00ere?"), _line("c", passage="<script>x</script>")]
+            ),
+            "nul.jsonl",
+            2,
+            [2],
+        ),
+        (
+            'id,question,passage\na,Where was Bob born?,"Bob was born in Oslo.\nb,"Who?,Bob\n',
+            "broken.csv",
+            None,
+            None,
+        ),
+    ],
+)
 def test_hostile_batch_files_report_each_bad_line_and_store_the_rest(
     ui: UI, content: str, filename: str, items: int | None, bad_lines: list[int] | None
 ) -> None:
@@ -267,7 +329,9 @@ def test_hostile_batch_files_report_each_bad_line_and_store_the_rest(
     with transaction(ui.engine) as db:
         jobs = db.scalars(select(QAJob).where(QAJob.owner == f"anon:{key}")).all()
         assert [job.id for job in jobs] == [report["job_id"]]
-        stored = db.scalar(select(func.count()).select_from(QAJobItem).where(QAJobItem.job_id == report["job_id"]))
+        stored = db.scalar(
+            select(func.count()).select_from(QAJobItem).where(QAJobItem.job_id == report["job_id"])
+        )
     assert stored == report["items"]
     if items is not None:
         assert (report["items"], [e["line"] for e in report["errors"]]) == (items, bad_lines), report
@@ -275,16 +339,20 @@ def test_hostile_batch_files_report_each_bad_line_and_store_the_rest(
         assert report["errors"], report
 
 
-@pytest.mark.parametrize(("content", "filename", "said"), [
-    ("", "empty.jsonl", "empty"),
-    ("   \n\n  ", "blank.jsonl", "empty"),
-    ("\n".join(_line(f"k{i}") for i in range(51)), "many.jsonl", "too many items"),
-    ("x" * (MAX_UPLOAD + 1), "huge.jsonl", "too large"),
-    ("id;question;passage\n1;q;p\n", "semicolons.csv", "header"),
-    ("just some words", "notes.txt", "unknown format"),
-])
-def test_unusable_batch_files_are_refused_in_one_line_and_nothing_stored(ui: UI, content: str, filename: str,
-                                                                         said: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "filename", "said"),
+    [
+        ("", "empty.jsonl", "empty"),
+        ("   \n\n  ", "blank.jsonl", "empty"),
+        ("\n".join(_line(f"k{i}") for i in range(51)), "many.jsonl", "too many items"),
+        ("x" * (MAX_UPLOAD + 1), "huge.jsonl", "too large"),
+        ("id;question;passage\n1;q;p\n", "semicolons.csv", "header"),
+        ("just some words", "notes.txt", "unknown format"),
+    ],
+)
+def test_unusable_batch_files_are_refused_in_one_line_and_nothing_stored(
+    ui: UI, content: str, filename: str, said: str
+) -> None:
     key = _key()
     assert said in _refused(ui, content, filename, key, api_name="/batch_submit")
     assert _owned(ui, QAJob, key) == 0
@@ -313,7 +381,13 @@ def test_another_owner_key_cannot_read_change_or_export_a_conversation_or_job(ui
     }
     if "stop_reply" in ui.fn_index:
         refused_events["stop_reply"] = (conversation_id, intruder)
-    refusals = ("does not exist", "no failed reply", "no reply to stop", "not in the list of choices", "first")
+    refusals = (
+        "does not exist",
+        "no failed reply",
+        "no reply to stop",
+        "not in the list of choices",
+        "first",
+    )
     for name, data in refused_events.items():
         success, output = ui.event(name, *data)
         # Refused as an error, or answered with a notice: for the key (NotFound, worded as for a missing id), for
@@ -347,18 +421,24 @@ def test_one_owner_key_is_held_to_its_requests_a_minute_and_others_are_not(ui: U
     message = _refused(ui, "one too many", "", key, api_name="/chat")
     assert "too many requests" in message and str(PER_MINUTE) in message
     assert "too many requests" in _refused(ui, PASSAGE, QUESTION, key, api_name="/answer")
-    assert len([role for role, _ in _turns(ui, key) if role is Role.USER]) == PER_MINUTE  # nothing more stored
+    assert (
+        len([role for role, _ in _turns(ui, key) if role is Role.USER]) == PER_MINUTE
+    )  # nothing more stored
     assert _owned(ui, Question, key) == 0
     assert ui.predict("hello", "", other, api_name="/chat")["status"] == "done"  # another key is not held
 
 
-
-@pytest.mark.parametrize(("owner_key", "said"), [
-    ("k" * 300, "too long"),
-    ("abcdefghijklmnop\x00qrstuvwxyz", "NUL"),
-    ("short", "session key"),
-])
-def test_hostile_owner_keys_are_refused_in_one_line_and_nothing_stored(ui: UI, owner_key: str, said: str) -> None:
+@pytest.mark.parametrize(
+    ("owner_key", "said"),
+    [
+        ("k" * 300, "too long"),
+        ("abcdefghijklmnop\x00qrstuvwxyz", "NUL"),
+        ("short", "session key"),
+    ],
+)
+def test_hostile_owner_keys_are_refused_in_one_line_and_nothing_stored(
+    ui: UI, owner_key: str, said: str
+) -> None:
     assert said in _refused(ui, "hello", "", owner_key, api_name="/chat")
     with transaction(ui.engine) as db:
         owners = db.scalars(select(Conversation.owner)).all()

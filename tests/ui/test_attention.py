@@ -54,21 +54,52 @@ def test_english_tokens_are_cells_shaded_by_their_weight_with_the_weight_as_a_to
     assert all(c["shade"] < 0.05 for c in cells if c["text"] != "Oslo")
     assert "writing “Oslo”" in html and "<h4>" in html
     # "▁B", "o", "b" read as one word: no gap inside it, a gap before the next word
-    assert re.search(r">\|</span> <span[^>]*>B</span><span[^>]*>o</span><span[^>]*>b</span> <span[^>]*>was<", html)
+    assert re.search(
+        r">\|</span> <span[^>]*>B</span><span[^>]*>o</span><span[^>]*>b</span> <span[^>]*>was<", html
+    )
     assert "Most attended:" in html and re.search(r"Oslo <small>90%</small>", html)
 
 
 def test_chinese_byte_pieces_are_shown_as_their_characters_not_as_numbers() -> None:
     passage = "鲍勃出生在奥斯陆。"
-    pieces = ["<rc>", "▁", "鲍", "勃", "出", "生", "在", "哪", "里", "？", "<sep>", "▁", "<0xE9>", "<0xB2>", "<0x8D>",
-              "勃", "出", "生", "在", "<0xE5>", "<0xA5>", "<0xA5>", "斯", "陆", "。"]
+    pieces = [
+        "<rc>",
+        "▁",
+        "鲍",
+        "勃",
+        "出",
+        "生",
+        "在",
+        "哪",
+        "里",
+        "？",
+        "<sep>",
+        "▁",
+        "<0xE9>",
+        "<0xB2>",
+        "<0x8D>",
+        "勃",
+        "出",
+        "生",
+        "在",
+        "<0xE5>",
+        "<0xA5>",
+        "<0xA5>",
+        "斯",
+        "陆",
+        "。",
+    ]
     row = [0.0] * len(pieces)
     for index in (19, 20, 21):  # the three bytes of 奥
         row[index] = 0.2
     row[pieces.index("斯")] = 0.4
     outputs = ["▁", "<0xE5>", "<0xA5>", "<0xA5>", "斯"]  # the answer 奥斯, 奥 written as three bytes
-    record = {"source_tokens": pieces, "output_tokens": outputs, "attention": [row] * len(outputs),
-              "span": [5, 7]}
+    record = {
+        "source_tokens": pieces,
+        "output_tokens": outputs,
+        "attention": [row] * len(outputs),
+        "span": [5, 7],
+    }
     html = attention.attention_html(passage, record)
     cells = Cells(html).cells
     shown = "".join(c["text"] for c in cells)
@@ -86,12 +117,19 @@ def _reader_record(passage_words: list[str], answer: int) -> dict[str, Any]:
     rest = 0.1 / (len(passage_words) - 1)
     start = [0.9 if i == answer else rest for i in range(len(passage_words))]
     end = [0.8 if i == answer else 0.2 / (len(passage_words) - 1) for i in range(len(passage_words))]
-    return {"source_tokens": [*question, "<sep>", *passage_words],
-            "output_tokens": [passage_words[answer]] * 2, "attention": [lead + start, lead + end],
-            "p_gen": [0.0, 0.0],
-            "pointer": {"question_tokens": question, "answer_tokens": [passage_words[answer]],
-                        "passage_to_question": [[0.25] * 4], "start_log_prob": math.log(0.9),
-                        "end_log_prob": math.log(0.8)}}
+    return {
+        "source_tokens": [*question, "<sep>", *passage_words],
+        "output_tokens": [passage_words[answer]] * 2,
+        "attention": [lead + start, lead + end],
+        "p_gen": [0.0, 0.0],
+        "pointer": {
+            "question_tokens": question,
+            "answer_tokens": [passage_words[answer]],
+            "passage_to_question": [[0.25] * 4],
+            "start_log_prob": math.log(0.9),
+            "end_log_prob": math.log(0.8),
+        },
+    }
 
 
 def test_a_span_readers_start_and_end_show_as_two_rows_windowed_around_the_answer() -> None:
@@ -161,4 +199,4 @@ def test_a_window_of_a_long_passage_lines_up_with_the_text_it_came_from_and_says
     assert f"characters {start}–{len(passage)} of {len(passage)}" in html and "read only part" in html
     assert [c["text"] for c in Cells(html).cells if "a" in c["classes"]] == ["Oslo"]
     weights = attention.passage_weights(passage, record)
-    assert sum(weights[:start - 1]) == 0 and weights[span[0]] > 0.2  # nothing lands on the unread part
+    assert sum(weights[: start - 1]) == 0 and weights[span[0]] > 0.2  # nothing lands on the unread part

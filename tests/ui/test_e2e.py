@@ -83,9 +83,14 @@ def _fail_last_reply(service: Service, error: str) -> None:
     engine = make_engine(service.env["DATABASE_URL"])
     try:
         with transaction(engine) as db:
-            turn_id = db.scalar(select(Turn.id).where(Turn.role == Role.ASSISTANT).order_by(Turn.id.desc()).limit(1))
-            db.execute(update(Turn).where(Turn.id == turn_id).values(status=TurnStatus.FAILED, text=None,
-                                                                     model_version=None, decoding=None, error=error))
+            turn_id = db.scalar(
+                select(Turn.id).where(Turn.role == Role.ASSISTANT).order_by(Turn.id.desc()).limit(1)
+            )
+            db.execute(
+                update(Turn)
+                .where(Turn.id == turn_id)
+                .values(status=TurnStatus.FAILED, text=None, model_version=None, decoding=None, error=error)
+            )
     finally:
         engine.dispose()
 
@@ -105,7 +110,8 @@ def test_retry_is_offered_only_for_a_failed_reply(page: Any, service: Service) -
     page.locator("#retry").click()
     page.wait_for_function(
         "() => { const bots = document.querySelectorAll('#chatbot [data-testid=\"bot\"]');"
-        " const last = bots[bots.length - 1]; return last && last.querySelector('.model-version'); }")
+        " const last = bots[bots.length - 1]; return last && last.querySelector('.model-version'); }"
+    )
     assert "failed" not in bot_messages(page)[-1]
     page.locator("#retry").wait_for(state="hidden")
 
@@ -114,17 +120,23 @@ def _ask(page: Any, passage: str, question: str) -> None:
     page.get_by_role("tab", name="Reading comprehension").click()
     page.locator("#passage textarea").fill(passage)
     page.locator("#question textarea").fill(question)
-    page.evaluate("() => document.querySelectorAll('#attention-view .attention').forEach(v => v.dataset.old = 1)")
+    page.evaluate(
+        "() => document.querySelectorAll('#attention-view .attention').forEach(v => v.dataset.old = 1)"
+    )
     page.locator("#ask").click()
     page.wait_for_function(  # the old view is gone (a new value re-renders it) and the new one has cells
         "(pending) => document.querySelector('#attention-view .attention:not([data-old]) .t')"
-        " && document.querySelector('#answer textarea').value !== pending", arg=PENDING_TEXT)
+        " && document.querySelector('#answer textarea').value !== pending",
+        arg=PENDING_TEXT,
+    )
 
 
 def _attention_cells(page: Any) -> list[dict[str, str]]:
     return page.eval_on_selector_all(
-        "#attention-view .t", "cells => cells.map(c => ({text: c.textContent, title: c.title,"
-        " classes: c.className, size: getComputedStyle(c).fontSize}))")
+        "#attention-view .t",
+        "cells => cells.map(c => ({text: c.textContent, title: c.title,"
+        " classes: c.className, size: getComputedStyle(c).fontSize}))",
+    )
 
 
 def _fits_the_width(page: Any, width: int) -> None:
@@ -174,7 +186,9 @@ def test_chinese_and_a_long_passage_stay_readable(page: Any) -> None:
     _ask(page, long_passage, QUESTION)
     text = page.locator("#attention-view").inner_text()
     # the model reads a window of a long passage: the view says which part, and draws only that part
-    assert re.search(r"read only part of this passage .*: characters \d+–\d+ of " + str(len(long_passage)), text)
+    assert re.search(
+        r"read only part of this passage .*: characters \d+–\d+ of " + str(len(long_passage)), text
+    )
     assert "Sentence 0 " not in text and "Bob was born" in text
     rows = page.locator("#attention-view .row")
     for index in range(rows.count()):
@@ -184,18 +198,28 @@ def test_chinese_and_a_long_passage_stay_readable(page: Any) -> None:
 
 def test_a_batch_upload_with_a_bad_line_runs_the_rest(page: Any, tmp_path: Path) -> None:
     upload = tmp_path / "questions.jsonl"
-    upload.write_text("\n".join([
-        json.dumps({"id": "q1", "question": QUESTION, "passage": PASSAGE}),
-        "{this line is broken",
-        json.dumps({"id": "q2", "question": "小明出生在哪里？", "passage": "小明出生在杭州。"}, ensure_ascii=False),
-    ]), encoding="utf-8")
+    upload.write_text(
+        "\n".join(
+            [
+                json.dumps({"id": "q1", "question": QUESTION, "passage": PASSAGE}),
+                "{this line is broken",
+                json.dumps(
+                    {"id": "q2", "question": "小明出生在哪里？", "passage": "小明出生在杭州。"},
+                    ensure_ascii=False,
+                ),
+            ]
+        ),
+        encoding="utf-8",
+    )
     page.get_by_role("tab", name="Batch jobs").click()
     page.locator("#batch-file input[type=file]").wait_for(state="attached")
     assert not page.locator("#refresh-problem").is_visible()  # empty message boxes stay out of the way
     assert not page.locator("#job-action").is_visible()
     page.locator("#batch-file input[type=file]").set_input_files(str(upload))
     page.locator("#batch-submit").click()
-    page.wait_for_function("() => document.querySelector('#batch-report textarea').value.includes('1 bad line')")
+    page.wait_for_function(
+        "() => document.querySelector('#batch-report textarea').value.includes('1 bad line')"
+    )
     assert "2 item(s) queued" in page.locator("#batch-report textarea").input_value()
     wait_text(page, "#job-errors", "line 2")
     wait_text(page, "#jobs", "100%")  # the job finished ("done" is also a column header)
@@ -206,7 +230,9 @@ def test_a_batch_upload_with_a_bad_line_runs_the_rest(page: Any, tmp_path: Path)
     with urllib.request.urlopen(predictions.get_attribute("href"), timeout=10) as response:
         assert json.loads(response.read())["q1"] == "Oslo"
     page.locator("#job-cancel").click()
-    page.wait_for_function("() => document.querySelector('#job-action input')?.value.includes('had already ended')")
+    page.wait_for_function(
+        "() => document.querySelector('#job-action input')?.value.includes('had already ended')"
+    )
     assert page.locator("#job-action").is_visible() and not page.locator("#refresh-problem").is_visible()
     page.screenshot(path=str(SCREENSHOTS / "batch-jobs.png"), full_page=True)
 

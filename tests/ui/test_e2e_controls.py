@@ -59,9 +59,13 @@ QUESTION = "Where was Bob born?"
 ZH_PASSAGE = "小明出生在杭州。后来他搬到上海工作，每个周末都去公园跑步。"
 ZH_QUESTION = "小明出生在哪里？"
 LONG_TITLE = "a first conversation whose title is far longer than the list is wide"
-ERROR_BADGES = "() => [...document.querySelectorAll('.error, [data-testid=\"status-tracker\"]')]" \
-               ".filter(e => e.offsetParent !== null && e.innerText.trim() === 'Error').length"
-VISIBLE_TOASTS = "() => [...document.querySelectorAll('.toast-body')].filter(e => e.offsetParent !== null).length"
+ERROR_BADGES = (
+    "() => [...document.querySelectorAll('.error, [data-testid=\"status-tracker\"]')]"
+    ".filter(e => e.offsetParent !== null && e.innerText.trim() === 'Error').length"
+)
+VISIBLE_TOASTS = (
+    "() => [...document.querySelectorAll('.toast-body')].filter(e => e.offsetParent !== null).length"
+)
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +150,9 @@ def test_an_empty_message_is_said_once_next_to_the_box_and_nothing_stays_after_a
     page.get_by_role("tab", name="Chat").click()
 
 
-def test_a_pending_reply_can_be_stopped_and_the_worker_skips_it(page: Any, service: Service, engine: Any) -> None:
+def test_a_pending_reply_can_be_stopped_and_the_worker_skips_it(
+    page: Any, service: Service, engine: Any
+) -> None:
     with worker_paused(service):
         page.locator("#chat-input textarea").fill("please stop this one")
         page.locator("#chat-input textarea").press("Enter")
@@ -160,7 +166,9 @@ def test_a_pending_reply_can_be_stopped_and_the_worker_skips_it(page: Any, servi
             turn = db.scalars(select(Turn).order_by(Turn.id.desc()).limit(1)).one()
             turn_id, status = turn.id, turn.status
         assert status is TurnStatus.CANCELLED
-    _worker_log_shows(service, f"reply {turn_id} skipped: it is cancelled")  # the queued task, taken and skipped
+    _worker_log_shows(
+        service, f"reply {turn_id} skipped: it is cancelled"
+    )  # the queued task, taken and skipped
     with transaction(engine) as db:
         turn = db.get_one(Turn, turn_id)
         assert (turn.status, turn.text, turn.model_version) == (TurnStatus.CANCELLED, None, None)
@@ -211,18 +219,30 @@ def test_the_conversation_lists_text_stops_before_its_caret(page: Any) -> None:
         page.set_viewport_size({"width": width, "height": 1000})
         page.wait_for_timeout(300)
         assert _caret_clearance(page) >= 0, f"the title runs under the caret at {width} px"
-        assert page.evaluate("() => getComputedStyle(document.querySelector('#conversation-list input'))"
-                             ".textOverflow") == "ellipsis"
+        assert (
+            page.evaluate(
+                "() => getComputedStyle(document.querySelector('#conversation-list input')).textOverflow"
+            )
+            == "ellipsis"
+        )
     page.set_viewport_size({"width": 1280, "height": 1000})
 
 
 def test_the_system_table_keeps_every_column_in_view_at_1280_and_390_px(page: Any, service: Service) -> None:
     # what a GPU worker with the four shipped models reports: the tiny test worker's record is much shorter
     fake = redis.Redis.from_url(service.env["REDIS_URL"])
-    record = {"hostname": "gpu-0@inference-node-a.example.internal", "device": "cuda:0 (NVIDIA H200)",
-              "versions": {"chat/en": "chat-en@5f0c2a19b7d4-1200", "chat/zh": "chat-zh@91ab33e0c2f1-900",
-                           "rc/en": "rc-en@a7d3e9f01c22-3100", "rc/zh": "rc-zh@0c4f5e6a7b8d-2800"},
-              "queues": ["batch"], "last_seen": utcnow().isoformat()}
+    record = {
+        "hostname": "gpu-0@inference-node-a.example.internal",
+        "device": "cuda:0 (NVIDIA H200)",
+        "versions": {
+            "chat/en": "chat-en@5f0c2a19b7d4-1200",
+            "chat/zh": "chat-zh@91ab33e0c2f1-900",
+            "rc/en": "rc-en@a7d3e9f01c22-3100",
+            "rc/zh": "rc-zh@0c4f5e6a7b8d-2800",
+        },
+        "queues": ["batch"],
+        "last_seen": utcnow().isoformat(),
+    }
     key = f"s2s:worker:{record['hostname']}"
     fake.set(key, json.dumps(record), ex=60)
     try:
@@ -256,10 +276,16 @@ def test_the_upload_box_says_what_a_line_needs_and_lines_without_an_id_are_named
     example = next(line for line in help_text.splitlines() if line.strip().startswith("{"))
     assert set(json.loads(example)) == {"id", "question", "passage"}  # the example is a real line
     upload = tmp_path / "training-style.jsonl"  # the README's training JSONL: no ids
-    upload.write_text("\n".join(json.dumps(line, ensure_ascii=False) for line in [
-        {"question": QUESTION, "passage": PASSAGE, "answer": "Oslo"},
-        {"question": ZH_QUESTION, "passage": ZH_PASSAGE, "answer": "杭州"},
-    ]), encoding="utf-8")
+    upload.write_text(
+        "\n".join(
+            json.dumps(line, ensure_ascii=False)
+            for line in [
+                {"question": QUESTION, "passage": PASSAGE, "answer": "Oslo"},
+                {"question": ZH_QUESTION, "passage": ZH_PASSAGE, "answer": "杭州"},
+            ]
+        ),
+        encoding="utf-8",
+    )
     page.locator("#batch-file input[type=file]").set_input_files(str(upload))
     page.locator("#batch-submit").click()
     page.wait_for_function("() => document.querySelector('#batch-report textarea').value.includes('queued')")
@@ -278,18 +304,26 @@ def _job_row(page: Any, job_id: str) -> list[str]:
     """The cells of the job's row as the jobs table draws them (gr.Dataframe: div rows, beside a hidden <table>
     it sizes columns with)."""
     wait_text(page, "#jobs", job_id)
-    return page.evaluate("""(jobId) => [...document.querySelectorAll('#jobs .virtual-row')]
+    return page.evaluate(
+        """(jobId) => [...document.querySelectorAll('#jobs .virtual-row')]
         .filter(row => row.innerText.includes(jobId))
-        .map(row => [...row.querySelectorAll('.body-cell')].map(cell => cell.innerText.trim()))[0]""", job_id)
+        .map(row => [...row.querySelectorAll('.body-cell')].map(cell => cell.innerText.trim()))[0]""",
+        job_id,
+    )
 
 
 def _finish(engine: Any, item_ids: list[int], seconds_ago: float) -> None:
     """What a worker writes when it answers items, as if it had done so `seconds_ago` seconds ago."""
     with transaction(engine) as db:
         for item_id in item_ids:
-            batch_jobs.record_item_answer(db, item_id=item_id, answer="Oslo", score=-0.1, model_version="tiny@test")
-        db.execute(update(QAJobItem).where(QAJobItem.id.in_(item_ids))
-                   .values(finished_at=utcnow() - timedelta(seconds=seconds_ago)))
+            batch_jobs.record_item_answer(
+                db, item_id=item_id, answer="Oslo", score=-0.1, model_version="tiny@test"
+            )
+        db.execute(
+            update(QAJobItem)
+            .where(QAJobItem.id.in_(item_ids))
+            .values(finished_at=utcnow() - timedelta(seconds=seconds_ago))
+        )
 
 
 def test_a_jobs_eta_waits_until_the_rate_is_known(page: Any, engine: Any) -> None:
@@ -298,10 +332,14 @@ def test_a_jobs_eta_waits_until_the_rate_is_known(page: Any, engine: Any) -> Non
     owner = _owner(page, engine)
     with transaction(engine) as db:
         job_id = batch_jobs.create_job(db, owner=owner, filename="timed.jsonl", items=items)
-        db.execute(update(QAJob).where(QAJob.id == job_id)
-                   .values(status=JobStatus.RUNNING, started_at=utcnow() - timedelta(seconds=100)))
-        item_ids = list(db.scalars(select(QAJobItem.id).where(QAJobItem.job_id == job_id)
-                                   .order_by(QAJobItem.position)))
+        db.execute(
+            update(QAJob)
+            .where(QAJob.id == job_id)
+            .values(status=JobStatus.RUNNING, started_at=utcnow() - timedelta(seconds=100))
+        )
+        item_ids = list(
+            db.scalars(select(QAJobItem.id).where(QAJobItem.job_id == job_id).order_by(QAJobItem.position))
+        )
     page.get_by_role("tab", name="Batch jobs").click()
     try:
         _finish(engine, item_ids[:8], seconds_ago=60)  # the first chunk, after 40 s of queue wait and warm-up
@@ -323,8 +361,12 @@ def test_a_jobs_eta_waits_until_the_rate_is_known(page: Any, engine: Any) -> Non
     page.get_by_role("tab", name="Chat").click()
 
 
-TABS = {"chat": "Chat", "reading-comprehension": "Reading comprehension", "batch-jobs": "Batch jobs",
-        "system": "System"}
+TABS = {
+    "chat": "Chat",
+    "reading-comprehension": "Reading comprehension",
+    "batch-jobs": "Batch jobs",
+    "system": "System",
+}
 
 
 def _fill_every_tab(page: Any, tmp_path: Path, *, chinese: bool) -> None:
@@ -337,9 +379,22 @@ def _fill_every_tab(page: Any, tmp_path: Path, *, chinese: bool) -> None:
     page.wait_for_function("() => document.querySelector('#attention-view .attention .t')")
     page.get_by_role("tab", name="Batch jobs").click()
     upload = tmp_path / ("问题.jsonl" if chinese else "questions.jsonl")
-    upload.write_text("\n".join([json.dumps({"id": "q1", "question": ZH_QUESTION if chinese else QUESTION,
-                                             "passage": ZH_PASSAGE if chinese else PASSAGE}, ensure_ascii=False),
-                                 "{not json"]), encoding="utf-8")
+    upload.write_text(
+        "\n".join(
+            [
+                json.dumps(
+                    {
+                        "id": "q1",
+                        "question": ZH_QUESTION if chinese else QUESTION,
+                        "passage": ZH_PASSAGE if chinese else PASSAGE,
+                    },
+                    ensure_ascii=False,
+                ),
+                "{not json",
+            ]
+        ),
+        encoding="utf-8",
+    )
     page.locator("#batch-file input[type=file]").set_input_files(str(upload))
     page.locator("#batch-submit").click()
     wait_text(page, "#jobs", "100%")

@@ -200,10 +200,16 @@ def test_broken_csv_quotes_and_duplicate_ids_are_reported_per_line_and_the_rest_
     assert _stored(database_url, QAJobItem) == 1
 
 
-def test_the_per_owner_request_limit_holds_in_the_terminal_too(tmp_path: Path, fake_worker: str,
-                                                               database_url: str) -> None:
-    env = _env(tmp_path, REDIS_URL=fake_worker, DATABASE_URL=database_url, S2S_OWNER_REQUESTS_PER_MINUTE="2",
-               S2S_REQUEST_TIMEOUT_S="1")
+def test_the_per_owner_request_limit_holds_in_the_terminal_too(
+    tmp_path: Path, fake_worker: str, database_url: str
+) -> None:
+    env = _env(
+        tmp_path,
+        REDIS_URL=fake_worker,
+        DATABASE_URL=database_url,
+        S2S_OWNER_REQUESTS_PER_MINUTE="2",
+        S2S_REQUEST_TIMEOUT_S="1",
+    )
     for _ in range(2):  # stored and queued; no real worker answers them
         _s2s(env, "ask", "--passage", PASSAGE, "--question", QUESTION)
     done = _s2s(env, "ask", "--passage", PASSAGE, "--question", QUESTION)

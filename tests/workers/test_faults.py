@@ -502,24 +502,42 @@ def test_a_worker_refuses_an_unusable_checkpoint_in_one_line_and_takes_no_work(
 
 def _items(engine: Engine, job_id: str) -> dict[ItemStatus, int]:
     with transaction(engine) as db:
-        return dict(db.execute(select(QAJobItem.status, func.count()).where(QAJobItem.job_id == job_id)
-                               .group_by(QAJobItem.status)).all())  # type: ignore[arg-type]
+        return dict(
+            db.execute(
+                select(QAJobItem.status, func.count())
+                .where(QAJobItem.job_id == job_id)
+                .group_by(QAJobItem.status)
+            ).all()
+        )  # type: ignore[arg-type]
 
 
-def test_redis_killed_under_s2s_up_stops_the_service_and_the_next_start_finishes_the_job(tmp_path: Path) -> None:
+def test_redis_killed_under_s2s_up_stops_the_service_and_the_next_start_finishes_the_job(
+    tmp_path: Path,
+) -> None:
     """`s2s up` treats its own Redis dying as fatal (it stops everything, exit 1, saying so); nothing is lost:
     the next `s2s up` gives back what the killed worker held and sends again what Redis lost."""
     from tests.supervisor.test_up_command import _start_up, _up_env
 
     env = dict(_up_env(tmp_path), S2S_TEST_DECODE_DELAY_MS=DECODE_DELAY_MS, S2S_BATCH_CHUNK_SIZE=CHUNK_SIZE)
     batch = tmp_path / "job.jsonl"
-    batch.write_text("".join(json.dumps({"id": f"k{i}", "question": QUESTION, "passage": f"{PASSAGE} Item {i}."})
-                             + "\n" for i in range(ITEMS)), encoding="utf-8")
+    batch.write_text(
+        "".join(
+            json.dumps({"id": f"k{i}", "question": QUESTION, "passage": f"{PASSAGE} Item {i}."}) + "\n"
+            for i in range(ITEMS)
+        ),
+        encoding="utf-8",
+    )
     engine = make_engine(f"sqlite:///{tmp_path / 's2s.sqlite3'}")
     up, lines = _start_up(env)
     try:
-        submitted = subprocess.run([sys.executable, "-m", "cli.main", "batch", "submit", str(batch)], env=env,
-                                   cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        submitted = subprocess.run(
+            [sys.executable, "-m", "cli.main", "batch", "submit", str(batch)],
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert submitted.returncode == 0, submitted.stderr
         job_id = submitted.stdout.split()[0]
         deadline = time.monotonic() + 120
@@ -539,8 +557,10 @@ def test_redis_killed_under_s2s_up_stops_the_service_and_the_next_start_finishes
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(timeout=90)
-    print(f"done {done} of {ITEMS} at the kill, {stopped_at} when the service had stopped; the next s2s up "
-          f"finished the job")
+    print(
+        f"done {done} of {ITEMS} at the kill, {stopped_at} when the service had stopped; the next s2s up "
+        f"finished the job"
+    )
     statuses = _items(engine, job_id)
     engine.dispose()
     assert statuses == {ItemStatus.DONE: ITEMS}, statuses
