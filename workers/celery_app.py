@@ -15,6 +15,7 @@ from celery import Celery, signals
 from kombu import Queue
 
 from settings import Settings, get_settings
+from workers.broker import transport_for
 from workers.service_discovery import resolve_redis_url
 
 SENT_AT_HEADER = "s2s_sent_at"  # epoch seconds, stamped on every message by the publishing process (below)
@@ -69,6 +70,9 @@ def build_config(settings: Settings, redis_url: str) -> dict[str, Any]:
     transport = {"visibility_timeout": settings.visibility_timeout_s}
     return {
         "broker_url": redis_url,
+        # kombu's Redis transport with a channel that finishes closing when Redis is gone (workers/broker.py):
+        # with kombu's own, Redis killed mid-job stopped the worker's consumer about one time in five.
+        "broker_transport": transport_for(redis_url),
         # Answers live in SQL, and callers wait by reading the row (flows/): no task stores a result. The
         # backend serves only a caller that asks for one (bench_queue's no-op round trip).
         "result_backend": redis_url,

@@ -335,6 +335,9 @@ def _survive_a_redis_fault(tmp_path: Path, own_redis: OwnRedis, fault: Callable[
             f"{time.monotonic() - over:.1f} s after it"
         )
         assert state["worker"].poll() is None, "the worker must ride out the outage, not exit"
+        # Its consumer reconnected: with kombu's own Redis transport it died here about one run in five
+        # (AttributeError in Channel._connparams, see workers/broker.py), and the job never finished.
+        assert "Unrecoverable error" not in state["log"].read_text(errors="replace")
         assert_exactly_once(state, job_id, items=ITEMS, turns=TURNS + TURNS_AFTER)
 
 
