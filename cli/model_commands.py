@@ -124,22 +124,9 @@ def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def decode_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    names = (
-        "beam_size",
-        "n_best",
-        "max_length",
-        "min_length",
-        "length_penalty",
-        "length_normalize",
-        "no_repeat_ngram_size",
-        "mmi_weight",
-        "sample_count",
-        "top_p",
-        "top_k",
-        "temperature",
-        "fluency_margin",
-        "backward_weight",
-    )
+    from model.config import REQUESTABLE
+
+    names = sorted(REQUESTABLE)  # the settings a request may change, each with its flag above
     changes = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if getattr(args, "abstractive", False):
         changes["extractive"] = False

@@ -35,12 +35,11 @@ class ModelConfig:
     max_source_len: int = 400  # source budget in tokens; longer passages are windowed
     max_history_turns: int = 4  # chat turns kept in the source
     task: Literal["rc", "chat", "any"] = "any"
-    input_feeding: bool = True  # feed the previous attentional state to the decoder LSTM (Luong et al. 2015);
-    #                                  False lets training run the decoder LSTM over the whole target in one call
-    adaptive_cutoffs: tuple[
-        int, ...
-    ] = ()  # adaptive softmax clusters (Grave et al. 2017) instead of the tied
-    #                                  output embedding; () = tied. Needs copy off.
+    # feed the previous attentional state to the decoder LSTM (Luong et al. 2015); False lets training run the
+    # decoder LSTM over the whole target in one call
+    input_feeding: bool = True
+    # adaptive softmax clusters (Grave et al. 2017) instead of the tied output embedding; () = tied. Needs copy off.
+    adaptive_cutoffs: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.hidden_size % 2:
@@ -56,9 +55,8 @@ class ModelConfig:
                 )
             if list(cutoffs) != sorted(set(cutoffs)) or cutoffs[0] < 1 or cutoffs[-1] >= self.vocab_size:
                 raise ValueError("adaptive_cutoffs must increase strictly and stay below vocab_size")
-            if (
-                self.hidden_size // 4 ** len(cutoffs) < 1
-            ):  # each cluster projects to a quarter of the one before
+            # each cluster projects to a quarter of the one before
+            if self.hidden_size // 4 ** len(cutoffs) < 1:
                 raise ValueError(
                     "too many adaptive_cutoffs for hidden_size: the last cluster would have no width"
                 )
@@ -86,20 +84,17 @@ class DecodeConfig:
     max_source_len: int | None = None  # tighter source bound than the model's own; None = model's
     extractive: bool | None = None  # constrain RC answers to passage substrings; None = on for RC
     mmi_weight: float = 0.0  # chat: rerank the whole beam by log p(T|S) - w * log p(T) (Li et al. 2016)
-    sample_count: int = (
-        0  # chat: also draw this many replies by nucleus sampling and rerank them with the beam
-    )
+    # chat: also draw this many replies by nucleus sampling and rerank them with the beam
+    sample_count: int = 0
     top_p: float = 0.9  # nucleus of those samples (Holtzman et al. 2020)
     top_k: int = 50  # ... taken within the k most likely tokens (Fan et al. 2018); 0 = no limit
     temperature: float = 1.0  # divides the log-probs the samples are drawn from
-    fluency_margin: float = (
-        10.0  # chat reranking: a candidate (beam or sample) whose mean log-prob per token is
-    )
-    #                                  more than this many nats below the best candidate's is dropped before MMI
-    backward_weight: float = (
-        0.0  # chat reranking: + w * mean log p(message | reply) under the checkpoint's backward
-    )
-    #                                  model (MMI-bidi, Li et al. 2016): replies the message is predictable from win
+    # chat reranking: a candidate (beam or sample) whose mean log-prob per token is more than this many nats
+    # below the best candidate's is dropped before MMI
+    fluency_margin: float = 10.0
+    # chat reranking: + w * mean log p(message | reply) under the checkpoint's backward model (MMI-bidi, Li et
+    # al. 2016): replies the message is predictable from win
+    backward_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
@@ -194,7 +189,7 @@ class TrainConfig:
     eval_batches: int = 50
     label_smoothing: float = 0.1
     word_dropout: float = (
-        0.0  # share of decoder input words replaced by <unk> in training (see drop_target_words)
+        0.0  # share of decoder input words replaced by <unk> in training (drop_target_words)
     )
     grad_clip: float = 2.0
     weight_decay: float = 0.0
