@@ -58,9 +58,9 @@ Keys = Sequence[str | None] | None  # one per request: its name in the AttemptLo
 
 class TrackedDecoder(ABC):
     """A Decoder told which request is which: it records in an AttemptLog when the decode of each named request
-    (`keys`) starts and ends, and decodes the requests named in `alone` each in a model call of its own."""
+    (`keys`) starts and ends, and decodes the requests named in `alone` each in a model call of its own.
+    `answer` and `reply` are one call, `_decode`, which each kind of decoder implements."""
 
-    @abstractmethod
     def answer(
         self,
         questions: list[tuple[str, str]],
@@ -68,9 +68,9 @@ class TrackedDecoder(ABC):
         *,
         keys: Keys = None,
         alone: Collection[str] = (),
-    ) -> list[list[Any]]: ...
+    ) -> list[list[Any]]:
+        return self._decode("answer", questions, decode, keys, alone)
 
-    @abstractmethod
     def reply(
         self,
         histories: list[list[str]],
@@ -78,7 +78,14 @@ class TrackedDecoder(ABC):
         *,
         keys: Keys = None,
         alone: Collection[str] = (),
-    ) -> list[list[Any]]: ...
+    ) -> list[list[Any]]:
+        return self._decode("reply", histories, decode, keys, alone)
+
+    @abstractmethod
+    def _decode(
+        self, kind: str, payloads: Sequence[Any], decode: Any, keys: Keys, alone: Collection[str]
+    ) -> list[list[Any]]:
+        """The requests `payloads` of one kind ("answer" | "reply"), decoded: one result list each, in order."""
 
 
 def _keys_for(payloads: Sequence[Any], keys: Keys) -> list[str | None]:
@@ -86,6 +93,10 @@ def _keys_for(payloads: Sequence[Any], keys: Keys) -> list[str | None]:
     if len(named) != len(payloads):
         raise ValueError(f"{len(named)} keys for {len(payloads)} requests")
     return named
+
+
+def _model_call(model: Decoder, kind: str) -> Callable[[list[Any], Any], list[list[Any]]]:
+    return model.answer if kind == "answer" else model.reply
 
 
 def _tracked_call(
@@ -122,34 +133,10 @@ class Unbatched(TrackedDecoder):
         self.model = model
         self.attempts = attempts
 
-    def answer(
-        self,
-        questions: list[tuple[str, str]],
-        decode: Any = None,
-        *,
-        keys: Keys = None,
-        alone: Collection[str] = (),
-    ) -> list[list[Any]]:
-        return self._decode(self.model.answer, questions, decode, keys, alone)
-
-    def reply(
-        self,
-        histories: list[list[str]],
-        decode: Any = None,
-        *,
-        keys: Keys = None,
-        alone: Collection[str] = (),
-    ) -> list[list[Any]]:
-        return self._decode(self.model.reply, histories, decode, keys, alone)
-
     def _decode(
-        self,
-        call: Callable[[list[Any], Any], list[list[Any]]],
-        payloads: Sequence[Any],
-        decode: Any,
-        keys: Keys,
-        alone: Collection[str],
+        self, kind: str, payloads: Sequence[Any], decode: Any, keys: Keys, alone: Collection[str]
     ) -> list[list[Any]]:
+        call = _model_call(self.model, kind)
         named = _keys_for(payloads, keys)
         results: list[list[Any] | None] = [None] * len(payloads)
         for group in _groups(named, alone):
@@ -276,7 +263,7 @@ class MicroBatcher(TrackedDecoder):
         alone: Collection[str] = (),
         priority: int = INTERACTIVE,
     ) -> list[list[Any]]:
-        return self._wait(self._submit("answer", questions, decode, priority, keys, alone))
+        return self._decode("answer", questions, decode, keys, alone, priority)
 
     def reply(
         self,
@@ -287,7 +274,18 @@ class MicroBatcher(TrackedDecoder):
         alone: Collection[str] = (),
         priority: int = INTERACTIVE,
     ) -> list[list[Any]]:
-        return self._wait(self._submit("reply", histories, decode, priority, keys, alone))
+        return self._decode("reply", histories, decode, keys, alone, priority)
+
+    def _decode(
+        self,
+        kind: str,
+        payloads: Sequence[Any],
+        decode: Any,
+        keys: Keys,
+        alone: Collection[str],
+        priority: int = INTERACTIVE,
+    ) -> list[list[Any]]:
+        return self._wait(self._submit(kind, payloads, decode, priority, keys, alone))
 
     def at_priority(self, priority: int) -> TrackedDecoder:
         """This batcher seen by callers of one priority (BATCH for batch items): the same calls, queued there."""
@@ -374,7 +372,7 @@ class MicroBatcher(TrackedDecoder):
                 self._decode_group(kind, decode, group)
 
     def _decode_group(self, kind: str, decode: Any, group: list[_Request]) -> None:
-        call = self.model.answer if kind == "answer" else self.model.reply
+        call = _model_call(self.model, kind)
         started = time.perf_counter()
         self._decoding_since = time.monotonic()
         try:
@@ -424,22 +422,7 @@ class _AtPriority(TrackedDecoder):
         self.batcher = batcher
         self.priority = priority
 
-    def answer(
-        self,
-        questions: list[tuple[str, str]],
-        decode: Any = None,
-        *,
-        keys: Keys = None,
-        alone: Collection[str] = (),
+    def _decode(
+        self, kind: str, payloads: Sequence[Any], decode: Any, keys: Keys, alone: Collection[str]
     ) -> list[list[Any]]:
-        return self.batcher.answer(questions, decode, keys=keys, alone=alone, priority=self.priority)
-
-    def reply(
-        self,
-        histories: list[list[str]],
-        decode: Any = None,
-        *,
-        keys: Keys = None,
-        alone: Collection[str] = (),
-    ) -> list[list[Any]]:
-        return self.batcher.reply(histories, decode, keys=keys, alone=alone, priority=self.priority)
+        return self.batcher._decode(kind, payloads, decode, keys, alone, self.priority)
