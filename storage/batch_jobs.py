@@ -36,6 +36,7 @@ from storage.models import (
     QAJobItem,
     utcnow,
 )
+from storage.ownership import get_owned
 from storage.questions import passage_hash, upsert_passages
 
 ACTIVE_JOB = (JobStatus.QUEUED, JobStatus.RUNNING)
@@ -154,12 +155,7 @@ def create_job(
 
 
 def get_job(db: Session, *, job_id: str, owner: str) -> QAJob:
-    if not storable(job_id, owner):
-        raise NotFound("job", job_id)
-    job = db.scalar(select(QAJob).where(QAJob.id == job_id, QAJob.owner == owner))
-    if job is None:
-        raise NotFound("job", job_id)
-    return job
+    return get_owned(db, QAJob, kind="job", row_id=job_id, owner=owner)
 
 
 def list_jobs(db: Session, *, owner: str, limit: int = 50) -> list[QAJob]:

@@ -40,6 +40,7 @@ from storage.models import (
     TurnStatus,
     utcnow,
 )
+from storage.ownership import get_owned
 
 
 @dataclass(frozen=True)
@@ -70,15 +71,14 @@ def get_conversation(
     db: Session, *, conversation_id: str, owner: str, for_update: bool = False
 ) -> Conversation:
     """The conversation, if `owner` owns it; `for_update` locks its row until commit (PostgreSQL)."""
-    if not storable(conversation_id, owner):
-        raise NotFound("conversation", conversation_id)
-    query = select(Conversation).where(Conversation.id == conversation_id, Conversation.owner == owner)
-    if for_update:
-        query = query.with_for_update().execution_options(populate_existing=True)
-    conversation = db.scalar(query)
-    if conversation is None:
-        raise NotFound("conversation", conversation_id)
-    return conversation
+    return get_owned(
+        db,
+        Conversation,
+        kind="conversation",
+        row_id=conversation_id,
+        owner=owner,
+        for_update=for_update,
+    )
 
 
 def list_conversations(db: Session, *, owner: str, limit: int = 100) -> list[Conversation]:

@@ -24,8 +24,9 @@ from sqlalchemy.orm import Session
 
 from storage.db import finish_pending
 from storage.errors import NotFound
-from storage.limits import DEFAULT_LIMITS, Limits, check_owner, check_text, storable
+from storage.limits import DEFAULT_LIMITS, Limits, check_owner, check_text
 from storage.models import MODEL_VERSION_MAX_CHARS, Passage, Question, QuestionStatus, utcnow
+from storage.ownership import get_owned
 
 _IN_CHUNK = 500  # ids per IN (...) list, well under SQLite's bound-parameter limit
 
@@ -94,12 +95,7 @@ def create_question(
 
 
 def get_question(db: Session, *, question_id: str, owner: str) -> Question:
-    if not storable(question_id, owner):
-        raise NotFound("question", question_id)
-    row = db.scalar(select(Question).where(Question.id == question_id, Question.owner == owner))
-    if row is None:
-        raise NotFound("question", question_id)
-    return row
+    return get_owned(db, Question, kind="question", row_id=question_id, owner=owner)
 
 
 # Built once: constructing this select costs more than running it (about 0.2 ms of a 0.5 ms read on SQLite),
