@@ -24,7 +24,16 @@ def request_inputs(
     q_words = question_words(question, config)
     p_words = split_words(passage)
     return [
-        (start, build_input(q_words, p_words.window(start, end), vocab, char_buckets=config.char_buckets))
+        (
+            start,
+            build_input(
+                q_words,
+                p_words.window(start, end),
+                vocab,
+                char_buckets=config.char_buckets,
+                bigram_match=config.bigram_match,
+            ),
+        )
         for start, end in windows(len(p_words), config.max_passage_words, config.window_stride)
     ]
 
@@ -56,6 +65,7 @@ def training_input(
         p_words.window(start, end),
         vocab,
         char_buckets=config.char_buckets,
+        bigram_match=config.bigram_match,
         start=first - start,
         end=last - start,
     )

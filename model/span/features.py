@@ -3,6 +3,11 @@
 Per passage word (DrQA, Chen et al. 2017): exact match with a question word on the raw, the lower-cased and
 the stemmed form, and the word's normalised term frequency in the passage window. The aligned question
 embedding, the fourth DrQA feature, is computed inside the network (it is learned).
+
+Chinese is read character by character, where the lower-cased and stemmed forms are the raw one. With
+`bigram_match` those two slots say instead whether the character's bigram with the previous, and with the
+next, character also occurs in the question: a character of a matching two-character word is then told from
+one that merely recurs (CMRC's 的, 是, 年), with no word segmenter.
 """
 
 from __future__ import annotations
@@ -51,7 +56,11 @@ class ReaderBatch:
         return ReaderBatch(**moved)
 
 
-def match_features(question: Words, passage: Words) -> list[tuple[float, float, float, float]]:
+def match_features(
+    question: Words, passage: Words, *, bigram_match: bool = False
+) -> list[tuple[float, float, float, float]]:
+    if bigram_match:
+        return bigram_match_features(question, passage)
     raw = set(question.words)
     lowered = {lower(w) for w in question.words}
     stemmed = {stem(w) for w in question.words}
@@ -64,8 +73,34 @@ def match_features(question: Words, passage: Words) -> list[tuple[float, float, 
     ]
 
 
+def bigram_match_features(question: Words, passage: Words) -> list[tuple[float, float, float, float]]:
+    """(raw match, bigram with the previous word in the question, bigram with the next, term frequency)."""
+    raw = set(question.words)
+    q = [lower(w) for w in question.words]
+    bigrams = set(zip(q, q[1:]))
+    p = [lower(w) for w in passage.words]
+    counts = Counter(p)
+    size = max(1, len(passage))
+    return [
+        (
+            float(w in raw),
+            float(i > 0 and (p[i - 1], lw) in bigrams),
+            float(i + 1 < len(p) and (lw, p[i + 1]) in bigrams),
+            counts[lw] / size,
+        )
+        for i, (w, lw) in enumerate(zip(passage.words, p))
+    ]
+
+
 def build_input(
-    question: Words, passage: Words, vocab: Vocab, *, char_buckets: int, start: int = -1, end: int = -1
+    question: Words,
+    passage: Words,
+    vocab: Vocab,
+    *,
+    char_buckets: int,
+    bigram_match: bool = False,
+    start: int = -1,
+    end: int = -1,
 ) -> ReaderInput:
     def chars(words: Words) -> list[tuple[int, ...]] | None:
         return [char_ngrams(w, char_buckets) for w in words.words] if char_buckets else None
@@ -75,7 +110,7 @@ def build_input(
         passage=passage,
         question_ids=vocab.ids(question.words),
         passage_ids=vocab.ids(passage.words),
-        match=match_features(question, passage),
+        match=match_features(question, passage, bigram_match=bigram_match),
         question_chars=chars(question),
         passage_chars=chars(passage),
         start=start,

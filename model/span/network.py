@@ -46,6 +46,7 @@ class ReaderConfig:
     window_stride: int = 200
     max_question_words: int = 64
     max_answer_words: int = 15  # the span search's length cap
+    bigram_match: bool = False  # Chinese: match slots 2-3 are bigram matches (features.bigram_match_features)
     task: str = "rc"
 
     def to_dict(self) -> dict[str, Any]:

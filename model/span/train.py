@@ -11,6 +11,7 @@ a shipped or exported reader (weights, words, learning curve; a fresh optimizer)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import random
@@ -76,6 +77,11 @@ def add_reader_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--max-answer-words", type=int, help="span search cap")
     group.add_argument("--no-bucketing", action="store_true", help="plain shuffled batches")
+    group.add_argument(
+        "--bigram-match",
+        action="store_true",
+        help="Chinese: bigram match features in the lower-case/stem slots (also when continuing a reader)",
+    )
     group.add_argument(
         "--lr-decay-start",
         type=float,
@@ -173,6 +179,8 @@ def reader_config(
             values[name] = getattr(args, flag)
     if args.encoder_layers is not None:
         values["question_layers"] = args.encoder_layers
+    if getattr(args, "bigram_match", False):
+        values["bigram_match"] = True
     values["window_stride"] = min(values["window_stride"], max(1, values["max_passage_words"] // 2))
     return ReaderConfig(vocab_size=len(vocab), tuned_count=vocab.tuned_count, **values)
 
@@ -254,6 +262,8 @@ def run_reader_training(args: argparse.Namespace) -> dict[str, Any]:
         config = ReaderConfig.from_dict(state["reader_config"])
     elif initial is not None:  # continue a shipped (or exported) reader: its words, config and weights
         vocab, config = initial.vocab, initial.model.config
+        if args.bigram_match and not config.bigram_match:  # same shapes: the weights carry over
+            config = dataclasses.replace(config, bigram_match=True)
     else:
         vocab, initial_rows = make_vocab(train_examples, args, language)
         config = reader_config(

@@ -94,6 +94,27 @@ def test_match_features_flag_raw_lower_and_stemmed_matches_and_term_frequency():
     assert rows[0][3] == pytest.approx(2 / 6)
 
 
+def test_chinese_bigram_match_tells_a_matching_word_from_a_recurring_character():
+    question = split_words("北京大学在哪年建立？")
+    passage = split_words("大学在北京，建于1898年。北方")
+    rows = match_features(question, passage, bigram_match=True)
+    by_char = dict(zip(passage.words, rows))
+    assert [r[0] for r in rows[:5]] == [
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+    ]  # 大 学 在 北 京: each char is in the question
+    assert by_char["大"][1:3] == (0.0, 1.0)  # 大学: with the next character
+    assert by_char["学"][1:3] == (1.0, 1.0)  # 大学 and 学在
+    assert by_char["京"][1:3] == (1.0, 0.0)  # 北京 with the previous one; 京， is not in the question
+    assert rows[-1][1:3] == (0.0, 0.0) and rows[-2][:3] == (1.0, 0.0, 0.0)  # 北方: 北 recurs, no bigram
+    assert rows[-1][3] == pytest.approx(1 / len(passage))
+    plain = match_features(question, passage)
+    assert [r[0] for r in plain] == [r[0] for r in rows] and [r[3] for r in plain] == [r[3] for r in rows]
+
+
 def test_windows_cover_the_passage_and_training_picks_the_window_holding_the_answer():
     assert windows(5, 10, 5) == [(0, 5)]
     assert windows(25, 10, 5) == [(0, 10), (5, 15), (10, 20), (15, 25)]
