@@ -207,13 +207,17 @@ class Predictor:
 
         score = (log p(T|S) - mmi_weight * log p(T)) / lp(|T|), where log p(T) is the model's own score for T
         after a conversation with an empty message. With mmi_weight 0 this is plain length-penalised ranking.
-        All candidates are scored in batches; a request keeps its n_best. First the fluency floor: a candidate
+        All candidates are scored in batches; a request keeps its n_best. First, replies cut off at max_length
+        go when any candidate ended by itself (MMI favours their unusual tails). Then the fluency floor: a candidate
         whose mean log p(T|S) per token is more than decode.fluency_margin below its request's best is dropped,
         so neither a sample nor a low beam that MMI favours for being unusual can win when it is garbled.
 
         With decode.backward_weight > 0 (MMI-bidi) each score also gains backward_weight * mean log p(message |
         reply) under the backward model: a reply the message can be guessed from is a reply to this message."""
-        results = [fluent_candidates(hyps, decode.fluency_margin) for hyps in results]
+        results = [
+            fluent_candidates(finished_candidates(hyps, decode.max_length), decode.fluency_margin)
+            for hyps in results
+        ]
         flat = [hyp for hyps in results for hyp in hyps if hyp.token_ids]
         backward_scores = (
             self._backward_scores(results, messages)
@@ -373,6 +377,12 @@ class Predictor:
             p_gen=p_gen,
             span=span,
         )
+
+
+def finished_candidates(hyps: list[BeamHypothesis], max_length: int) -> list[BeamHypothesis]:
+    """The candidates that ended before max_length (the rest were cut off mid-reply), or all when none did."""
+    finished = [h for h in hyps if len(h.token_ids) < max_length]
+    return finished or hyps
 
 
 def fluent_candidates(hyps: list[BeamHypothesis], margin: float) -> list[BeamHypothesis]:

@@ -277,3 +277,30 @@ def test_backward_weight_without_a_backward_model_is_a_clear_error(predictor):
         predictor.reply(HISTORIES[:1], DecodeConfig(beam_size=2, max_length=4, backward_weight=1.0))
     with pytest.raises(ValueError, match="backward_weight"):
         DecodeConfig(backward_weight=-1.0)
+
+
+def test_replies_cut_off_at_max_length_lose_to_any_that_ended_by_themselves():
+    from model.beam_search import BeamHypothesis
+    from model.inference import finished_candidates
+
+    def hyp(tokens):
+        return BeamHypothesis(
+            token_ids=list(range(tokens)), score=0.0, log_prob=-1.0, attention=None, p_gen=None
+        )
+
+    cut, short, long_finished = hyp(40), hyp(3), hyp(39)
+    assert finished_candidates([cut, short, long_finished], 40) == [short, long_finished]
+    assert finished_candidates([cut], 40) == [cut]  # nothing else to say: keep it rather than no reply
+    assert finished_candidates([], 40) == []
+
+
+def test_reranked_replies_are_all_cut_off_or_none_are(predictor):
+    decode = DecodeConfig(beam_size=6, n_best=6, max_length=6, min_length=1, mmi_weight=0.5, sample_count=6)
+
+    def cut(hyps):
+        return [len(h.tokens) >= decode.max_length for h in hyps]
+
+    plain = predictor.reply(HISTORIES, decode.replace(mmi_weight=0.0, sample_count=0))
+    assert any(any(cut(hyps)) and not all(cut(hyps)) for hyps in plain)  # the beam does end some mid-reply
+    for hyps in predictor.reply(HISTORIES, decode):
+        assert all(cut(hyps)) or not any(cut(hyps)), [h.text for h in hyps]
