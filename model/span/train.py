@@ -11,6 +11,7 @@ a shipped or exported reader (weights, words, learning curve; a fresh optimizer)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -31,6 +32,7 @@ from ..device import resolve_device
 from ..language import detect_language
 from ..metrics import cmrc_exact_match, cmrc_f1, exact_match, f1
 from ..readers import QAExample, read_squad
+from .averaging import WeightAverage
 from .checkpoint import load_reader, save_reader
 from .examples import training_input
 from .features import ReaderInput, collate
@@ -77,6 +79,12 @@ def add_reader_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--max-answer-words", type=int, help="span search cap")
     group.add_argument("--no-bucketing", action="store_true", help="plain shuffled batches")
+    group.add_argument(
+        "--weight-average",
+        type=float,
+        metavar="DECAY",
+        help="evaluate and save an exponential moving average of the weights (e.g. 0.999); default: off",
+    )
     group.add_argument(
         "--bigram-match",
         action="store_true",
@@ -337,8 +345,18 @@ def run_reader_training(args: argparse.Namespace) -> dict[str, Any]:
         "held_out_questions": len(held_out),
     }
     predictor = ReaderPredictor(model, vocab, device=device, decode=decode, version="training")
+    decay = getattr(args, "weight_average", None)
+    average = WeightAverage(model, decay) if decay else None
+    if average is not None and state is not None and "average" in state:
+        average.load_state_dict(state["average"])
+    if average is not None:
+        meta["weight_average"] = decay
 
     def record(reason: str) -> dict[str, Any]:
+        with average.swapped_in(model) if average is not None else contextlib.nullcontext():
+            return record_current(reason)
+
+    def record_current(reason: str) -> dict[str, Any]:
         nonlocal best
         metrics: dict[str, Any] = {
             "step": step,
@@ -384,6 +402,7 @@ def run_reader_training(args: argparse.Namespace) -> dict[str, Any]:
                 "vocab": list(vocab.words),
                 "tuned_count": vocab.tuned_count,
                 "reader_config": config.to_dict(),
+                **({"average": average.state_dict()} if average is not None else {}),
             },
         )
 
@@ -423,6 +442,8 @@ def run_reader_training(args: argparse.Namespace) -> dict[str, Any]:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
             optimizer.step()
+            if average is not None:
+                average.update(model)
             step, position = step + 1, position + 1
             cpu_seconds += time.process_time() - tick
             last_loss = float(loss.detach())

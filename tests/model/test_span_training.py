@@ -129,6 +129,8 @@ def test_a_tiny_reader_learns_a_span_task_through_the_cli(tmp_path, capsys):
                 "--max-steps",
                 "420",
                 "--no-glove",
+                "--weight-average",
+                "0.9",
             ]
         )
         == 0
