@@ -107,11 +107,6 @@ def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
         "nats below the best candidate's",
     )
     parser.add_argument(
-        "--backward-weight",
-        type=float,
-        help="chat reranking: weight of mean log p(message | reply) under the backward model",
-    )
-    parser.add_argument(
         "--abstractive", action="store_true", help="RC: do not constrain answers to the passage"
     )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")

@@ -92,9 +92,6 @@ class DecodeConfig:
     # chat reranking: a candidate (beam or sample) whose mean log-prob per token is more than this many nats
     # below the best candidate's is dropped before MMI
     fluency_margin: float = 10.0
-    # chat reranking: + w * mean log p(message | reply) under the checkpoint's backward model (MMI-bidi, Li et
-    # al. 2016): replies the message is predictable from win
-    backward_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
@@ -117,8 +114,6 @@ class DecodeConfig:
             raise ValueError("temperature must be in (0, 10]")
         if self.fluency_margin < 0:
             raise ValueError("fluency_margin must be >= 0")
-        if not 0.0 <= self.backward_weight <= 10.0:
-            raise ValueError("backward_weight must be in [0, 10]")
 
     def replace(self, **changes: Any) -> DecodeConfig:
         return dataclasses.replace(self, **changes)
@@ -171,7 +166,6 @@ REQUESTABLE = frozenset(
         "top_k",
         "temperature",
         "fluency_margin",
-        "backward_weight",
     }
 )
 

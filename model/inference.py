@@ -23,7 +23,7 @@ from .config import DecodeConfig, ModelConfig
 from .decode_file import MODELS_FILE
 from .decode_step import CANDIDATES, DecodeStep, PassageConstraint
 from .device import resolve_device, resolve_output_precision
-from .formatting import Source, chat_target, format_chat, format_rc
+from .formatting import Source, format_chat, format_rc
 from .language import detect_language
 from .sampling import sample, seed_of
 from .seq2seq import Batch, Seq2Seq
@@ -100,11 +100,8 @@ def pad_sources(sources: list[Source], pad_id: int, device: torch.device) -> tup
     )
 
 
-BACKWARD_DIR = "backward"  # a chat checkpoint's backward model (reply -> message), for MMI-bidi reranking
-
-
 class Predictor:
-    """One checkpoint on one device (with its backward model when the checkpoint folder holds one)."""
+    """One checkpoint on one device."""
 
     def __init__(
         self,
@@ -115,7 +112,6 @@ class Predictor:
         decode: DecodeConfig | None = None,
         version: str = "unversioned",
         output_precision: str = "float32",
-        backward: Predictor | None = None,
     ) -> None:
         keep_freed_memory()  # decoding reallocates the same large tensors every step (see model/allocator.py)
         self.model = model.eval()
@@ -128,7 +124,6 @@ class Predictor:
         self.default_decode = decode or DecodeConfig()
         self.version = version
         self.task = self.config.task
-        self.backward = backward
         banned = [tokenizer.pad_id, tokenizer.unk_id, *tokenizer.control_ids.values()]
         self._banned_ids = torch.tensor(sorted(set(banned)), device=device)
 
@@ -140,10 +135,6 @@ class Predictor:
         loaded = load_checkpoint(path, device=torch_device)
         folder = Path(path) if Path(path).is_dir() else Path(path).parent
         version = f"{folder.name}@{loaded.tokenizer.checksum[:8]}-{loaded.step}"
-        backward = None
-        if (folder / BACKWARD_DIR / MODEL_FILE).exists():
-            backward = cls.from_checkpoint(folder / BACKWARD_DIR, device, output_precision)
-            version += f"+backward-{backward.version.rsplit('-', 1)[-1]}"
         return cls(
             loaded.model,
             loaded.tokenizer,
@@ -151,7 +142,6 @@ class Predictor:
             decode=loaded.decode,
             version=version,
             output_precision=output_precision,
-            backward=backward,
         )
 
     # --- public API -------------------------------------------------------------------------
@@ -183,15 +173,13 @@ class Predictor:
             )
             for h in histories
         ]
-        if decode.backward_weight > 0 and self.backward is None:
-            raise InputError(f"{self.version} has no backward model: backward_weight must be 0")
-        if decode.mmi_weight > 0 or decode.sample_count > 0 or decode.backward_weight > 0:
+        if decode.mmi_weight > 0 or decode.sample_count > 0:
             candidates = self._decode(sources, decode.replace(n_best=decode.beam_size), extractive=False)
             if decode.sample_count > 0:
                 candidates = [
                     _unique(beam + drawn) for beam, drawn in zip(candidates, self._sample(sources, decode))
                 ]
-            results = self._rerank_mmi(candidates, decode, [h[-1] for h in histories])
+            results = self._rerank_mmi(candidates, decode)
         else:
             results = self._decode(sources, decode, extractive=False)
         return [
@@ -200,7 +188,7 @@ class Predictor:
 
     @torch.inference_mode()
     def _rerank_mmi(
-        self, results: list[list[BeamHypothesis]], decode: DecodeConfig, messages: list[str]
+        self, results: list[list[BeamHypothesis]], decode: DecodeConfig
     ) -> list[list[BeamHypothesis]]:
         """Maximum mutual information reranking (Li et al. 2016, anti-LM form): replies that are likely after
         any message ("I don't know") lose to replies that are likely after this one.
@@ -210,20 +198,12 @@ class Predictor:
         All candidates are scored in batches; a request keeps its n_best. First, replies cut off at max_length
         go when any candidate ended by itself (MMI favours their unusual tails). Then the fluency floor: a candidate
         whose mean log p(T|S) per token is more than decode.fluency_margin below its request's best is dropped,
-        so neither a sample nor a low beam that MMI favours for being unusual can win when it is garbled.
-
-        With decode.backward_weight > 0 (MMI-bidi) each score also gains backward_weight * mean log p(message |
-        reply) under the backward model: a reply the message can be guessed from is a reply to this message."""
+        so neither a sample nor a low beam that MMI favours for being unusual can win when it is garbled."""
         results = [
             fluent_candidates(finished_candidates(hyps, decode.max_length), decode.fluency_margin)
             for hyps in results
         ]
         flat = [hyp for hyps in results for hyp in hyps if hyp.token_ids]
-        backward_scores = (
-            self._backward_scores(results, messages)
-            if decode.backward_weight > 0
-            else {id(hyp): 0.0 for hyp in flat}
-        )
         neutral = format_chat(self.tokenizer, [""], max_source_len=8, max_turns=1)
         for start in range(0, len(flat), SCORE_ROWS):
             chunk = flat[start : start + SCORE_ROWS]
@@ -235,34 +215,8 @@ class Predictor:
             for hyp, prior in zip(chunk, priors):
                 hyp.score = (hyp.log_prob - decode.mmi_weight * prior) / normaliser(
                     len(hyp.token_ids) + 1, decode
-                ) + decode.backward_weight * backward_scores[id(hyp)]
+                )
         return [sorted(hyps, key=lambda h: h.score, reverse=True)[: decode.n_best] for hyps in results]
-
-    def _backward_scores(self, results: list[list[BeamHypothesis]], messages: list[str]) -> dict[int, float]:
-        """Mean log p(message | reply) per token (eos included) for every non-empty candidate, by id."""
-        backward = self.backward
-        assert backward is not None
-        pairs = []
-        for hyps, message in zip(results, messages):
-            target = chat_target(backward.tokenizer, message, max_len=backward.config.max_source_len)
-            for hyp in hyps:
-                if hyp.token_ids:
-                    reply = format_chat(
-                        backward.tokenizer,
-                        [self.tokenizer.decode(hyp.token_ids)],
-                        max_source_len=backward.config.max_source_len,
-                        max_turns=1,
-                    )
-                    pairs.append((hyp, reply, target))
-        scores: dict[int, float] = {}
-        for start in range(0, len(pairs), SCORE_ROWS):
-            chunk = pairs[start : start + SCORE_ROWS]
-            sums = backward.score_targets(
-                [reply for _, reply, _ in chunk], [target for _, _, target in chunk]
-            )
-            for (hyp, _, target), total in zip(chunk, sums):
-                scores[id(hyp)] = total / (len(target) + 1)
-        return scores
 
     @torch.inference_mode()
     def score_targets(self, sources: list[Source], targets: list[list[int]]) -> list[float]:

@@ -6,11 +6,6 @@ Writes OUT/ (default .gpu/data):
   chatterbot_persona/                    the ChatterBot corpus without english/coding.yml (Python code answers,
                                          "Sure. Here's quicksort in Python: ...") and english/tech_support.yml
                                          (1,050 repeated troubleshooting pairs): greetings and bot persona only
-  chat_en_backward.jsonl                 DailyDialog train + the English persona files (twice, as chat-en trains
-                                         on them) as {"source": reply, "target": the turn it answers}: the
-                                         training data of the backward model that MMI-bidi reranking scores
-                                         p(message | reply) with (chat-en-back); chat_en_backward_valid.jsonl
-                                         the same from DailyDialog validation
   and copies of the source files the training commands read. Nothing here is committed.
 Usage: python scripts/prepare_training_data.py [--shared ../shared/data] [--out .gpu/data]
 """
@@ -26,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.readers import dialogs_to_pairs, read_any, read_lccc  # noqa: E402
+from model.readers import read_lccc  # noqa: E402
 
 COPIES = [
     "squad/train-v1.1.json",
@@ -40,7 +35,6 @@ COPIES = [
 ]
 
 NOT_PERSONA = {"coding.yml", "tech_support.yml"}  # left out of chatterbot_persona (see the docstring)
-BACKWARD_SOURCES = ["dialogues_train.txt", "chatterbot_persona/english", "chatterbot_persona/english"]
 
 
 def is_heldout(turns: tuple[str, ...]) -> bool:
@@ -76,31 +70,15 @@ def main() -> None:
             (heldout if split == "heldout" else train).write(
                 json.dumps({"dialog": list(dialog.turns)}, ensure_ascii=False) + "\n"
             )
-    backward = write_backward_pairs(out, BACKWARD_SOURCES, out / "chat_en_backward.jsonl")
-    write_backward_pairs(out, ["dialogues_validation.txt"], out / "chat_en_backward_valid.jsonl")
     print(  # noqa: T201
         json.dumps(
             {
                 "lccc_dialogs": counts,
                 "lccc_skipped": report.skipped,
-                "chat_en_backward_pairs": backward,
                 "out": str(out),
             }
         )
     )
-
-
-def write_backward_pairs(folder: Path, names: list[str], target: Path) -> int:
-    """Every (turn -> the next turn) pair of the English chat training files, reversed: the reply is the source
-    and the turn it answers is the target. Returns the number of pairs written."""
-    written = 0
-    with target.open("w", encoding="utf-8") as handle:
-        for name in names:
-            dialogs = [record for record in read_any(folder / name)[0] if hasattr(record, "turns")]
-            for history, reply in dialogs_to_pairs(dialogs, max_history=1):
-                handle.write(json.dumps({"source": reply, "target": history[-1]}, ensure_ascii=False) + "\n")
-                written += 1
-    return written
 
 
 if __name__ == "__main__":

@@ -230,55 +230,6 @@ def test_fluency_floor_drops_candidates_far_below_the_best_mean_log_prob():
     assert fluent_candidates([], 1.0) == []
 
 
-@pytest.fixture(scope="module")
-def bidi_predictor(tiny_model_dir, tmp_path_factory):
-    """The tiny checkpoint with a copy of itself as its backward model (reply -> message)."""
-    import shutil
-
-    from model.inference import BACKWARD_DIR
-
-    folder = tmp_path_factory.mktemp("bidi") / "chat"
-    shutil.copytree(tiny_model_dir, folder)
-    shutil.copytree(tiny_model_dir, folder / BACKWARD_DIR)
-    return Predictor.from_checkpoint(folder, "cpu")
-
-
-def test_a_checkpoint_with_a_backward_folder_loads_it_and_names_it_in_the_version(bidi_predictor, predictor):
-    assert bidi_predictor.backward is not None and predictor.backward is None
-    own = predictor.version.split("@", 1)[1]
-    assert bidi_predictor.version == f"chat@{own}+backward-{own.rsplit('-', 1)[-1]}"
-
-
-def test_backward_weight_adds_the_mean_log_prob_of_the_message_given_the_reply(bidi_predictor):
-    from model.formatting import chat_target, format_chat
-
-    decode = DecodeConfig(beam_size=4, n_best=4, max_length=8, mmi_weight=0.3)
-    weight = 2.0
-    without = bidi_predictor.reply(HISTORIES, decode)
-    with_backward = bidi_predictor.reply(HISTORIES, decode.replace(backward_weight=weight))
-    backward = bidi_predictor.backward
-    for history, plain, bidi in zip(HISTORIES, without, with_backward):
-        target = chat_target(backward.tokenizer, history[-1], max_len=backward.config.max_source_len)
-        plain_score = {tuple(h.tokens): h.score for h in plain}
-        assert {tuple(h.tokens) for h in bidi} == set(plain_score)  # the same candidates, rescored
-        for hyp in bidi:
-            reply = format_chat(
-                backward.tokenizer, [hyp.text], max_source_len=backward.config.max_source_len, max_turns=1
-            )
-            [total] = backward.score_targets([reply], [target])
-            assert hyp.score == pytest.approx(
-                plain_score[tuple(hyp.tokens)] + weight * total / (len(target) + 1), abs=1e-4
-            )
-        assert [h.score for h in bidi] == sorted((h.score for h in bidi), reverse=True)
-
-
-def test_backward_weight_without_a_backward_model_is_a_clear_error(predictor):
-    with pytest.raises(InputError, match="no backward model"):
-        predictor.reply(HISTORIES[:1], DecodeConfig(beam_size=2, max_length=4, backward_weight=1.0))
-    with pytest.raises(ValueError, match="backward_weight"):
-        DecodeConfig(backward_weight=-1.0)
-
-
 def test_replies_cut_off_at_max_length_lose_to_any_that_ended_by_themselves():
     from model.beam_search import BeamHypothesis
     from model.inference import finished_candidates
