@@ -56,8 +56,16 @@ class Serving:
         return decoder if isinstance(decoder, TrackedDecoder) else Unbatched(decoder, self.attempts)
 
     def suspects(self, keys: Sequence[str]) -> dict[str, int]:
-        """Of `keys`, those whose decode was cut short before, with how often."""
-        return self.attempts.interrupted(keys)
+        """Of `keys`, those whose decode was cut short before, with how often. A record that cannot be read
+        (Redis not answering) counts as none, as one that cannot be written does (workers/microbatch.py): the
+        guard is lost for these requests, not the requests. Before, the task failed on it and was acked as
+        failed, so a chunk taken just before Redis died left its items to the sweeper and a chat turn pending
+        for good."""
+        try:
+            return self.attempts.interrupted(keys)
+        except Exception as error:
+            logger.warning("could not read how often %d request(s) were cut short: %s", len(keys), error)
+            return {}
 
     def chat_decode_for(self, message: str, requested: dict[str, Any] | None) -> Any:
         """The chat decoding settings for one reply: the configured ones (or the model's own defaults for the

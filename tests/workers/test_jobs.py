@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import redis
 from sqlalchemy import Engine, select
 
 from storage import batch_jobs, conversations, questions
@@ -14,6 +15,7 @@ from storage.db import transaction
 from storage.models import ItemStatus, JobStatus, QAJobItem
 from tests.workers.conftest import OWNER, PASSAGE, QUESTION, REPO_ROOT
 from workers import jobs
+from workers.attempts import RedisAttempts
 from workers.jobs import Serving
 from workers.runtime import STUCK_EXIT_CODE
 
@@ -153,6 +155,20 @@ def test_a_turn_cut_short_fewer_times_is_decoded_and_that_decode_adds_nothing(
     _cut_short(serving, f"turn:{turn_id}", serving.max_attempts - 1)
     assert jobs.reply_to_turn(engine, serving, turn_id)["status"] == "done"
     assert serving.attempts.interrupted([f"turn:{turn_id}"]) == {f"turn:{turn_id}": serving.max_attempts - 1}
+
+
+def test_requests_are_answered_when_the_poison_guards_record_cannot_be_read(
+    engine: Engine, serving: Serving
+) -> None:
+    """Redis not answering (nothing listens on the record's port) costs the guard, not the requests."""
+    from supervisor.embedded_redis import free_port
+
+    unreachable = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1)
+    serving = dataclasses.replace(serving, attempts=RedisAttempts(unreachable))
+    job_id = _job(engine, 2)
+    assert jobs.reply_to_turn(engine, serving, _turn(engine))["status"] == "done"
+    assert jobs.answer_question(engine, serving, _question(engine))["status"] == "done"
+    assert jobs.answer_items(engine, serving, job_id, _item_ids(engine, job_id))["answered"] == 2
 
 
 def test_a_finished_decode_leaves_no_count_behind(engine: Engine, serving: Serving) -> None:
