@@ -185,7 +185,7 @@ def _worker(args: argparse.Namespace) -> int:
     if args.check:
         return _worker_check(args)
     from settings import get_settings
-    from workers import tasks  # noqa: F401  (registers the tasks and the worker lifecycle hooks)
+    from workers import tasks  # registers the tasks and the worker lifecycle hooks
     from workers.celery_app import QUEUES, app
 
     settings = get_settings()
@@ -211,7 +211,7 @@ def _worker(args: argparse.Namespace) -> int:
         "--without-mingle",
     ]
     app.worker_main(argv)
-    return 0
+    return tasks.worker_exit_code()  # worker_main drops Celery's (1 after an unrecoverable error)
 
 
 def _worker_check(args: argparse.Namespace) -> int:

@@ -2,7 +2,8 @@
 
 Also the worker's lifecycle hooks: load the model before the worker consumes (worker_init for the threads and
 solo pools, worker_process_init in prefork children, never in a prefork parent), restore messages a killed
-worker left unacked, and keep the heartbeat. The poison guard counts decodes a worker did not survive, not
+worker left unacked, keep the heartbeat, and exit promptly with a failure status once the consumer has met an
+error it cannot recover from (_ExitPromptlyOnFailure). The poison guard counts decodes a worker did not survive, not
 deliveries: the micro-batcher records them in Redis around each model call (workers/attempts.py), so a task
 that is delivered again after its worker died costs its request nothing unless it was being decoded then.
 
@@ -17,12 +18,13 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis
-from celery import signals
+from celery import bootsteps, signals
 from kombu.exceptions import OperationalError as BrokerError
 
 from settings import get_settings
@@ -137,8 +139,18 @@ def answer_items(job_id: str, item_ids: list[int]) -> dict[str, int]:
 
 _heartbeat: Heartbeat | None = None
 _sweeper: LostItemSweeper | None = None
+_worker: Any = None  # this process's Celery WorkController, from worker_init
 
 CANNOT_SERVE_EXIT_CODE = 78  # EX_CONFIG: the checkpoint (or another start-up input) is missing or unusable
+# After an error the consumer cannot recover from, how long the tasks in progress may go on before the process
+# exits; what it holds unacknowledged then goes back with the next worker's start (workers/recovery.py).
+FAILED_EXIT_GRACE_S = 10.0
+
+
+def worker_exit_code() -> int:
+    """The status this process's worker stopped with: Celery's (1 after an unrecoverable error), else 0.
+    app.worker_main drops it, and `s2s worker` must exit with it."""
+    return int(getattr(_worker, "exitcode", None) or 0)
 
 
 def _runtime_or_exit() -> Runtime:
@@ -218,6 +230,8 @@ def _start_serving(worker: Any) -> None:
 
 @signals.worker_init.connect
 def _on_worker_init(sender: Any = None, **_kwargs: Any) -> None:
+    global _worker
+    _worker = sender
     if "prefork" in _pool_name(sender):
         return  # the parent never touches the model (CUDA cannot cross a fork); children load it
     _start_serving(sender)
@@ -235,7 +249,54 @@ def _on_worker_shutdown(**_kwargs: Any) -> None:
         _heartbeat.stop()
     if _sweeper is not None:
         _sweeper.stop()
+    if worker_exit_code():
+        _exit_once_tasks_end(worker_exit_code(), grace_s=FAILED_EXIT_GRACE_S)
+        return  # the runtime stays up for tasks still in progress: stopping the batcher would fail their requests
     shutdown_runtime()
+
+
+class _ExitPromptlyOnFailure(bootsteps.StartStopStep):
+    """After an error the consumer cannot recover from (Celery logs "Unrecoverable error", e.g. Redis answering
+    BRPOP with an error), the worker stops consuming for good and then stops its steps, the pool last, which
+    waits for every task in progress (a decode, or a publish that waits up to an hour for Redis): the process
+    lived on without consuming until then, and exited 0 (app.worker_main drops the status), so neither `s2s up`
+    nor a restart policy on failure knew to start a fresh worker. Celery closes every step before it stops
+    any: this one then arms the exit, with the worker's status, within FAILED_EXIT_GRACE_S."""
+
+    def close(self, worker: Any) -> None:
+        if code := int(getattr(worker, "exitcode", None) or 0):
+            _exit_once_tasks_end(code, grace_s=FAILED_EXIT_GRACE_S)
+
+
+app.steps["worker"].add(_ExitPromptlyOnFailure)
+_exit_armed = threading.Event()
+
+
+def _exit_once_tasks_end(code: int, *, grace_s: float) -> None:
+    """End the process with `code` once no task is in progress, within `grace_s` (once, however often asked)."""
+    from celery.worker import state
+
+    if _exit_armed.is_set():
+        return
+    _exit_armed.set()
+    logger.critical(
+        "the worker stopped consuming; exiting with status %d once its %d task(s) in progress end, "
+        "in at most %.0f s",
+        code,
+        len(state.active_requests),
+        grace_s,
+    )
+
+    def exit_then() -> None:
+        deadline = time.monotonic() + grace_s
+        while len(state.active_requests) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if left := len(state.active_requests):
+            logger.critical("exiting with %d task(s) still in progress; the next worker takes them", left)
+        logging.shutdown()
+        os._exit(code)
+
+    threading.Thread(target=exit_then, name="s2s-exit-after-failure", daemon=True).start()
 
 
 __all__ = ["answer_items", "answer_question", "reply_to_turn", "start_job"]

@@ -147,9 +147,7 @@ def service(tmp: Path, redis_url: str, database_url: str, **worker_env: str) -> 
     env = fixtures.service_env(
         redis_url,
         database_url,
-        S2S_TEST_DECODE_DELAY_MS=DECODE_DELAY_MS,
-        S2S_BATCH_CHUNK_SIZE=CHUNK_SIZE,
-        **worker_env,
+        **{"S2S_TEST_DECODE_DELAY_MS": DECODE_DELAY_MS, "S2S_BATCH_CHUNK_SIZE": CHUNK_SIZE, **worker_env},
     )
     saved = {key: os.environ.get(key) for key in ("REDIS_URL", "DATABASE_URL")}
     os.environ.update(REDIS_URL=redis_url, DATABASE_URL=database_url)
@@ -192,6 +190,17 @@ def send_turns(state: dict[str, Any], count: int, *, first: int = 0) -> None:
                 db, conversation_id=conversation_id, owner=OWNER, text=f"hello {i}"
             )
         state["sender"].send(REPLY_TASK, sent.reply_turn_id)
+
+
+def wait_question_ended(engine: Engine, question_id: str, *, timeout_s: float) -> None:
+    """Until the question is no longer pending, or the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with transaction(engine) as db:
+            row = db.get(Question, question_id)
+            if row is not None and row.status is not QuestionStatus.PENDING:
+                return
+        time.sleep(0.2)
 
 
 def wait_settled(engine: Engine, job_id: str, *, timeout_s: float) -> None:
@@ -328,6 +337,58 @@ def test_redis_stalled_mid_job_loses_and_repeats_nothing(tmp_path: Path, own_red
     _survive_a_redis_fault(tmp_path, own_redis, stall, "stall")
 
 
+def test_a_worker_whose_consumer_cannot_go_on_exits_at_once_non_zero_and_loses_nothing(
+    tmp_path: Path, own_redis: OwnRedis
+) -> None:
+    """An error the consumer cannot recover from (here Redis answers BRPOP with WRONGTYPE: one of a queue's keys
+    clobbered with a string) ends consumption for good. The worker must then exit promptly with a non-zero
+    status, so that `s2s up` or a container's restart policy starts a fresh one, and fail nothing on its way
+    out. Before, it exited 0 (app.worker_main drops Celery's status), and only once its tasks in progress had
+    ended (Celery's warm stop waits for its pool), here a 120 s decode. The next worker answers what it held,
+    once."""
+    from workers.attempts import ATTEMPTS_PREFIX, request_key
+    from workers.celery_app import QUESTION_TASK
+
+    with service(
+        tmp_path, own_redis.url, f"sqlite:///{tmp_path / 's2s.sqlite3'}", S2S_TEST_DECODE_DELAY_MS="120000"
+    ) as state:
+        engine, client = state["engine"], redis.Redis.from_url(own_redis.url)
+        with transaction(engine) as db:
+            passage_id = questions.upsert_passage(db, text=PASSAGE)
+            question_id = questions.create_question(
+                db, owner=OWNER, passage_id=passage_id, question=QUESTION
+            ).id
+        state["sender"].send(QUESTION_TASK, question_id)
+        deadline = time.monotonic() + 60
+        while not client.exists(ATTEMPTS_PREFIX + request_key("question", question_id)):
+            assert time.monotonic() < deadline, "the question's decode never started"
+            time.sleep(0.1)
+        # A key the consumer's BRPOP reads (the batch queue's priority 9) clobbered: it fails with WRONGTYPE.
+        # Not a key anything is put back on, so what the worker held still goes back.
+        clobbered = "batch\x06\x169"
+        client.set(clobbered, "not a list")
+        broken = time.monotonic()
+        status = state["worker"].wait(timeout=60)
+        took = time.monotonic() - broken
+        log = state["log"].read_text(errors="replace")
+        print(f"the worker exited with status {status} {took:.1f} s after its consumer could not go on")
+        assert "Unrecoverable error" in log
+        assert status == 1, log[-3000:]
+        assert took < 30, log[-3000:]
+        with transaction(engine) as db:
+            row = db.get(Question, question_id)
+            assert row is not None and row.status is QuestionStatus.PENDING, "nothing fails on the way out"
+        client.delete(clobbered)
+        state["worker"] = fixtures.start_worker(
+            {**state["env"], "S2S_TEST_DECODE_DELAY_MS": "0"}, state["log"], wait_s=180
+        )
+        wait_question_ended(engine, question_id, timeout_s=120)
+        with transaction(engine) as db:
+            row = db.get(Question, question_id)
+            assert row is not None and row.status is QuestionStatus.DONE and row.answer
+            assert db.scalar(select(func.count()).select_from(Question)) == 1
+
+
 # --- the database unreachable, then back -------------------------------------------------------------------------
 
 
@@ -444,13 +505,7 @@ def test_a_worker_refuses_an_unusable_checkpoint_in_one_line_and_takes_no_work(
                 fixtures.service_env(redis_url, database_url), tmp_path / "good.log", wait_s=180
             )
             try:
-                deadline = time.monotonic() + 120
-                while time.monotonic() < deadline:
-                    with transaction(engine) as db:
-                        row = db.get(Question, question_id)
-                        if row is not None and row.status is not QuestionStatus.PENDING:
-                            break
-                    time.sleep(0.2)
+                wait_question_ended(engine, question_id, timeout_s=120)
             finally:
                 fixtures.stop_worker(good)
             with transaction(engine) as db:
