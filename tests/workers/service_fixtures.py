@@ -19,7 +19,7 @@ import redis
 from sqlalchemy import Engine
 
 from settings import get_settings
-from storage import batch_jobs, migrate
+from storage import batch_jobs, conversations, migrate, questions
 from storage.db import make_engine, transaction
 from tests.workers.conftest import OWNER, PASSAGE, QUESTION, REPO_ROOT, TINY_MODEL
 
@@ -132,6 +132,22 @@ def running_service(tmp: Path, **worker_env: str) -> Iterator[dict[str, Any]]:
             for key, value in saved.items():
                 os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
             get_settings.cache_clear()
+
+
+def store_turn(engine: Engine, text: str) -> int:
+    """A chat message in a conversation of its own, stored with its pending reply (not enqueued): the reply's id."""
+    with transaction(engine) as db:
+        conversation_id = conversations.create_conversation(db, owner=OWNER).id
+        return conversations.add_user_turn(
+            db, conversation_id=conversation_id, owner=OWNER, text=text
+        ).reply_turn_id
+
+
+def store_question(engine: Engine) -> str:
+    """A pending question about PASSAGE, stored (not enqueued): its id."""
+    with transaction(engine) as db:
+        passage_id = questions.upsert_passage(db, text=PASSAGE)
+        return questions.create_question(db, owner=OWNER, passage_id=passage_id, question=QUESTION).id
 
 
 def submit_job(

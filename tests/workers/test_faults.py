@@ -30,7 +30,7 @@ import torch
 from sqlalchemy import Engine, func, select
 
 from settings import get_settings
-from storage import batch_jobs, conversations, migrate, questions
+from storage import batch_jobs, migrate, questions
 from storage.db import make_engine, transaction
 from storage.models import ItemStatus, QAJobItem, Question, QuestionStatus, Role, Turn, TurnStatus
 from tests.storage.conftest import empty_database
@@ -184,12 +184,7 @@ def send_turns(state: dict[str, Any], count: int, *, first: int = 0) -> None:
     from workers.celery_app import REPLY_TASK
 
     for i in range(first, first + count):
-        with transaction(state["engine"]) as db:
-            conversation_id = conversations.create_conversation(db, owner=OWNER).id
-            sent = conversations.add_user_turn(
-                db, conversation_id=conversation_id, owner=OWNER, text=f"hello {i}"
-            )
-        state["sender"].send(REPLY_TASK, sent.reply_turn_id)
+        state["sender"].send(REPLY_TASK, fixtures.store_turn(state["engine"], f"hello {i}"))
 
 
 def wait_question_ended(engine: Engine, question_id: str, *, timeout_s: float) -> None:
@@ -201,6 +196,13 @@ def wait_question_ended(engine: Engine, question_id: str, *, timeout_s: float) -
             if row is not None and row.status is not QuestionStatus.PENDING:
                 return
         time.sleep(0.2)
+
+
+def assert_the_one_question_answered(engine: Engine, question_id: str) -> None:
+    with transaction(engine) as db:
+        row = db.get(Question, question_id)
+        assert row is not None and row.status is QuestionStatus.DONE and row.answer
+        assert db.scalar(select(func.count()).select_from(Question)) == 1
 
 
 def wait_settled(engine: Engine, job_id: str, *, timeout_s: float) -> None:
@@ -353,11 +355,7 @@ def test_a_worker_whose_consumer_cannot_go_on_exits_at_once_non_zero_and_loses_n
         tmp_path, own_redis.url, f"sqlite:///{tmp_path / 's2s.sqlite3'}", S2S_TEST_DECODE_DELAY_MS="120000"
     ) as state:
         engine, client = state["engine"], redis.Redis.from_url(own_redis.url)
-        with transaction(engine) as db:
-            passage_id = questions.upsert_passage(db, text=PASSAGE)
-            question_id = questions.create_question(
-                db, owner=OWNER, passage_id=passage_id, question=QUESTION
-            ).id
+        question_id = fixtures.store_question(engine)
         state["sender"].send(QUESTION_TASK, question_id)
         deadline = time.monotonic() + 60
         while not client.exists(ATTEMPTS_PREFIX + request_key("question", question_id)):
@@ -383,10 +381,42 @@ def test_a_worker_whose_consumer_cannot_go_on_exits_at_once_non_zero_and_loses_n
             {**state["env"], "S2S_TEST_DECODE_DELAY_MS": "0"}, state["log"], wait_s=180
         )
         wait_question_ended(engine, question_id, timeout_s=120)
-        with transaction(engine) as db:
-            row = db.get(Question, question_id)
-            assert row is not None and row.status is QuestionStatus.DONE and row.answer
-            assert db.scalar(select(func.count()).select_from(Question)) == 1
+        assert_the_one_question_answered(engine, question_id)
+
+
+def test_a_decode_that_ends_while_redis_is_down_leaves_no_count_once_redis_answers(
+    tmp_path: Path, own_redis: OwnRedis
+) -> None:
+    """The poison guard's record of a decode that started with Redis up and ended with Redis down: the end
+    could not be written, and the counter stayed at 1 (for its 7-day TTL). That request was then decoded alone
+    on any later decode, and after S2S_MAX_TASK_ATTEMPTS such outages failed although no decode of it ever
+    stopped its worker. Once Redis answers again the worker must send what it could not, and the counter goes."""
+    from workers.attempts import ATTEMPTS_PREFIX, request_key
+    from workers.celery_app import QUESTION_TASK
+
+    with service(
+        tmp_path, own_redis.url, f"sqlite:///{tmp_path / 's2s.sqlite3'}", S2S_TEST_DECODE_DELAY_MS="4000"
+    ) as state:
+        engine = state["engine"]
+        question_id = fixtures.store_question(engine)
+        key = ATTEMPTS_PREFIX + request_key("question", question_id)
+        state["sender"].send(QUESTION_TASK, question_id)
+        deadline = time.monotonic() + 60
+        while not redis.Redis.from_url(own_redis.url).exists(key):
+            assert time.monotonic() < deadline, "the question's decode never started"
+            time.sleep(0.05)
+        own_redis.kill()  # the decode (4 s) ends while Redis is down
+        wait_question_ended(engine, question_id, timeout_s=60)
+        time.sleep(1.0)
+        own_redis.start()  # on its append-only file: the counter's INCR is there
+        back = time.monotonic()
+        client = redis.Redis.from_url(own_redis.url)
+        while (left := client.get(key)) is not None and time.monotonic() < back + 20:
+            time.sleep(0.2)
+        print(f"counter {left!r} {time.monotonic() - back:.1f} s after Redis answered again")
+        assert left is None, f"a finished decode left its counter at {left!r}"
+        assert state["worker"].poll() is None
+        assert_the_one_question_answered(engine, question_id)
 
 
 # --- the database unreachable, then back -------------------------------------------------------------------------

@@ -191,3 +191,27 @@ def test_a_redis_record_counts_unfinished_decodes_and_leaves_no_key_when_they_en
         assert attempts.interrupted(["item:1", "item:2"]) == {"item:1": 1}
         attempts.finished(["item:1"])
         assert client.keys(ATTEMPTS_PREFIX + "*") == []
+
+
+def test_decode_ends_redis_did_not_take_are_sent_once_it_answers_again(tmp_path: Path) -> None:
+    """A real redis-server killed between a decode's start and its end, then started again on its append-only
+    file: the end is owed, not raised nor dropped, and the counter is gone once Redis answers."""
+    from tests.workers.service_fixtures import own_redis
+
+    with own_redis(tmp_path / "redis") as server:
+        client = redis.Redis.from_url(server.url, socket_timeout=1, socket_connect_timeout=1)
+        attempts = RedisAttempts(client)
+        attempts.started(["item:1", "item:2"])
+        attempts.started(["item:2"])  # item 2 was cut short once before: it stays at 1 after this decode
+        server.kill()
+        attempts.finished(["item:1", "item:2"])  # Redis down: kept
+        assert attempts.owed() == {"item:1": 1, "item:2": 1}
+        with pytest.raises(redis.ConnectionError):
+            attempts.interrupted(["item:1"])  # a count read now would include what is owed: none is read
+        server.start()
+        deadline = time.monotonic() + 10
+        while attempts.owed() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert attempts.owed() == {}
+        assert client.get(ATTEMPTS_PREFIX + "item:1") is None
+        assert attempts.interrupted(["item:1", "item:2"]) == {"item:2": 1}
