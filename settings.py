@@ -161,6 +161,13 @@ class Settings(BaseSettings):
         alias="S2S_MAX_TASK_ATTEMPTS",
         description="Decodes of one request its worker did not survive before it is failed (poison guard).",
     )
+    lost_request_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        alias="S2S_LOST_REQUEST_GRACE_S",
+        description="How long a pending chat reply or question may go with no message in Redis carrying it "
+        "before a worker sends it again (looked for every 15 s).",
+    )
     sqlite_busy_timeout_ms: int = Field(
         default=30_000,
         ge=0,

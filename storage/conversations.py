@@ -3,7 +3,8 @@
 UI side (owner-scoped: every function takes `owner`, and another owner's rows raise `NotFound`):
 create_conversation, get_conversation, list_conversations, rename_conversation, delete_conversation,
 add_user_turn, retry_reply, cancel_pending_replies, get_turn, list_turns.
-Worker side (by the ids the service itself enqueued): turn_status, history_for, save_reply, fail_reply.
+Worker side (by the ids the service itself enqueued): turn_status, history_for, save_reply, fail_reply;
+pending_reply_ids.
 
 Every function takes the Session `db` first and keyword arguments after it, and never commits: the caller's
 `storage.db.transaction()` does. A redelivered task is harmless: save_reply and fail_reply only change a turn
@@ -232,6 +233,12 @@ def turn_status(db: Session, *, turn_id: int) -> TurnStatus:
     if status is None:
         raise NotFound("turn", turn_id)
     return status
+
+
+def pending_reply_ids(db: Session) -> list[int]:
+    """Worker side: ids of every reply still pending, oldest first (the sweeper looks for lost messages)."""
+    query = select(Turn.id).where(Turn.role == Role.ASSISTANT, Turn.status == TurnStatus.PENDING)
+    return list(db.scalars(query.order_by(Turn.id)))
 
 
 def turn_outcome(db: Session, *, turn_id: int) -> dict[str, Any]:

@@ -4,7 +4,7 @@ UI side (owner-scoped; another owner's rows raise `NotFound`): create_question, 
 `upsert_passage` (and `upsert_passages`, which batch jobs use) is shared by content: a passage id is only
 reachable through the text itself or an owner's question or job.
 Worker side (by ids the service enqueued): question_input, save_answer, fail_question; question_outcome (what a
-waiting caller reads, whatever the state).
+waiting caller reads, whatever the state); pending_question_ids.
 
 Every function takes the Session `db` first and keyword arguments after it, and never commits. Writes a
 redelivered task may repeat only touch rows that are still pending (guarded UPDATEs), so they report False and
@@ -158,6 +158,12 @@ def cancel_question(db: Session, *, question_id: str, owner: str) -> bool:
     get_question(db, question_id=question_id, owner=owner)
     values = {"status": QuestionStatus.CANCELLED, "error": "stopped by the user", "finished_at": utcnow()}
     return finish_pending(db, Question, row_id=question_id, values=values)
+
+
+def pending_question_ids(db: Session) -> list[str]:
+    """Worker side: ids of every question still pending, oldest first (the sweeper looks for lost messages)."""
+    query = select(Question.id).where(Question.status == QuestionStatus.PENDING)
+    return list(db.scalars(query.order_by(Question.created_at, Question.id)))
 
 
 def question_outcome(db: Session, *, question_id: str) -> dict[str, Any]:

@@ -1,16 +1,21 @@
-"""Send again, while the service runs, batch items that no message in Redis carries any more.
+"""Send again, while the service runs, work that no message in Redis carries any more: batch items, chat replies
+and single questions.
 
 A message can leave Redis without reaching a worker's unacked record: kombu pops it (BRPOP) and only then
 writes it to the `unacked` hash, so if Redis is killed (or the connection drops) between the two, the pop is
-kept (append-only file) and the message is gone. recovery.py sends such items again when a worker starts;
-this does it without a restart, which a Redis restart does not cause: Redis killed and started again in the
-middle of a 400-item job left one chunk's 4 items pending for good (tests/workers/test_faults.py).
+kept (append-only file) and the message is gone. recovery.py sends such batch items again when a worker
+starts; this does it without a restart, which a Redis restart does not cause: Redis killed and started again
+in the middle of a 400-item job left one chunk's 4 items pending for good (tests/workers/test_faults.py). A chat
+reply or a question in that spot stayed pending for good too, restart or not, until this sent them again.
 
-Every SWEEP_INTERVAL_S one worker (a Redis key with a TTL elects it) reads what Redis carries: the batch
-queue, and every delivered, unacknowledged message (the unacked hash, which covers messages other live
-workers hold). A pending item of an active job that no message carries, on two sweeps in a row (so a message
-inside the BRPOP window of the first sweep is not taken for lost), is sent again as a new chunk task.
-Answering an item twice stores it once, so a resend that was not needed costs only a decode.
+Every SWEEP_INTERVAL_S one worker (a Redis key with a TTL elects it) reads what Redis carries: both queues, and
+every delivered, unacknowledged message (the unacked hash, which covers messages other live workers hold). A
+pending item of an active job that no message carries on two sweeps in a row (so a message inside the BRPOP
+window of the first sweep is not taken for lost) is sent again as a new chunk task; a pending reply or question
+likewise, once no message has carried it for S2S_LOST_REQUEST_GRACE_S too (longer than a sender takes between
+storing a row and enqueueing it, or a worker to give back what it held when Redis comes back). Answering a
+request twice stores it once (every write only changes a pending row), so a resend that was not needed costs
+only a decode, never a second reply.
 """
 
 from __future__ import annotations
@@ -19,17 +24,27 @@ import base64
 import json
 import logging
 import threading
-from collections.abc import Iterable
-from typing import Any
+import time
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import redis
 from celery import Celery
 from sqlalchemy import Engine
 
-from storage import batch_jobs
+from storage import batch_jobs, conversations, questions
 from storage.db import transaction
 from workers import jobs
-from workers.celery_app import BATCH_QUEUE, ITEMS_TASK, START_JOB_TASK, send_item_chunks
+from workers.celery_app import (
+    ITEMS_TASK,
+    QUESTION_TASK,
+    QUEUES,
+    REPLY_TASK,
+    START_JOB_TASK,
+    TASK_ROUTES,
+    send_item_chunks,
+)
 from workers.recovery import UNACKED_KEY
 
 logger = logging.getLogger(__name__)
@@ -38,30 +53,65 @@ SWEEP_INTERVAL_S = 15.0
 SWEEP_LOCK_KEY = "s2s:sweep-lost-items"
 
 
-def carried_batch_work(client: redis.Redis) -> tuple[set[str], set[int]]:
-    """What Redis carries for batch jobs, queued or delivered and not yet acked: (ids of jobs with a start_job
-    message, ids of items in answer_items messages)."""
-    messages: list[dict[str, Any]] = [json.loads(raw) for raw in client.lrange(BATCH_QUEUE, 0, -1)]
+@dataclass
+class Carried:
+    """What the messages in Redis carry, queued or delivered and not yet acked."""
+
+    jobs: set[str] = field(default_factory=set)  # ids of jobs with a start_job message (it plans them whole)
+    items: set[int] = field(default_factory=set)  # item ids of answer_items messages
+    turns: set[int] = field(default_factory=set)  # reply turn ids of reply_to_turn messages
+    questions: set[str] = field(default_factory=set)  # question ids of answer_question messages
+
+
+def carried_work(client: redis.Redis) -> Carried:
+    """What Redis carries: every queue's messages and every delivered, unacknowledged one."""
+    messages: list[dict[str, Any]] = [
+        json.loads(raw) for queue in QUEUES for raw in client.lrange(queue, 0, -1)
+    ]
     messages += [json.loads(raw)[0] for raw in client.hvals(UNACKED_KEY)]  # [message, exchange, routing key]
-    return _batch_work(messages)
+    return _carried(messages)
 
 
-def _batch_work(messages: Iterable[dict[str, Any]]) -> tuple[set[str], set[int]]:
-    jobs_to_plan: set[str] = set()
-    items: set[int] = set()
+def _carried(messages: Iterable[dict[str, Any]]) -> Carried:
+    carried = Carried()
     for message in messages:
         body = message.get("body", "")
         if message.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)
         task = message.get("headers", {}).get("task")
-        if task not in (START_JOB_TASK, ITEMS_TASK):
+        if task not in (START_JOB_TASK, ITEMS_TASK, REPLY_TASK, QUESTION_TASK):
             continue
         args = json.loads(body)[0]
         if task == START_JOB_TASK:
-            jobs_to_plan.add(args[0])
+            carried.jobs.add(args[0])
+        elif task == ITEMS_TASK:
+            carried.items.update(args[1])
+        elif task == REPLY_TASK:
+            carried.turns.add(args[0])
         else:
-            items.update(args[1])
-    return jobs_to_plan, items
+            carried.questions.add(args[0])
+    return carried
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+class Missing:
+    """Since when each request of one kind has been missing (carried by no message) at this process's sweeps."""
+
+    def __init__(self, grace_s: float) -> None:
+        self.grace_s = grace_s
+        self.since: dict[Any, float] = {}
+
+    def lost(self, missing: Iterable[K], now: float) -> list[K]:
+        """Of `missing` (the requests no message carries at this sweep), those missing at the last sweep as well
+        and for at least grace_s, which are then forgotten (they are sent again); the rest is remembered."""
+        seen = {key: self.since.get(key, now) for key in missing}
+        lost = [key for key, since in seen.items() if key in self.since and now - since >= self.grace_s]
+        for key in lost:
+            del seen[key]
+        self.since = seen
+        return lost
 
 
 class LostItemSweeper:
@@ -75,11 +125,12 @@ class LostItemSweeper:
         *,
         nodename: str,
         chunk_size: int,
+        grace_s: float,
         interval_s: float = SWEEP_INTERVAL_S,
     ) -> None:
         self.app, self.client, self.engine = app, client, engine
         self.nodename, self.chunk_size, self.interval_s = nodename, chunk_size, interval_s
-        self.missing_before: dict[str, set[int]] = {}
+        self.items, self.turns, self.questions = Missing(0.0), Missing(grace_s), Missing(grace_s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="s2s-lost-item-sweeper", daemon=True)
 
@@ -102,24 +153,44 @@ class LostItemSweeper:
                 )
 
     def sweep(self) -> int:
-        """One sweep; returns how many items it sent again."""
-        jobs_to_plan, carried = carried_batch_work(self.client)
+        """One sweep; returns how many requests it sent again."""
+        carried = carried_work(self.client)
+        now = time.monotonic()
+        return self._sweep_items(carried, now) + self._sweep_interactive(carried, now)
+
+    def _sweep_items(self, carried: Carried, now: float) -> int:
         with transaction(self.engine) as db:
-            active = [job_id for job_id in batch_jobs.active_job_ids(db) if job_id not in jobs_to_plan]
-        missing_now: dict[str, set[int]] = {}
-        resent = 0
+            active = [job_id for job_id in batch_jobs.active_job_ids(db) if job_id not in carried.jobs]
+        missing: dict[int, str] = {}  # item id -> its job
         for job_id in active:
-            [missing] = jobs.plan_job(self.engine, job_id, chunk_size=10**9, queued=carried) or [[]]
-            missing_now[job_id] = set(missing)
-            lost = [item for item in missing if item in self.missing_before.get(job_id, set())]
-            if lost:
-                chunks = [
-                    lost[start : start + self.chunk_size] for start in range(0, len(lost), self.chunk_size)
-                ]
-                send_item_chunks(self.app, self.client, job_id, chunks)
-                missing_now[job_id] -= set(lost)
-                resent += len(lost)
-        self.missing_before = missing_now
+            [pending] = jobs.plan_job(self.engine, job_id, chunk_size=10**9, queued=carried.items) or [[]]
+            missing.update((item_id, job_id) for item_id in pending)
+        lost: dict[str, list[int]] = {}
+        for item_id in self.items.lost(missing, now):
+            lost.setdefault(missing[item_id], []).append(item_id)
+        for job_id, items in lost.items():
+            chunks = [
+                items[start : start + self.chunk_size] for start in range(0, len(items), self.chunk_size)
+            ]
+            send_item_chunks(self.app, self.client, job_id, chunks)
+        resent = sum(len(items) for items in lost.values())
         if resent:
             logger.warning("sent %d batch item(s) again that no message in Redis carried any more", resent)
         return resent
+
+    def _sweep_interactive(self, carried: Carried, now: float) -> int:
+        with transaction(self.engine) as db:
+            turns = [turn for turn in conversations.pending_reply_ids(db) if turn not in carried.turns]
+            asked = [asked for asked in questions.pending_question_ids(db) if asked not in carried.questions]
+        lost: list[tuple[str, int | str]] = [(REPLY_TASK, turn) for turn in self.turns.lost(turns, now)]
+        lost += [(QUESTION_TASK, asked) for asked in self.questions.lost(asked, now)]
+        for task, request_id in lost:
+            self.app.send_task(task, args=[request_id], ignore_result=True, **TASK_ROUTES[task])
+        if lost:
+            logger.warning(
+                "sent %d chat reply(ies) and %d question(s) again that no message in Redis carried for %.0f s",
+                sum(task == REPLY_TASK for task, _ in lost),
+                sum(task == QUESTION_TASK for task, _ in lost),
+                self.turns.grace_s,
+            )
+        return len(lost)

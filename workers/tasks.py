@@ -30,7 +30,6 @@ from kombu.exceptions import OperationalError as BrokerError
 from settings import get_settings
 from workers import jobs, metrics, notices
 from workers.celery_app import (
-    BATCH_QUEUE,
     ITEMS_TASK,
     QUESTION_TASK,
     REPLY_TASK,
@@ -206,17 +205,17 @@ def _start_serving(worker: Any) -> None:
         stats=runtime.batcher.stats.as_dict,
     )
     _heartbeat.start()
-    if (
-        BATCH_QUEUE in queues
-    ):  # items lost in Redis while the service runs are sent again (workers/sweeper.py)
-        _sweeper = LostItemSweeper(
-            app,
-            runtime.redis,
-            runtime.engine,
-            nodename=nodename,
-            chunk_size=runtime.settings.batch_chunk_size,
-        )
-        _sweeper.start()
+    # Work lost in Redis while the service runs is sent again (workers/sweeper.py), by whichever worker, whatever
+    # its queues: before, only workers consuming `batch` swept, and only batch items.
+    _sweeper = LostItemSweeper(
+        app,
+        runtime.redis,
+        runtime.engine,
+        nodename=nodename,
+        chunk_size=runtime.settings.batch_chunk_size,
+        grace_s=runtime.settings.lost_request_grace_s,
+    )
+    _sweeper.start()
     settings = runtime.settings
     metrics.serve_metrics(
         port=settings.metrics_port,

@@ -4,6 +4,8 @@ batch jobs submitted and waited on through them."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import signal
@@ -182,6 +184,18 @@ def wait_job(
         if reached or time.monotonic() > deadline:
             return progress
         time.sleep(0.05)
+
+
+def interactive_messages(client: redis.Redis) -> list[tuple[str, Any]]:
+    """(task name, its first argument) of each message in the interactive queue, sorted."""
+    found = []
+    for raw in client.lrange("interactive", 0, -1):
+        message = json.loads(raw)
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        found.append((message["headers"]["task"], json.loads(body)[0][0]))
+    return sorted(found, key=str)
 
 
 def answered_in_log(log: Path) -> int:

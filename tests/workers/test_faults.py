@@ -419,6 +419,89 @@ def test_a_decode_that_ends_while_redis_is_down_leaves_no_count_once_redis_answe
         assert_the_one_question_answered(engine, question_id)
 
 
+def test_a_turn_and_a_question_whose_message_redis_lost_are_sent_again_and_answered_once(
+    tmp_path: Path, own_redis: OwnRedis
+) -> None:
+    """A message that BRPOP popped just as Redis died, whose reply never reached the worker, is in neither the
+    queue nor kombu's unacked hash; the pop is kept (append-only file). Batch items in that spot are sent again
+    by the sweeper (workers/sweeper.py); a chat reply or a single question stayed pending for good. The state
+    such a loss leaves is made here directly (rows pending, no message for them), beside a turn whose message
+    waits in the queue, which must not be sent again. The first worker consumes only `batch`, so what it sends
+    can be seen in the queue; a second one then answers everything, once."""
+    from workers.celery_app import QUESTION_TASK, REPLY_TASK
+
+    database_url = f"sqlite:///{tmp_path / 's2s.sqlite3'}"
+    migrate.upgrade(database_url)
+    env = fixtures.service_env(own_redis.url, database_url, S2S_LOST_REQUEST_GRACE_S="1")
+    saved = {key: os.environ.get(key) for key in ("REDIS_URL", "DATABASE_URL")}
+    os.environ.update(REDIS_URL=own_redis.url, DATABASE_URL=database_url)
+    get_settings.cache_clear()
+    engine, sender, client = (
+        make_engine(database_url),
+        Sender(own_redis.url),
+        redis.Redis.from_url(own_redis.url),
+    )
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        lost_turn, carried_turn, lost_question = (
+            fixtures.store_turn(engine, "lost"),
+            fixtures.store_turn(engine, "queued"),
+            fixtures.store_question(engine),
+        )
+        sender.send(REPLY_TASK, carried_turn)
+        workers.append(
+            fixtures.start_worker(env, tmp_path / "batch.log", name="batch@%h", queues="batch", wait_s=180)
+        )
+        deadline = time.monotonic() + 90  # two sweeps, 15 s apart, after the worker's start
+        while client.llen("interactive") < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert fixtures.interactive_messages(client) == sorted(
+            [(REPLY_TASK, carried_turn), (REPLY_TASK, lost_turn), (QUESTION_TASK, lost_question)], key=str
+        ), "the lost reply and question must be sent again, once each, and the queued one not"
+        interactive_log = tmp_path / "interactive.log"
+        workers.append(
+            fixtures.start_worker(
+                env, interactive_log, name="interactive@%h", queues="interactive", wait_s=180
+            )
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with transaction(engine) as db:
+                pending = db.scalar(
+                    select(func.count()).select_from(Turn).where(Turn.status == TurnStatus.PENDING)
+                )
+                pending += db.scalar(
+                    select(func.count())
+                    .select_from(Question)
+                    .where(Question.status == QuestionStatus.PENDING)
+                )
+            if not pending:
+                break
+            time.sleep(0.2)
+        with transaction(engine) as db:
+            turns = db.execute(select(Turn.role, Turn.status, Turn.text)).all()
+            rows = db.execute(select(Question.status, Question.answer)).all()
+        assert sorted((row.role.value, row.status.value) for row in turns) == [
+            ("assistant", "done"),
+            ("assistant", "done"),
+            ("user", "done"),
+            ("user", "done"),
+        ], turns
+        assert all(row.text for row in turns)
+        assert [(row.status, bool(row.answer)) for row in rows] == [(QuestionStatus.DONE, True)]
+        received = interactive_log.read_text(errors="replace").count("] received")
+        assert received == 3, f"{received} messages taken: each request must be decoded once"
+        assert client.llen("interactive") == 0
+    finally:
+        for process in workers:
+            fixtures.stop_worker(process)
+        sender.close()
+        engine.dispose()
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+        get_settings.cache_clear()
+
+
 # --- the database unreachable, then back -------------------------------------------------------------------------
 
 

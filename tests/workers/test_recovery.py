@@ -1,4 +1,6 @@
-"""Batch items lost by a killed worker are sent again at the next start, against a real Redis and SQLite."""
+"""Work lost by a killed worker or a killed Redis is sent again, against a real Redis and SQLite: batch items at
+the next start (workers/recovery.py), and batch items, chat replies and questions while the service runs
+(workers/sweeper.py)."""
 
 from __future__ import annotations
 
@@ -11,13 +13,26 @@ from celery import Celery
 from sqlalchemy import Engine
 
 from settings import get_settings
-from storage import batch_jobs
+from storage import batch_jobs, conversations, questions
 from storage.db import transaction
 from tests.workers.conftest import OWNER, PASSAGE, QUESTION
-from tests.workers.service_fixtures import redis_for_tests
+from tests.workers.service_fixtures import (
+    interactive_messages,
+    redis_for_tests,
+    store_question,
+    store_turn,
+)
 from workers import jobs
-from workers.celery_app import START_JOB_TASK, TASK_ROUTES, build_config, send_item_chunks
+from workers.celery_app import (
+    QUESTION_TASK,
+    REPLY_TASK,
+    START_JOB_TASK,
+    TASK_ROUTES,
+    build_config,
+    send_item_chunks,
+)
 from workers.recovery import queued_batch_work, resend_lost_items
+from workers.sweeper import LostItemSweeper, Missing, carried_work
 
 
 @pytest.fixture
@@ -64,3 +79,42 @@ def test_a_job_whose_start_message_is_queued_is_left_to_it(
         assert batch_jobs.cancel_job(db, job_id=job_id, owner=OWNER)
     client.delete("batch")
     assert resend_lost_items(celery, client, engine, chunk_size=5) == 0  # a cancelled job gets nothing
+
+
+def test_a_request_is_lost_once_missing_on_two_sweeps_in_a_row_for_the_grace_period() -> None:
+    missing = Missing(grace_s=20.0)
+    assert missing.lost(["a", "b"], now=0.0) == []  # first seen missing: maybe inside BRPOP's window
+    assert missing.lost(["a", "b", "c"], now=15.0) == []  # 15 s < 20 s
+    assert missing.lost(["a", "c"], now=30.0) == ["a"]  # b was carried at this sweep; c missing for 15 s only
+    assert missing.lost(["a", "c"], now=45.0) == ["c"]  # a, sent again at 30 s, starts over
+    assert missing.lost(["b"], now=50.0) == []  # b was carried in between: it starts over too
+    assert Missing(grace_s=0.0).lost(["x"], now=0.0) == []  # two sweeps in a row, whatever the grace
+
+
+def test_a_sweep_sends_again_the_replies_and_questions_no_message_carries_once_each(
+    engine: Engine, broker: tuple[Celery, redis.Redis]
+) -> None:
+    celery, client = broker
+    lost_turn, queued_turn, done_turn = (store_turn(engine, text) for text in ("lost", "queued", "done"))
+    lost_question = store_question(engine)
+    with transaction(engine) as db:
+        assert conversations.save_reply(db, turn_id=done_turn, text="hi", model_version="v")
+    celery.send_task(REPLY_TASK, args=[queued_turn], **TASK_ROUTES[REPLY_TASK])
+    sweeper = LostItemSweeper(celery, client, engine, nodename="test", chunk_size=8, grace_s=0.0)
+    assert sweeper.sweep() == 0  # missing once: not yet lost
+    assert sweeper.sweep() == 2
+    carried = carried_work(client)
+    assert carried.turns == {lost_turn, queued_turn} and carried.questions == {lost_question}
+    assert interactive_messages(client) == sorted(
+        [(REPLY_TASK, lost_turn), (REPLY_TASK, queued_turn), (QUESTION_TASK, lost_question)], key=str
+    )
+    assert sweeper.sweep() == 0 and sweeper.sweep() == 0  # carried now: nothing is sent twice
+    with transaction(engine) as db:
+        assert questions.cancel_question(db, question_id=lost_question, owner=OWNER)
+    client.delete("interactive")
+    assert (
+        sweeper.sweep() == 0 and sweeper.sweep() == 2
+    )  # the two pending replies, not the cancelled question
+    assert interactive_messages(client) == sorted(
+        [(REPLY_TASK, lost_turn), (REPLY_TASK, queued_turn)], key=str
+    )
