@@ -155,6 +155,8 @@ class Turn(Base):
     __table_args__ = (
         UniqueConstraint("conversation_id", "position"),
         UniqueConstraint("conversation_id", "client_request_id"),
+        # conversations.pending_reply_ids (every sweep): status and role equal, in id order.
+        Index("ix_turns_status_role_id", "status", "role", "id"),
     )
 
     id: Mapped[int] = mapped_column(IdInt, primary_key=True, autoincrement=True)
@@ -193,7 +195,11 @@ class Question(Base):
     """
 
     __tablename__ = "questions"
-    __table_args__ = (Index("ix_questions_owner_created_at", "owner", "created_at"),)
+    __table_args__ = (
+        Index("ix_questions_owner_created_at", "owner", "created_at"),
+        # questions.pending_question_ids (every sweep): status equal, in (created_at, id) order.
+        Index("ix_questions_status_created_at_id", "status", "created_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     owner: Mapped[str] = mapped_column(String(OWNER_MAX_CHARS))
@@ -218,7 +224,10 @@ class QAJob(Base):
     """An uploaded batch of questions; its progress is counted from its items."""
 
     __tablename__ = "qa_jobs"
-    __table_args__ = (Index("ix_qa_jobs_owner_created_at", "owner", "created_at"),)
+    __table_args__ = (
+        Index("ix_qa_jobs_owner_created_at", "owner", "created_at"),
+        Index("ix_qa_jobs_status", "status"),  # batch_jobs.active_job_ids (every sweep, and at start-up)
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     owner: Mapped[str] = mapped_column(String(OWNER_MAX_CHARS))
