@@ -19,6 +19,9 @@ import base64
 import json
 import logging
 import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from celery import Celery
@@ -27,7 +30,14 @@ from sqlalchemy import Engine
 from storage import batch_jobs
 from storage.db import transaction
 from workers import jobs
-from workers.celery_app import BATCH_QUEUE, ITEMS_TASK, START_JOB_TASK, send_item_chunks
+from workers.celery_app import (
+    BATCH_QUEUE,
+    ITEMS_TASK,
+    QUESTION_TASK,
+    REPLY_TASK,
+    START_JOB_TASK,
+    send_item_chunks,
+)
 from workers.heartbeat import HEARTBEAT_PREFIX, heartbeat_key
 
 logger = logging.getLogger(__name__)
@@ -79,23 +89,44 @@ def restore_unacked_messages(app: Celery, client: redis.Redis) -> int:
     return len(tags)
 
 
+@dataclass
+class Carried:
+    """What a set of messages carries (queued, or delivered and not yet acked)."""
+
+    jobs: set[str] = field(default_factory=set)  # ids of jobs with a start_job message (it plans them whole)
+    items: set[int] = field(default_factory=set)  # item ids of answer_items messages
+    turns: set[int] = field(default_factory=set)  # reply turn ids of reply_to_turn messages
+    questions: set[str] = field(default_factory=set)  # question ids of answer_question messages
+
+
+def carried_by(messages: Iterable[dict[str, Any]]) -> Carried:
+    """What these kombu messages (as the Redis transport stores them) carry; the arguments of other tasks are
+    not read. The one reading of messages, for recovery at start-up and for the sweeper (sweeper.py)."""
+    carried = Carried()
+    for message in messages:
+        body = message.get("body", "")
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        task = message.get("headers", {}).get("task")
+        if task not in (START_JOB_TASK, ITEMS_TASK, REPLY_TASK, QUESTION_TASK):
+            continue
+        args = json.loads(body)[0]
+        if task == START_JOB_TASK:
+            carried.jobs.add(args[0])
+        elif task == ITEMS_TASK:
+            carried.items.update(args[1])
+        elif task == REPLY_TASK:
+            carried.turns.add(args[0])
+        else:
+            carried.questions.add(args[0])
+    return carried
+
+
 def queued_batch_work(client: redis.Redis) -> tuple[set[str], set[int]]:
     """What the batch queue still carries: ids of jobs with a start_job message (it plans all their pending
     items), and the item ids of answer_items messages."""
-    jobs_to_plan: set[str] = set()
-    items: set[int] = set()
-    for raw in client.lrange(BATCH_QUEUE, 0, -1):
-        message = json.loads(raw)
-        body = message["body"]
-        if message.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        args = json.loads(body)[0]
-        task = message.get("headers", {}).get("task")
-        if task == START_JOB_TASK:
-            jobs_to_plan.add(args[0])
-        elif task == ITEMS_TASK:
-            items.update(args[1])
-    return jobs_to_plan, items
+    carried = carried_by(json.loads(raw) for raw in client.lrange(BATCH_QUEUE, 0, -1))
+    return carried.jobs, carried.items
 
 
 def resend_lost_items(app: Celery, client: redis.Redis, engine: Engine, *, chunk_size: int) -> int:

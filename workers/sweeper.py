@@ -20,13 +20,11 @@ only a decode, never a second reply.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import threading
 import time
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import redis
@@ -37,30 +35,18 @@ from storage import batch_jobs, conversations, questions
 from storage.db import transaction
 from workers import jobs
 from workers.celery_app import (
-    ITEMS_TASK,
     QUESTION_TASK,
     QUEUES,
     REPLY_TASK,
-    START_JOB_TASK,
     TASK_ROUTES,
     send_item_chunks,
 )
-from workers.recovery import UNACKED_KEY
+from workers.recovery import UNACKED_KEY, Carried, carried_by
 
 logger = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 15.0
 SWEEP_LOCK_KEY = "s2s:sweep-lost-items"
-
-
-@dataclass
-class Carried:
-    """What the messages in Redis carry, queued or delivered and not yet acked."""
-
-    jobs: set[str] = field(default_factory=set)  # ids of jobs with a start_job message (it plans them whole)
-    items: set[int] = field(default_factory=set)  # item ids of answer_items messages
-    turns: set[int] = field(default_factory=set)  # reply turn ids of reply_to_turn messages
-    questions: set[str] = field(default_factory=set)  # question ids of answer_question messages
 
 
 def carried_work(client: redis.Redis) -> Carried:
@@ -69,28 +55,7 @@ def carried_work(client: redis.Redis) -> Carried:
         json.loads(raw) for queue in QUEUES for raw in client.lrange(queue, 0, -1)
     ]
     messages += [json.loads(raw)[0] for raw in client.hvals(UNACKED_KEY)]  # [message, exchange, routing key]
-    return _carried(messages)
-
-
-def _carried(messages: Iterable[dict[str, Any]]) -> Carried:
-    carried = Carried()
-    for message in messages:
-        body = message.get("body", "")
-        if message.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        task = message.get("headers", {}).get("task")
-        if task not in (START_JOB_TASK, ITEMS_TASK, REPLY_TASK, QUESTION_TASK):
-            continue
-        args = json.loads(body)[0]
-        if task == START_JOB_TASK:
-            carried.jobs.add(args[0])
-        elif task == ITEMS_TASK:
-            carried.items.update(args[1])
-        elif task == REPLY_TASK:
-            carried.turns.add(args[0])
-        else:
-            carried.questions.add(args[0])
-    return carried
+    return carried_by(messages)
 
 
 K = TypeVar("K", bound=Hashable)

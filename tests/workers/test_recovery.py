@@ -4,6 +4,8 @@ the next start (workers/recovery.py), and batch items, chat replies and question
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from tests.workers.service_fixtures import (
 )
 from workers import jobs
 from workers.celery_app import (
+    ITEMS_TASK,
     QUESTION_TASK,
     REPLY_TASK,
     START_JOB_TASK,
@@ -79,6 +82,30 @@ def test_a_job_whose_start_message_is_queued_is_left_to_it(
         assert batch_jobs.cancel_job(db, job_id=job_id, owner=OWNER)
     client.delete("batch")
     assert resend_lost_items(celery, client, engine, chunk_size=5) == 0  # a cancelled job gets nothing
+
+
+def test_start_up_recovery_and_the_sweeper_read_the_batch_queue_alike(
+    broker: tuple[Celery, redis.Redis],
+) -> None:
+    """One reading of messages serves both (recovery.carried_by): what queued_batch_work finds in the batch
+    queue is what carried_work finds there, whatever else the queues hold."""
+    celery, client = broker
+    celery.send_task(START_JOB_TASK, args=["job-a"], **TASK_ROUTES[START_JOB_TASK])
+    send_item_chunks(celery, client, "job-b", [[1, 2], [3]])
+    celery.send_task(REPLY_TASK, args=[7], **TASK_ROUTES[REPLY_TASK])  # interactive: neither job nor item
+    celery.send_task(QUESTION_TASK, args=["q"], **TASK_ROUTES[QUESTION_TASK])
+    foreign = base64.b64encode(json.dumps([["job-x", [9]], {}, {}]).encode()).decode()
+    client.lpush(
+        "batch",
+        json.dumps(
+            {"body": foreign, "headers": {"task": "other.task"}, "properties": {"body_encoding": "base64"}}
+        ),
+    )
+    plain = json.dumps([["job-c", [4, 5]], {}, {}])  # a body kombu did not encode
+    client.lpush("batch", json.dumps({"body": plain, "headers": {"task": ITEMS_TASK}, "properties": {}}))
+    carried = carried_work(client)
+    assert queued_batch_work(client) == ({"job-a"}, {1, 2, 3, 4, 5}) == (carried.jobs, carried.items)
+    assert (carried.turns, carried.questions) == ({7}, {"q"})
 
 
 def test_a_request_is_lost_once_missing_on_two_sweeps_in_a_row_for_the_grace_period() -> None:
