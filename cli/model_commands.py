@@ -48,6 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--metric", choices=["auto", "squad", "cmrc"], default="auto", help="scoring (auto: by language)"
     )
     rc.add_argument("--batch-size", type=int, default=64, help="questions per decoding batch")
+    rc.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0 = torch's default); 1 on a machine that is busy with other work",
+    )
     add_decode_arguments(rc)
     rc.set_defaults(handler=eval_rc_command)
     chat = ev_sub.add_parser(
@@ -233,8 +239,12 @@ def _generation_request(row: Any) -> tuple[str, Any]:
 
 
 def eval_rc_command(args: argparse.Namespace) -> int:
+    import torch
+
     from model.evaluation import evaluate_rc
 
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     models = load_models(args)
     result = evaluate_rc(
         models,

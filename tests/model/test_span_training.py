@@ -104,6 +104,8 @@ def test_a_tiny_reader_learns_a_span_task_through_the_cli(tmp_path, capsys):
                 str(tmp_path / "dev.json"),
                 "--device",
                 "cpu",
+                "--threads",
+                "1",
             ]
         )
         == 0
