@@ -59,36 +59,34 @@ class ReaderBatch:
 def match_features(
     question: Words, passage: Words, *, bigram_match: bool = False
 ) -> list[tuple[float, float, float, float]]:
-    if bigram_match:
-        return bigram_match_features(question, passage)
+    """(raw match, lower-case match, stem match, term frequency) per passage word; with `bigram_match` the
+    middle two are bigram matches (`bigram_slots`)."""
     raw = set(question.words)
-    lowered = {lower(w) for w in question.words}
-    stemmed = {stem(w) for w in question.words}
     passage_lower = [lower(w) for w in passage.words]
     counts = Counter(passage_lower)
     size = max(1, len(passage))
+    middle = (bigram_slots if bigram_match else form_slots)(question, passage.words, passage_lower)
     return [
-        (float(w in raw), float(lw in lowered), float(stem(w) in stemmed), counts[lw] / size)
-        for w, lw in zip(passage.words, passage_lower)
+        (float(w in raw), *slots, counts[lw] / size)
+        for w, lw, slots in zip(passage.words, passage_lower, middle)
     ]
 
 
-def bigram_match_features(question: Words, passage: Words) -> list[tuple[float, float, float, float]]:
-    """(raw match, bigram with the previous word in the question, bigram with the next, term frequency)."""
-    raw = set(question.words)
+def form_slots(question: Words, words: Sequence[str], lowered: Sequence[str]) -> list[tuple[float, float]]:
+    """(lower-case match, stem match) with a question word."""
+    question_lower = {lower(w) for w in question.words}
+    question_stems = {stem(w) for w in question.words}
+    return [(float(lw in question_lower), float(stem(w) in question_stems)) for w, lw in zip(words, lowered)]
+
+
+def bigram_slots(question: Words, words: Sequence[str], lowered: Sequence[str]) -> list[tuple[float, float]]:
+    """(the bigram with the previous word occurs in the question, the bigram with the next one does)."""
     q = [lower(w) for w in question.words]
     bigrams = set(zip(q, q[1:]))
-    p = [lower(w) for w in passage.words]
-    counts = Counter(p)
-    size = max(1, len(passage))
+    p = lowered
     return [
-        (
-            float(w in raw),
-            float(i > 0 and (p[i - 1], lw) in bigrams),
-            float(i + 1 < len(p) and (lw, p[i + 1]) in bigrams),
-            counts[lw] / size,
-        )
-        for i, (w, lw) in enumerate(zip(passage.words, p))
+        (float(i > 0 and (p[i - 1], lw) in bigrams), float(i + 1 < len(p) and (lw, p[i + 1]) in bigrams))
+        for i, lw in enumerate(p)
     ]
 
 
